@@ -1,0 +1,3 @@
+from spotpatch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""How a config is scored: COCO tasks, detectors and their bases, the patch trainer, COCO mAP
+and the bundled benchmark. Imports only from ``spaces``.
+"""
+
+from __future__ import annotations
+
+from spotpatch.evaluators._base import Base, load_base, resolve_device, save_base
+from spotpatch.evaluators._benchmark import (
+    BENCHMARK_TASKS,
+    SOURCE_CLASSES,
+    BenchmarkTask,
+    write_benchmark,
+)
+from spotpatch.evaluators._coco import CocoSplit, Task, load_split, load_task
+from spotpatch.evaluators._detectors import (
+    Detector,
+    get_detector,
+    list_detectors,
+    register_detector,
+)
+from spotpatch.evaluators._evaluator import EvalResult, PatchEvaluator, evaluate
+from spotpatch.evaluators._metrics import coco_map, predict
+from spotpatch.evaluators._pretrain import PRETRAIN_SETTINGS, PretrainResult, pretrain
+from spotpatch.evaluators._progress import progress_bar
+from spotpatch.evaluators._trainer import TrainSettings, train_detector
+
+__all__ = [
+    "BENCHMARK_TASKS",
+    "Base",
+    "BenchmarkTask",
+    "CocoSplit",
+    "Detector",
+    "EvalResult",
+    "PRETRAIN_SETTINGS",
+    "PatchEvaluator",
+    "PretrainResult",
+    "SOURCE_CLASSES",
+    "Task",
+    "TrainSettings",
+    "coco_map",
+    "evaluate",
+    "get_detector",
+    "list_detectors",
+    "load_base",
+    "load_split",
+    "load_task",
+    "predict",
+    "pretrain",
+    "progress_bar",
+    "register_detector",
+    "resolve_device",
+    "save_base",
+    "train_detector",
+    "write_benchmark",
+]

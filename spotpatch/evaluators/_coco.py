@@ -1,0 +1,280 @@
+"""COCO tasks: annotation files and image folders, validated and decoded once.
+
+Category ids map to contiguous labels 1..K (0 is background) in category-id order; the task's
+class names keep that order. Images are decoded at load and resized to the detector's input
+size; boxes follow, and predictions are mapped back to the original image for COCO evaluation.
+Bad input raises :class:`UserError` with one line naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from spotpatch._errors import UserError
+from spotpatch.evaluators._progress import progress_bar
+
+__all__ = ["CocoSplit", "Task", "load_split", "load_task", "quiet"]
+
+log = logging.getLogger("spotpatch")
+Resize = Callable[[int, int], tuple[int, int]]
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence pycocotools, which prints progress to stdout."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+@dataclass(frozen=True, eq=False)
+class CocoSplit:
+    """One split of a task, decoded and resized.
+
+    Attributes:
+        annotations: the COCO JSON file.
+        images_dir: the folder ``file_name`` is relative to.
+        coco: the ground truth as a pycocotools ``COCO`` (degenerate boxes dropped).
+        image_ids: COCO image ids, in file order.
+        sizes: original (width, height) of each image.
+        images: uint8 tensors (3, H, W) at the detector's input size.
+        boxes: float tensors (N, 4), xyxy, in the resized image's pixels.
+        labels: int64 tensors (N,), contiguous labels 1..K.
+    """
+
+    annotations: Path
+    images_dir: Path
+    coco: Any
+    image_ids: tuple[int, ...]
+    file_names: tuple[str, ...]
+    sizes: tuple[tuple[int, int], ...]
+    images: tuple[Tensor, ...]
+    boxes: tuple[Tensor, ...]
+    labels: tuple[Tensor, ...]
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    @property
+    def num_objects(self) -> int:
+        return sum(len(b) for b in self.boxes)
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """A detection task: its classes and its train/val (and optional test) splits.
+
+    Example:
+        >>> task = load_task("pets", train=("train.json", "train"), val=("val.json", "val"),
+        ...                  resize=lambda w, h: (128, 128))  # doctest: +SKIP
+        >>> task.classes  # doctest: +SKIP
+        ('cat', 'dog')
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    category_ids: tuple[int, ...]
+    train: CocoSplit
+    val: CocoSplit
+    test: CocoSplit | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """Classes including the background."""
+        return len(self.classes) + 1
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"annotation file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 JSON file") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a COCO file is a JSON object with images and annotations")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise UserError(f"{path}: missing or malformed {key!r} list")
+    return data
+
+
+def _field(path: Path, what: str, entry: Any, key: str, types: type | tuple) -> Any:
+    if not isinstance(entry, dict) or key not in entry:
+        raise UserError(f"{path}: {what} without {key!r}")
+    value = entry[key]
+    if not isinstance(value, types) or isinstance(value, bool):
+        raise UserError(f"{path}: {what} has a malformed {key!r}: {value!r}")
+    return value
+
+
+def _categories(path: Path, data: dict) -> dict[int, str]:
+    cats: dict[int, str] = {}
+    for entry in data["categories"]:
+        cid = _field(path, "a category", entry, "id", int)
+        name = _field(path, f"category {cid}", entry, "name", str)
+        if cid in cats:
+            raise UserError(f"{path}: category id {cid} appears twice")
+        cats[cid] = name
+    if not cats:
+        raise UserError(f"{path}: no categories")
+    return dict(sorted(cats.items()))
+
+
+def _decode(path: Path, resize: Resize) -> tuple[Tensor, tuple[int, int]]:
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise UserError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            size = img.size
+            new = resize(*size)
+            if new != size:
+                img = img.resize(new, Image.Resampling.BILINEAR)
+            array = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise UserError(f"cannot decode image {path}: {e}") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous(), size
+
+
+def load_split(
+    annotations: str | Path,
+    images_dir: str | Path,
+    *,
+    resize: Resize,
+    categories: dict[int, str] | None = None,
+    progress: bool | None = None,
+) -> tuple[CocoSplit, dict[int, str]]:
+    """Read, validate and decode one COCO split.
+
+    Args:
+        annotations: the COCO JSON file.
+        images_dir: the folder image ``file_name`` entries are relative to.
+        resize: maps an image's (width, height) to the size it is decoded at.
+        categories: the categories the split must have (those of the train split).
+        progress: show a progress bar (None: only on a terminal).
+
+    Returns:
+        The split, and its categories {id: name}.
+    """
+    from pycocotools.coco import COCO
+
+    path = Path(annotations)
+    images_dir = Path(images_dir)
+    data = _read_json(path)
+    cats = _categories(path, data)
+    if categories is not None and cats != categories:
+        raise UserError(f"{path}: categories differ from the train split's")
+    images: dict[int, dict] = {}
+    for entry in data["images"]:
+        iid = _field(path, "an image", entry, "id", int)
+        _field(path, f"image {iid}", entry, "file_name", str)
+        if iid in images:
+            raise UserError(f"{path}: image id {iid} appears twice")
+        images[iid] = entry
+    if not images:
+        raise UserError(f"{path}: no images")
+    if not images_dir.is_dir():
+        raise UserError(f"image folder not found: {images_dir}")
+    label_of = {cid: i + 1 for i, cid in enumerate(cats)}
+    anns, dropped = [], 0
+    for entry in data["annotations"]:
+        aid = _field(path, "an annotation", entry, "id", int)
+        iid = _field(path, f"annotation {aid}", entry, "image_id", int)
+        cid = _field(path, f"annotation {aid}", entry, "category_id", int)
+        bbox = _field(path, f"annotation {aid}", entry, "bbox", list)
+        if iid not in images:
+            raise UserError(f"{path}: annotation {aid} refers to unknown image id {iid}")
+        if cid not in cats:
+            raise UserError(f"{path}: annotation {aid} refers to unknown category id {cid}")
+        if len(bbox) != 4 or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in bbox
+        ):
+            raise UserError(f"{path}: annotation {aid} has a malformed bbox {bbox!r}")
+        if bbox[2] <= 0 or bbox[3] <= 0:
+            dropped += 1
+            continue
+        ann = dict(entry)
+        ann.setdefault("area", float(bbox[2] * bbox[3]))
+        ann.setdefault("iscrowd", 0)
+        anns.append(ann)
+    if dropped:
+        log.warning("%s: dropped %d degenerate boxes (width or height <= 0)", path, dropped)
+    clean = dict(data, annotations=anns)
+    with quiet():
+        coco = COCO()
+        coco.dataset = clean
+        coco.createIndex()
+
+    ids = tuple(images)
+    per_image: dict[int, list[dict]] = {i: [] for i in ids}
+    for ann in anns:
+        if not ann["iscrowd"]:
+            per_image[ann["image_id"]].append(ann)
+    decoded, sizes, boxes, labels = [], [], [], []
+    bar = progress_bar(ids, desc=f"decoding {path.name}", unit="img", progress=progress)
+    for iid in bar:
+        tensor, (w, h) = _decode(images_dir / images[iid]["file_name"], resize)
+        decoded.append(tensor)
+        sizes.append((w, h))
+        sx, sy = tensor.shape[2] / w, tensor.shape[1] / h
+        xywh = torch.tensor([a["bbox"] for a in per_image[iid]], dtype=torch.float32).view(-1, 4)
+        xyxy = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
+        boxes.append(xyxy * torch.tensor([sx, sy, sx, sy]))
+        labels.append(
+            torch.tensor([label_of[a["category_id"]] for a in per_image[iid]], dtype=torch.int64)
+        )
+    split = CocoSplit(
+        annotations=path,
+        images_dir=images_dir,
+        coco=coco,
+        image_ids=ids,
+        file_names=tuple(images[i]["file_name"] for i in ids),
+        sizes=tuple(sizes),
+        images=tuple(decoded),
+        boxes=tuple(boxes),
+        labels=tuple(labels),
+    )
+    return split, cats
+
+
+def load_task(
+    name: str,
+    *,
+    train: Sequence[str | Path],
+    val: Sequence[str | Path],
+    test: Sequence[str | Path] | None = None,
+    resize: Resize,
+    progress: bool | None = None,
+) -> Task:
+    """Load a task from (annotations, images folder) pairs; val and test must share train's
+    categories."""
+    train_split, cats = load_split(*train, resize=resize, progress=progress)
+    if train_split.num_objects == 0:
+        raise UserError(f"{train_split.annotations}: no usable annotations to train on")
+    val_split, _ = load_split(*val, resize=resize, categories=cats, progress=progress)
+    test_split = (
+        load_split(*test, resize=resize, categories=cats, progress=progress)[0] if test else None
+    )
+    return Task(
+        name=name,
+        classes=tuple(cats.values()),
+        category_ids=tuple(cats),
+        train=train_split,
+        val=val_split,
+        test=test_split,
+    )

@@ -1,0 +1,155 @@
+"""Patch files: ``patch.safetensors`` (only the task's tensors) and ``patch.json`` (what they are).
+
+The safetensors payload of a patch is exactly its ``patch_bytes``. ``patch.json`` records the
+base it applies to by the sha256 of the base's tensors, so a patch is never applied to another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from spotpatch._errors import UserError
+from spotpatch.spaces._space import PatchConfig
+
+__all__ = ["Patch", "save_patch", "load_patch", "state_sha256", "payload_bytes", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+TENSORS_FILE = "patch.safetensors"
+META_FILE = "patch.json"
+
+
+def state_sha256(state: Mapping[str, Tensor]) -> str:
+    """sha256 over a model's tensors: names, dtypes, shapes and values, in sorted name order.
+
+    ``num_batches_tracked`` counters are left out: they never change what a model computes.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        if name.endswith("num_batches_tracked"):
+            continue
+        t = state[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def payload_bytes(path: str | Path) -> int:
+    """Bytes of tensor data in a safetensors file (the file minus its header)."""
+    with open(path, "rb") as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+    return os.path.getsize(path) - 8 - header_len
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One task's patch for one base, as stored.
+
+    Example:
+        >>> patch = load_patch("exports/pets")  # doctest: +SKIP
+        >>> patch.config.summary(), patch.payload_bytes  # doctest: +SKIP
+    """
+
+    config: PatchConfig
+    tensors: Mapping[str, Tensor]
+    model: str
+    base_sha256: str
+    task: str
+    classes: tuple[str, ...]
+    dtype: str = "float32"
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    study: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def payload_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+    def meta(self) -> dict[str, Any]:
+        """The content of ``patch.json``."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "base": {"model": self.model, "sha256": self.base_sha256},
+            "task": {"name": self.task, "classes": list(self.classes)},
+            "dtype": self.dtype,
+            "sites": self.config.to_dict(),
+            "metrics": dict(self.metrics),
+            "study": dict(self.study),
+        }
+
+
+def save_patch(patch: Patch, out: str | Path) -> Path:
+    """Write ``patch.safetensors`` and ``patch.json`` into ``out`` (created if missing).
+
+    Each file is written under a temporary name and renamed into place, the JSON last, so a
+    crash never leaves a JSON that describes tensors which are not there.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {n: t.detach().to("cpu").contiguous() for n, t in patch.tensors.items()}
+    tmp_tensors = out / f".{TENSORS_FILE}.tmp"
+    tmp_meta = out / f".{META_FILE}.tmp"
+    try:
+        save_file(tensors, str(tmp_tensors), metadata={"format": "pt", "spotpatch": "patch"})
+        tmp_meta.write_text(json.dumps(patch.meta(), indent=2) + "\n")
+        os.replace(tmp_tensors, out / TENSORS_FILE)
+        os.replace(tmp_meta, out / META_FILE)
+    finally:
+        tmp_tensors.unlink(missing_ok=True)
+        tmp_meta.unlink(missing_ok=True)
+    return out
+
+
+def load_patch(path: str | Path) -> Patch:
+    """Read a patch folder written by :func:`save_patch`.
+
+    Raises:
+        UserError: a missing or malformed file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta_path, tensors_path = path / META_FILE, path / TENSORS_FILE
+    for p in (meta_path, tensors_path):
+        if not p.is_file():
+            raise UserError(f"not a patch folder: {p} not found")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{meta_path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+    try:
+        if meta["format_version"] != FORMAT_VERSION:
+            raise UserError(
+                f"{meta_path}: format_version {meta['format_version']} is not supported "
+                f"(this spotpatch reads {FORMAT_VERSION})"
+            )
+        config = PatchConfig.from_dict(meta["sites"])
+        info = dict(
+            model=str(meta["base"]["model"]),
+            base_sha256=str(meta["base"]["sha256"]),
+            task=str(meta["task"]["name"]),
+            classes=tuple(str(c) for c in meta["task"]["classes"]),
+            dtype=str(meta.get("dtype", "float32")),
+            metrics=dict(meta.get("metrics", {})),
+            study=dict(meta.get("study", {})),
+        )
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{meta_path}: missing or malformed field {e}") from None
+    try:
+        tensors = load_file(str(tensors_path))
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{tensors_path}: not a readable safetensors file ({e})") from None
+    return Patch(config=config, tensors=tensors, **info)

@@ -1,0 +1,104 @@
+"""From a spec to what scores its configs: the base, the task and the patch evaluator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from spotpatch._errors import UserError
+from spotpatch.evaluators import (
+    Base,
+    EvalResult,
+    PatchEvaluator,
+    Task,
+    TrainSettings,
+    load_base,
+    load_task,
+)
+from spotpatch.spaces import PatchConfig, PatchSpace
+from spotpatch.studies._spec import StudySpec, load_spec
+
+__all__ = ["base_of", "task_of", "evaluator_of", "read_config", "evaluate_spec"]
+
+
+def base_of(spec: StudySpec) -> Base:
+    return load_base(spec.base.model, spec.base.checkpoint, device=spec.base.device)
+
+
+def task_of(spec: StudySpec, base: Base, *, progress: bool | None = None) -> Task:
+    data = spec.data
+    return load_task(
+        spec.name,
+        train=(data.train, data.train_images),
+        val=(data.val, data.val_images),
+        test=(data.test, data.test_images) if data.test else None,
+        resize=base.detector.resized,
+        progress=progress,
+    )
+
+
+def evaluator_of(
+    spec: StudySpec, *, base: Base | None = None, progress: bool | None = None
+) -> PatchEvaluator:
+    """The evaluator of a study: its base, task, training budget and patch space."""
+    base = base or base_of(spec)
+    task = task_of(spec, base, progress=progress)
+    settings = TrainSettings(
+        steps=spec.train.steps,
+        batch_size=spec.train.batch_size,
+        lr=spec.train.lr,
+        hflip=spec.train.hflip,
+    )
+    try:
+        return PatchEvaluator(
+            task,
+            base,
+            settings,
+            kinds=spec.space.kinds,
+            granularity=spec.space.granularity,
+            dtype=spec.space.dtype,
+            seed=spec.seed,
+            progress=progress,
+        )
+    except UserError as e:
+        raise UserError(f"{spec.path}: {e}") from None
+
+
+def read_config(path: str | Path, space: PatchSpace) -> PatchConfig:
+    """A config from a JSON file: ``{site: kind}``, or a ``patch.json`` (its ``sites``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+    if isinstance(raw, dict) and isinstance(raw.get("sites"), dict):
+        raw = raw["sites"]
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise UserError(f"{path}: a config is a JSON object mapping site names to kinds")
+    try:
+        config = PatchConfig.from_dict(raw)
+        space.check_contains(config, any_kind=True)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+    return config
+
+
+def evaluate_spec(
+    spec_path: str | Path,
+    *,
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    progress: bool | None = None,
+) -> tuple[EvalResult, PatchEvaluator]:
+    """Train and score one config of a study: a fixed preset or a config file."""
+    if (preset is None) == (config_file is None):
+        raise UserError("give exactly one of a preset or a config file")
+    spec = load_spec(spec_path)
+    evaluator = evaluator_of(spec, progress=progress)
+    if preset is not None:
+        config = evaluator.space.preset(preset)
+    else:
+        config = read_config(config_file, evaluator.space)
+    return evaluator.evaluate(config), evaluator

@@ -1,0 +1,25 @@
+"""Shared fixtures: a random-init tiny base (fast, no shipped weights needed) and a small
+generated benchmark, both built once per session."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def random_base():
+    from spotpatch.evaluators import load_base
+
+    return load_base("spotpatch-tiny", random_init=True, seed=0, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def bench(tmp_path_factory):
+    """The bundled benchmark at a quarter of its size, for two tasks (near and far)."""
+    from spotpatch.evaluators import write_benchmark
+
+    out = tmp_path_factory.mktemp("bench") / "bench"
+    return write_benchmark(out, scale=0.25, tasks=["shapes-subset", "glyphs"], progress=False)
