@@ -1,14 +1,14 @@
-"""A seeded, procedural object-detection benchmark in COCO format.
+"""The bundled benchmark: a seeded, procedural object-detection benchmark in COCO format.
 
-The benchmark has a *source* set of filled shapes (used to pretrain the base detector) and ten
-*target tasks* that range from near transfer (a subset of the source classes) to far transfer
+It has a *source* set of filled shapes, used to pretrain the base detector, and ten *target
+tasks* that range from near transfer (a subset of the source classes) to far transfer
 (stroke-drawn letters, night-time images, fine-grained notches). :func:`write_benchmark` renders
 it to disk, with one study TOML per task (:func:`study_toml`).
 
 Every image is drawn from its own RNG, seeded by ``[seed, task_index, split_index, image_index]``,
 so the output is byte-identical for a given seed and scale whatever the process count or the
-subset of tasks written. Glyphs are polylines defined here rather than system fonts, because font
-files differ between machines.
+subset of tasks written. Letters and digits are polylines defined here, not system fonts, because
+font files differ between machines.
 """
 
 from __future__ import annotations
@@ -35,116 +35,79 @@ _VERSION = "1.0"
 _SOURCE_SPLITS = {"train": 3000, "val": 300}
 _TASK_SPLITS = {"train": 512, "val": 128, "test": 128}
 _MAX_IOU = 0.15
-_GAP = 2  # px of free space kept around every object, so no object touches or hides another
+_GAP = 2  # px kept free around every object, so that no object touches or hides another
 _PLACEMENT_TRIES = 40
 _MIN_PARALLEL_IMAGES = 2000  # below this, spawning workers (~3 s each) costs more than it saves
 _PNG_LEVEL = 1  # zlib level 6 halves the encoding speed for 15% smaller files
 
-Points = list[tuple[float, float]]
+Points = Sequence[tuple[float, float]]
 
-# --------------------------------------------------------------------------------------------
-# Shapes: each draws value 255 onto a local "L" mask, in unit coordinates mapped by a _Geo.
-# --------------------------------------------------------------------------------------------
+# --- Shapes ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Geo:
-    """Maps unit coordinates (shape roughly in [-1, 1]^2, y down) to mask pixels."""
+class _Pen:
+    """Draws value 255 on a local "L" mask, mapping unit coordinates (y down) to pixels.
 
+    Shapes are defined in roughly ``[-1, 1]^2``; the pen scales them by ``r``, stretches x by
+    ``sx``, shears, rotates by ``angle`` and centres them at ``(c, c)``. ``stroke`` is None for
+    filled shapes, else the line width of an outline (or of a letter's strokes).
+    """
+
+    draw: ImageDraw.ImageDraw
+    rng: np.random.Generator
     c: float
     r: float
-    angle: float
+    angle: float = 0.0
     sx: float = 1.0
     shear: float = 0.0
+    stroke: int | None = None
 
-    def pts(self, points: Sequence[tuple[float, float]]) -> Points:
+    def pts(self, points: Points) -> list[tuple[float, float]]:
         p = np.asarray(points, dtype=np.float64)
-        x = p[:, 0] * self.sx + self.shear * p[:, 1]
-        y = p[:, 1]
+        x, y = p[:, 0] * self.sx + self.shear * p[:, 1], p[:, 1]
         ca, sa = math.cos(self.angle), math.sin(self.angle)
-        xs = self.c + self.r * (x * ca - y * sa)
-        ys = self.c + self.r * (x * sa + y * ca)
+        xs, ys = self.c + self.r * (x * ca - y * sa), self.c + self.r * (x * sa + y * ca)
         return list(zip(xs.tolist(), ys.tolist(), strict=True))
 
-    def disc(self, x: float, y: float, radius: float) -> list[float]:
-        (cx, cy) = self.pts([(x, y)])[0]
-        rr = radius * self.r
-        return [cx - rr, cy - rr, cx + rr, cy + rr]
+    def polygon(self, points: Points) -> None:
+        if self.stroke is None:
+            self.draw.polygon(self.pts(points), fill=255)
+        else:
+            self.draw.polygon(self.pts(points), outline=255, width=self.stroke)
+
+    def ellipse(self, x: float, y: float, radius: float, erase: bool = False) -> None:
+        (cx, cy), rr = self.pts([(x, y)])[0], radius * self.r
+        box = [cx - rr, cy - rr, cx + rr, cy + rr]
+        if erase or self.stroke is None:
+            self.draw.ellipse(box, fill=0 if erase else 255)
+        else:
+            self.draw.ellipse(box, outline=255, width=self.stroke)
+
+    def lines(self, polylines: Sequence[Points]) -> None:
+        """Polylines with round joints and caps."""
+        w = self.stroke or 2
+        for line in polylines:
+            pts = self.pts(line)
+            self.draw.line(pts, fill=255, width=w, joint="curve")
+            for px, py in (pts[0], pts[-1]):
+                self.draw.ellipse([px - w / 2, py - w / 2, px + w / 2, py + w / 2], fill=255)
 
 
-# (draw, geometry, stroke width or None for a filled shape, the image's RNG for shape jitter)
-ShapeFn = Callable[[ImageDraw.ImageDraw, _Geo, "int | None", np.random.Generator], None]
+ShapeFn = Callable[[_Pen], None]
 
 
 def _regular(n: int, start_deg: float = -90.0, inner: float | None = None) -> Points:
-    """Vertices of a regular polygon, or of a star when ``inner`` is given."""
+    """Vertices of a regular polygon, or of a star when ``inner`` (its inner radius) is set."""
     k = 2 * n if inner else n
-    radii = [1.0 if (i % 2 == 0 or not inner) else inner for i in range(k)]
+    radii = [inner if inner and i % 2 else 1.0 for i in range(k)]
     angles = [math.radians(start_deg) + 2 * math.pi * i / k for i in range(k)]
     return [(r * math.cos(a), r * math.sin(a)) for r, a in zip(radii, angles, strict=True)]
 
 
-def _polygon(points: Points) -> ShapeFn:
-    def draw(
-        d: ImageDraw.ImageDraw, g: _Geo, stroke: int | None, rng: np.random.Generator
-    ) -> None:
-        if stroke is None:
-            d.polygon(g.pts(points), fill=255)
-        else:
-            d.polygon(g.pts(points), outline=255, width=stroke)
-
-    return draw
-
-
-def _circle(d: ImageDraw.ImageDraw, g: _Geo, stroke: int | None, rng: np.random.Generator) -> None:
-    d.ellipse(g.disc(0, 0, 1.0), fill=None if stroke else 255, outline=255, width=stroke or 1)
-
-
-def _ring(d: ImageDraw.ImageDraw, g: _Geo, stroke: int | None, rng: np.random.Generator) -> None:
-    if stroke is None:
-        d.ellipse(g.disc(0, 0, 1.0), fill=255)
-        d.ellipse(g.disc(0, 0, 0.55), fill=0)
-    else:
-        d.ellipse(g.disc(0, 0, 1.0), outline=255, width=stroke)
-        d.ellipse(g.disc(0, 0, 0.55), outline=255, width=stroke)
-
-
-def _crescent(
-    d: ImageDraw.ImageDraw, g: _Geo, stroke: int | None, rng: np.random.Generator
-) -> None:
-    d.ellipse(g.disc(0, 0, 1.0), fill=255)
-    d.ellipse(g.disc(0.5, -0.1, 0.85), fill=0)
-
-
-def _notched(side: str) -> ShapeFn:
-    """A square with a round bite out of the middle of one edge (the fine-grained classes)."""
-    x, y = {"top": (0.0, -1.0), "right": (1.0, 0.0), "bottom": (0.0, 1.0), "left": (-1.0, 0.0)}[
-        side
-    ]
-
-    def draw(
-        d: ImageDraw.ImageDraw, g: _Geo, stroke: int | None, rng: np.random.Generator
-    ) -> None:
-        d.polygon(g.pts([(-1, -1), (1, -1), (1, 1), (-1, 1)]), fill=255)
-        d.ellipse(g.disc(x, y, 0.36), fill=0)
-
-    return draw
-
-
-def _strokes(lines: Sequence[Points]) -> ShapeFn:
-    """Polylines with round joints and caps, for letters and digits."""
-
-    def draw(
-        d: ImageDraw.ImageDraw, g: _Geo, stroke: int | None, rng: np.random.Generator
-    ) -> None:
-        w = stroke or 2
-        for line in lines:
-            pts = g.pts(line)
-            d.line(pts, fill=255, width=w, joint="curve")
-            for px, py in (pts[0], pts[-1]):
-                d.ellipse([px - w / 2, py - w / 2, px + w / 2, py + w / 2], fill=255)
-
-    return draw
+def _arc(cx: float, cy: float, r: float, a0: float, a1: float, n: int = 9) -> Points:
+    a = np.radians(np.linspace(a0, a1, n))
+    return list(zip((cx + r * np.cos(a)).tolist(), (cy + r * np.sin(a)).tolist(), strict=True))
 
 
 def _heart() -> Points:
@@ -154,11 +117,68 @@ def _heart() -> Points:
     return list(zip(x.tolist(), y.tolist(), strict=True))
 
 
-def _arc(cx: float, cy: float, r: float, a0: float, a1: float, n: int = 9) -> Points:
-    a = np.radians(np.linspace(a0, a1, n))
-    return list(zip((cx + r * np.cos(a)).tolist(), (cy + r * np.sin(a)).tolist(), strict=True))
+def _polygon(points: Points) -> ShapeFn:
+    return lambda p: p.polygon(points)
 
 
+def _circle(p: _Pen) -> None:
+    p.ellipse(0, 0, 1.0)
+
+
+def _ring(p: _Pen) -> None:
+    p.ellipse(0, 0, 1.0)
+    p.ellipse(0, 0, 0.55, erase=p.stroke is None)
+
+
+def _crescent(p: _Pen) -> None:
+    p.ellipse(0, 0, 1.0)
+    p.ellipse(0.5, -0.1, 0.85, erase=True)
+
+
+def _notched(x: float, y: float) -> ShapeFn:
+    """A square with a round bite out of the edge at ``(x, y)``: the fine-grained classes."""
+
+    def draw(p: _Pen) -> None:
+        p.polygon(_SQUARE)
+        p.ellipse(x, y, 0.36, erase=True)
+
+    return draw
+
+
+def _strokes(polylines: Sequence[Points]) -> ShapeFn:
+    return lambda p: p.lines(polylines)
+
+
+def _seven_segment(segments: str) -> ShapeFn:
+    """A digit whose corners are jittered per drawing, with gaps between segments at times."""
+
+    def draw(p: _Pen) -> None:
+        rng = p.rng
+        corners = {k: (x + rng.normal(0, 0.07), y + rng.normal(0, 0.05)) for k, (x, y) in
+                   _SEG_CORNERS.items()}  # fmt: skip
+        gap = rng.uniform(0.0, 0.12) if rng.random() < 0.5 else 0.0
+        polylines = []
+        for s in segments:
+            (x0, y0), (x1, y1) = (corners[k] for k in _SEGMENTS[s])
+            dx, dy = x1 - x0, y1 - y0
+            polylines.append([(x0 + gap * dx, y0 + gap * dy), (x1 - gap * dx, y1 - gap * dy)])
+        p.lines(polylines)
+
+    return draw
+
+
+_SQUARE = [(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)]
+_CROSS = [
+    (-0.33, -1), (0.33, -1), (0.33, -0.33), (1, -0.33), (1, 0.33), (0.33, 0.33),
+    (0.33, 1), (-0.33, 1), (-0.33, 0.33), (-1, 0.33), (-1, -0.33), (-0.33, -0.33),
+]  # fmt: skip
+_ARROW = [
+    (-1, -0.22), (0.15, -0.22), (0.15, -0.62), (1, 0), (0.15, 0.62), (0.15, 0.22), (-1, 0.22),
+]  # fmt: skip
+_L_SHAPE = [(-0.7, -1), (-0.15, -1), (-0.15, 0.45), (0.7, 0.45), (0.7, 1), (-0.7, 1)]
+_T_SHAPE = [
+    (-1, -1), (1, -1), (1, -0.5), (0.25, -0.5), (0.25, 1), (-0.25, 1), (-0.25, -0.5), (-1, -0.5),
+]  # fmt: skip
 _LETTERS: dict[str, list[Points]] = {
     "A": [[(-0.7, 1), (0, -1), (0.7, 1)], [(-0.42, 0.3), (0.42, 0.3)]],
     "E": [[(0.6, -1), (-0.6, -1), (-0.6, 1), (0.6, 1)], [(-0.6, 0), (0.4, 0)]],
@@ -169,68 +189,28 @@ _LETTERS: dict[str, list[Points]] = {
     ],
     "X": [[(-0.6, -1), (0.6, 1)], [(0.6, -1), (-0.6, 1)]],
 }
-
-# Seven-segment corners: top/middle/bottom x left/right.
-_SEG_CORNERS = {
-    "TL": (-0.5, -1.0), "TR": (0.5, -1.0), "ML": (-0.5, 0.0),
-    "MR": (0.5, 0.0), "BL": (-0.5, 1.0), "BR": (0.5, 1.0),
-}  # fmt: skip
-_SEGMENTS = {
-    "a": ("TL", "TR"), "b": ("TR", "MR"), "c": ("MR", "BR"), "d": ("BL", "BR"),
-    "e": ("ML", "BL"), "f": ("TL", "ML"), "g": ("ML", "MR"),
-}  # fmt: skip
+_SEG_CORNERS = {"TL": (-0.5, -1.0), "TR": (0.5, -1.0), "ML": (-0.5, 0.0), "MR": (0.5, 0.0),
+                "BL": (-0.5, 1.0), "BR": (0.5, 1.0)}  # fmt: skip
+_SEGMENTS = {"a": ("TL", "TR"), "b": ("TR", "MR"), "c": ("MR", "BR"), "d": ("BL", "BR"),
+             "e": ("ML", "BL"), "f": ("TL", "ML"), "g": ("ML", "MR")}  # fmt: skip
 _DIGITS = {"2": "abged", "3": "abgcd", "4": "fgbc", "5": "afgcd", "7": "abc"}
-
-
-def _seven_segment(segments: str) -> ShapeFn:
-    """A digit whose corners are jittered per drawing, so no two instances look the same."""
-
-    def draw(
-        d: ImageDraw.ImageDraw, g: _Geo, stroke: int | None, rng: np.random.Generator
-    ) -> None:
-        corners = {k: (x + rng.normal(0, 0.07), y + rng.normal(0, 0.05)) for k, (x, y) in
-                   _SEG_CORNERS.items()}  # fmt: skip
-        gap = rng.uniform(0.0, 0.12) if rng.random() < 0.5 else 0.0
-        lines = []
-        for s in segments:
-            (x0, y0), (x1, y1) = (corners[k] for k in _SEGMENTS[s])
-            lines.append([(x0 + gap * (x1 - x0), y0 + gap * (y1 - y0)),
-                          (x1 - gap * (x1 - x0), y1 - gap * (y1 - y0))])  # fmt: skip
-        _strokes(lines)(d, g, stroke, rng)
-
-    return draw
+_EDGES = {"top": (0.0, -1.0), "right": (1.0, 0.0), "bottom": (0.0, 1.0), "left": (-1.0, 0.0)}
 
 
 @dataclass(frozen=True)
 class _Shape:
     draw: ShapeFn
     max_rot: float = 180.0  # degrees either way
-    aspect: tuple[float, float] = (1.0, 1.0)
+    aspect: tuple[float, float] = (1.0, 1.0)  # range of the x stretch
     shear: tuple[float, float] = (0.0, 0.0)
-    lines: bool = False  # drawn with strokes whose width scales with the size
+    lines: bool = False  # drawn with strokes whose width grows with the size
 
 
-_SQUARE = [(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)]
-_CROSS = [
-    (-0.33, -1), (0.33, -1), (0.33, -0.33), (1, -0.33), (1, 0.33), (0.33, 0.33),
-    (0.33, 1), (-0.33, 1), (-0.33, 0.33), (-1, 0.33), (-1, -0.33), (-0.33, -0.33),
-]  # fmt: skip
-_ARROW = [
-    (-1, -0.22),
-    (0.15, -0.22),
-    (0.15, -0.62),
-    (1, 0),
-    (0.15, 0.62),
-    (0.15, 0.22),
-    (-1, 0.22),
-]
-_L_SHAPE = [(-0.7, -1), (-0.15, -1), (-0.15, 0.45), (0.7, 0.45), (0.7, 1), (-0.7, 1)]
-_T_SHAPE = [
-    (-1, -1), (1, -1), (1, -0.5), (0.25, -0.5), (0.25, 1), (-0.25, 1), (-0.25, -0.5), (-1, -0.5),
-]  # fmt: skip
+_LETTER = {"max_rot": 10, "aspect": (0.75, 1.1), "shear": (-0.3, 0.3), "lines": True}
+_DIGIT = {"max_rot": 6, "aspect": (0.8, 1.15), "shear": (-0.25, 0.05), "lines": True}
 _SHAPES: dict[str, _Shape] = {
     "circle": _Shape(_circle),
-    # Squares and diamonds rotate only a little: a square turned 45 degrees is a diamond.
+    # Squares and diamonds turn only a little: a square turned 45 degrees is a diamond.
     "square": _Shape(_polygon([(0.85 * x, 0.85 * y) for x, y in _SQUARE]), max_rot=15),
     "triangle": _Shape(_polygon(_regular(3))),
     "star": _Shape(_polygon(_regular(5, inner=0.45))),
@@ -243,24 +223,17 @@ _SHAPES: dict[str, _Shape] = {
     "crescent": _Shape(_crescent),
     "l-shape": _Shape(_polygon(_L_SHAPE)),
     "t-shape": _Shape(_polygon(_T_SHAPE)),
-    **{f"notch-{s}": _Shape(_notched(s), max_rot=8) for s in ("top", "right", "bottom", "left")},
-    **{
-        f"letter-{k.lower()}": _Shape(_strokes(v), 10, (0.75, 1.1), (-0.3, 0.3), True)
-        for k, v in _LETTERS.items()
-    },  # fmt: skip
-    **{
-        f"digit-{k}": _Shape(_seven_segment(v), 6, (0.8, 1.15), (-0.25, 0.05), True)
-        for k, v in _DIGITS.items()
-    },  # fmt: skip
+    # The notch's side is the label, so these barely turn.
+    **{f"notch-{k}": _Shape(_notched(*xy), max_rot=8) for k, xy in _EDGES.items()},
+    **{f"letter-{k.lower()}": _Shape(_strokes(v), **_LETTER) for k, v in _LETTERS.items()},
+    **{f"digit-{k}": _Shape(_seven_segment(v), **_DIGIT) for k, v in _DIGITS.items()},
 }
 
 SOURCE_CLASSES: tuple[str, ...] = (
     "circle", "square", "triangle", "star", "cross", "ring", "diamond", "hexagon",
 )  # fmt: skip
 
-# --------------------------------------------------------------------------------------------
-# Backgrounds: float32 (H, W, 3) arrays in [0, 255], all from numpy.
-# --------------------------------------------------------------------------------------------
+# --- Backgrounds: float32 (H, W, 3) arrays in [0, 255] -----------------------------------------
 
 _YY, _XX = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32)
 
@@ -286,11 +259,12 @@ def _bg_flat(rng: np.random.Generator) -> np.ndarray:
 def _bg_gradient(rng: np.random.Generator) -> np.ndarray:
     c0, c1 = _colour(rng), _colour(rng)
     u, _ = _rotated(rng)
-    t = np.clip((u - u.min()) / (u.max() - u.min() + 1e-6), 0, 1)[..., None]
+    t = ((u - u.min()) / (u.max() - u.min() + 1e-6))[..., None]
     return c0 + t * (c1 - c0)
 
 
-def _bg_blobs(rng: np.random.Generator, spread: float = 22.0) -> np.ndarray:
+def _bg_blobs(rng: np.random.Generator) -> np.ndarray:
+    """Low-contrast ellipses on a flat colour."""
     base = _colour(rng)
     img = np.broadcast_to(base, (IMAGE_SIZE, IMAGE_SIZE, 3)).copy()
     for _ in range(rng.integers(3, 9)):
@@ -300,7 +274,7 @@ def _bg_blobs(rng: np.random.Generator, spread: float = 22.0) -> np.ndarray:
         dx, dy = _XX - cx, _YY - cy
         u = (dx * math.cos(a) + dy * math.sin(a)) / ax
         v = (-dx * math.sin(a) + dy * math.cos(a)) / ay
-        img[u * u + v * v < 1] = _near(rng, base, spread)
+        img[u * u + v * v < 1] = _near(rng, base, 22)
     return img
 
 
@@ -327,8 +301,8 @@ def _distractors(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     d = ImageDraw.Draw(pil)
     for _ in range(rng.integers(2, 7)):
         x0, y0, x1, y1 = rng.uniform(-10, IMAGE_SIZE + 10, 4).tolist()
-        d.line([x0, y0, x1, y1], fill=tuple(rng.integers(0, 256, 3).tolist()),
-               width=int(rng.integers(1, 4)))  # fmt: skip
+        colour = tuple(rng.integers(0, 256, 3).tolist())
+        d.line([x0, y0, x1, y1], fill=colour, width=int(rng.integers(1, 4)))
     for _ in range(rng.integers(1, 5)):
         cx, cy = rng.uniform(0, IMAGE_SIZE, 2).tolist()
         ax, ay = rng.uniform(3, 14, 2).tolist()
@@ -345,15 +319,12 @@ _BACKGROUNDS: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
     "stripes": _bg_stripes,
     "checker": _bg_checker,
 }
-_PLAIN = ("flat", "gradient", "blobs")
 _PALETTES: dict[str, tuple[tuple[float, float], ...]] = {
     "red": ((170, 255), (0, 60), (0, 60)),
     "blue": ((0, 50), (40, 110), (170, 255)),
 }
 
-# --------------------------------------------------------------------------------------------
-# Tasks
-# --------------------------------------------------------------------------------------------
+# --- Tasks -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -376,24 +347,26 @@ class BenchmarkTask:
 
 @dataclass(frozen=True)
 class _Style:
-    """How the images of one set are drawn; ``classes`` maps a class name to (shape, colour)."""
+    """How the images of one set are drawn.
+
+    ``classes`` holds (class name, shape name, palette or None for random colours) per class.
+    """
 
     classes: tuple[tuple[str, str, str | None], ...]
-    size: tuple[int, int] = (16, 56)
-    count: tuple[int, int] = (1, 4)
-    backgrounds: tuple[str, ...] = _PLAIN
+    size: tuple[int, int] = (16, 56)  # nominal object diameter in px
+    count: tuple[int, int] = (1, 4)  # objects per image, before any is left out for lack of room
+    backgrounds: tuple[str, ...] = ("flat", "gradient", "blobs")
     outline: bool = False
     distractors: bool = False
     desaturate: bool = False
     night: bool = False
-    min_contrast: float = 90.0  # mean RGB distance between an object and what lies under it
+    min_contrast: float = 90.0  # mean RGB distance between an object and the pixels under it
 
 
 def _plain(*names: str) -> tuple[tuple[str, str, None], ...]:
     return tuple((n, n, None) for n in names)
 
 
-_SOURCE_STYLE = _Style(_plain(*SOURCE_CLASSES))
 _TASK_TABLE: tuple[tuple[str, str, str, _Style], ...] = (
     ("shapes-subset", "near", "four of the source shapes, drawn in the source style",
      _Style(_plain("circle", "square", "triangle", "star"))),
@@ -414,30 +387,30 @@ _TASK_TABLE: tuple[tuple[str, str, str, _Style], ...] = (
      _Style(_plain(*(f"letter-{k.lower()}" for k in _LETTERS)), size=(20, 56))),
     ("digits", "far", "jittered seven-segment digits 2, 3, 4, 5 and 7",
      _Style(_plain(*(f"digit-{k}" for k in _DIGITS)), size=(24, 56))),
+    # Objects start with a high contrast, as darkening and noise take most of it away.
     ("night", "far", "source shapes in dark, noisy, low-contrast and sometimes inverted images",
      _Style(_plain("circle", "square", "triangle", "star"), size=(20, 56), night=True,
             min_contrast=150.0)),
-    ("fine-grained", "far", "squares that differ only in where a small notch is bitten out",
-     _Style(_plain("notch-top", "notch-right", "notch-bottom", "notch-left"), size=(24, 56),
-            count=(1, 3))),
+    ("fine-grained", "far", "squares that differ only in which edge has a small notch",
+     _Style(_plain(*(f"notch-{k}" for k in _EDGES)), size=(24, 56), count=(1, 3))),
 )  # fmt: skip
 
 BENCHMARK_TASKS: tuple[BenchmarkTask, ...] = tuple(
     BenchmarkTask(name, transfer, tuple(c[0] for c in style.classes), desc)
     for name, transfer, desc, style in _TASK_TABLE
 )
-# Index 0 is the source set; task i of BENCHMARK_TASKS has index i + 1 (it seeds the RNG).
-_STYLES: tuple[_Style, ...] = (_SOURCE_STYLE, *(row[3] for row in _TASK_TABLE))
+# Index 0 is the source set and BENCHMARK_TASKS[i] is index i + 1: the index seeds the RNG.
+_STYLES: tuple[_Style, ...] = (_Style(_plain(*SOURCE_CLASSES)), *(t[3] for t in _TASK_TABLE))
 
-# --------------------------------------------------------------------------------------------
-# Rendering
-# --------------------------------------------------------------------------------------------
+# --- Rendering -------------------------------------------------------------------------------
+
+Box = tuple[int, int, int, int]  # x, y, w, h in pixels
 
 
 @dataclass(frozen=True)
 class _Object:
     category_id: int
-    bbox: tuple[int, int, int, int]  # x, y, w, h in pixels
+    bbox: Box
     mask: np.ndarray  # (H, W) bool: the pixels drawn for this object
 
 
@@ -445,34 +418,32 @@ class _Object:
 class _Rendered:
     image: np.ndarray  # (H, W, 3) uint8, as saved
     background: np.ndarray  # (H, W, 3) float32, before any object was drawn
-    composite: np.ndarray  # (H, W, 3) float32, objects drawn, before the final photometric shift
+    composite: np.ndarray  # (H, W, 3) float32, objects drawn, before the photometric effects
     objects: list[_Object]
 
 
 def _shape_mask(shape: _Shape, size: float, outline: bool, rng: np.random.Generator) -> np.ndarray:
     """Draws one shape on a local canvas and returns its mask cropped to the drawn pixels."""
     r = size / 2
-    side = int(math.ceil(size * 1.7)) + 6
-    geo = _Geo(
-        c=side / 2,
-        r=r,
-        angle=math.radians(rng.uniform(-shape.max_rot, shape.max_rot)),
-        sx=rng.uniform(*shape.aspect),
-        shear=rng.uniform(*shape.shear),
-    )
+    side = int(math.ceil(size * 1.7)) + 6  # room for any rotation, stretch and shear
     if shape.lines:
         stroke: int | None = max(2, round(r * rng.uniform(0.16, 0.3)))
     else:
         stroke = int(rng.integers(1, 4)) if outline else None
     canvas = Image.new("L", (side, side), 0)
-    shape.draw(ImageDraw.Draw(canvas), geo, stroke, rng)
+    pen = _Pen(
+        ImageDraw.Draw(canvas), rng, side / 2, r,
+        angle=math.radians(rng.uniform(-shape.max_rot, shape.max_rot)),
+        sx=rng.uniform(*shape.aspect), shear=rng.uniform(*shape.shear), stroke=stroke,
+    )  # fmt: skip
+    shape.draw(pen)
     mask = np.asarray(canvas) > 0
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     return mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
 def _dilate(mask: np.ndarray, g: int) -> np.ndarray:
-    """Grows ``mask`` by ``g`` px on every side (the result is 2g px larger each way)."""
+    """Grows ``mask`` by ``g`` px on every side; the result is ``2 g`` px larger each way."""
     h, w = mask.shape
     rows = np.zeros((h, w + 2 * g), dtype=bool)
     for d in range(2 * g + 1):
@@ -483,13 +454,17 @@ def _dilate(mask: np.ndarray, g: int) -> np.ndarray:
     return out
 
 
-def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+def _boxes_clash(a: Box, b: Box) -> bool:
+    """Whether two boxes overlap too much, or one sits mostly inside the other.
+
+    The second test keeps small objects out of the holes of rings and outlines.
+    """
     iw = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
     ih = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
     if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+        return False
+    inter, area_a, area_b = iw * ih, a[2] * a[3], b[2] * b[3]
+    return inter >= _MAX_IOU * (area_a + area_b - inter) or inter >= 0.5 * min(area_a, area_b)
 
 
 def _pick_colour(
@@ -499,7 +474,7 @@ def _pick_colour(
     if palette is not None:
         return np.array([rng.uniform(lo, hi) for lo, hi in _PALETTES[palette]], np.float32)
     candidates = rng.uniform(0, 255, (16, 3)).astype(np.float32)
-    under = under[:: max(1, len(under) // 256)]  # a regular subsample is as good and faster
+    under = under[:: max(1, len(under) // 256)]  # a regular subsample is as good, and faster
     dist = np.linalg.norm(candidates[:, None, :] - under[None, :, :], axis=2).mean(1)
     ok = np.flatnonzero(dist >= style.min_contrast)
     return candidates[ok[0] if ok.size else int(np.argmax(dist))]
@@ -511,7 +486,7 @@ def _render_image(seed: int, task_index: int, split_index: int, image_index: int
     Args:
         seed: Benchmark seed.
         task_index: 0 for the source set, ``i + 1`` for ``BENCHMARK_TASKS[i]``.
-        split_index: Position of the split (train, val, test).
+        split_index: Position of the split in train, val(, test).
         image_index: Position of the image in its split.
 
     Returns:
@@ -541,34 +516,31 @@ def _render_image(seed: int, task_index: int, split_index: int, image_index: int
             x = int(rng.integers(0, IMAGE_SIZE - w + 1))
             y = int(rng.integers(0, IMAGE_SIZE - h + 1))
             box = (x, y, w, h)
-            if taken[y : y + h + 2 * _GAP, x : x + w + 2 * _GAP][halo].any():
-                continue
-            if all(_iou(box, o.bbox) < _MAX_IOU for o in objects):
+            free = not taken[y : y + h + 2 * _GAP, x : x + w + 2 * _GAP][halo].any()
+            if free and not any(_boxes_clash(box, o.bbox) for o in objects):
                 break
         else:
-            continue  # no free spot: leave this object out rather than let it be hidden
-        region = canvas[y : y + h, x : x + w]
-        region[crop] = _pick_colour(style, palette, bg[y : y + h, x : x + w][crop], rng)
+            continue  # no free spot: leave the object out rather than let it be hidden
+        under = bg[y : y + h, x : x + w][crop]
+        canvas[y : y + h, x : x + w][crop] = _pick_colour(style, palette, under, rng)
         taken[y : y + h + 2 * _GAP, x : x + w + 2 * _GAP] |= halo
         mask = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=bool)
         mask[y : y + h, x : x + w] = crop
         objects.append(_Object(k + 1, box, mask))
     out = canvas.copy()
     if style.night:
-        out = out * rng.uniform(0.25, 0.5) * rng.uniform(0.7, 1.0, 3).astype(np.float32)
-        out += rng.standard_normal(out.shape, dtype=np.float32) * rng.uniform(10, 22)
+        out = out * rng.uniform(0.3, 0.55) * rng.uniform(0.7, 1.0, 3).astype(np.float32)
+        out += rng.standard_normal(out.shape, dtype=np.float32) * rng.uniform(8, 18)
         if rng.random() < 0.35:
             out = 255 - out
     elif rng.random() < 0.4:
-        # Mild sensor noise on some images only: noise is what makes PNGs large.
+        # Mild sensor noise on some images only: noise is what makes PNG files large.
         out += rng.standard_normal(out.shape, dtype=np.float32) * rng.uniform(1.5, 5)
     image = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     return _Rendered(image, bg, canvas, objects)
 
 
-def _render_job(
-    job: tuple[int, int, int, int, str],
-) -> list[tuple[int, tuple[int, int, int, int]]]:
+def _render_job(job: tuple[int, int, int, int, str]) -> list[tuple[int, Box]]:
     """Worker entry point: renders and saves one image, returns its (category_id, box) pairs."""
     seed, task_index, split_index, image_index, path = job
     rendered = _render_image(seed, task_index, split_index, image_index)
@@ -576,9 +548,7 @@ def _render_job(
     return [(o.category_id, o.bbox) for o in rendered.objects]
 
 
-# --------------------------------------------------------------------------------------------
-# Writing
-# --------------------------------------------------------------------------------------------
+# --- Writing ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -588,16 +558,12 @@ class _Split:
     split_index: int
     count: int
     classes: tuple[str, ...]
-    supercategory: str
     description: str
 
 
-def _supercategory(classes: Sequence[str]) -> str:
-    prefix = classes[0].split("-")[0]
-    return prefix if prefix in ("letter", "digit") else "shape"
-
-
-def _coco(split: _Split, seed: int, results: list[list]) -> dict:
+def _coco(split: _Split, seed: int, results: Sequence[list[tuple[int, Box]]]) -> dict:
+    kind = split.classes[0].split("-")[0]
+    supercategory = kind if kind in ("letter", "digit") else "shape"
     images, annotations = [], []
     for i, anns in enumerate(results):
         images.append({"id": i + 1, "file_name": f"{i:06d}.png",
@@ -613,7 +579,7 @@ def _coco(split: _Split, seed: int, results: list[list]) -> dict:
         "images": images,
         "annotations": annotations,
         "categories": [
-            {"id": i + 1, "name": n, "supercategory": split.supercategory}
+            {"id": i + 1, "name": n, "supercategory": supercategory}
             for i, n in enumerate(split.classes)
         ],  # fmt: skip
     }
@@ -667,23 +633,24 @@ storage = "sqlite:///spotpatch.db"
 
 
 def _plan(root: Path, scale: float, names: Sequence[str]) -> list[_Split]:
-    def count(n: int) -> int:
-        return max(4, round(n * scale))
-
-    splits = [
-        _Split(root / "source" / s, 0, i, count(n), SOURCE_CLASSES, "shape",
-               "spotpatch benchmark: source set")
-        for i, (s, n) in enumerate(_SOURCE_SPLITS.items())
+    sets = [(root / "source", 0, SOURCE_CLASSES, _SOURCE_SPLITS, "source set")]
+    sets += [
+        (
+            root / "tasks" / t.name,
+            i + 1,
+            t.classes,
+            _TASK_SPLITS,
+            f"task {t.name}: {t.description}",
+        )
+        for i, t in enumerate(BENCHMARK_TASKS)
+        if t.name in names
+    ]
+    return [
+        _Split(folder / split, index, s, max(4, round(n * scale)), classes,
+               f"spotpatch benchmark, {what}")
+        for folder, index, classes, splits, what in sets
+        for s, (split, n) in enumerate(splits.items())
     ]  # fmt: skip
-    for t, task in enumerate(BENCHMARK_TASKS):
-        if task.name in names:
-            splits += [
-                _Split(root / "tasks" / task.name / s, t + 1, i, count(n), task.classes,
-                       _supercategory(task.classes),
-                       f"spotpatch benchmark task {task.name}: {task.description}")
-                for i, (s, n) in enumerate(_TASK_SPLITS.items())
-            ]  # fmt: skip
-    return splits
 
 
 def _generate(
@@ -698,31 +665,27 @@ def _generate(
                  for i in range(sp.count)]  # fmt: skip
     if processes is None:
         processes = 1 if len(jobs) < _MIN_PARALLEL_IMAGES else min(os.cpu_count() or 2, 4)
-    bar = progress_bar(desc="benchmark", total=len(jobs), unit="img", progress=progress)
     results = []
-    try:
+    with progress_bar(desc="benchmark", total=len(jobs), unit="img", progress=progress) as bar:
         if processes <= 1:
             for job in jobs:
                 results.append(_render_job(job))
                 bar.update()
         else:
-            # Spawn, not fork: the caller may hold threads (torch, ray) that fork would copy.
+            # Spawn, not fork: the caller may run threads (torch, ray) that a fork would break.
             with multiprocessing.get_context("spawn").Pool(processes) as pool:
                 for res in pool.imap(_render_job, jobs, chunksize=32):
                     results.append(res)
                     bar.update()
-    finally:
-        bar.close()
     start = 0
     for sp in splits:
         coco = _coco(sp, seed, results[start : start + sp.count])
         start += sp.count
         sp.folder.with_suffix(".json").write_text(json.dumps(coco, separators=(",", ":")))
-    studies = root / "studies"
-    studies.mkdir()
+    (root / "studies").mkdir()
     for task in BENCHMARK_TASKS:
         if task.name in names:
-            (studies / f"{task.name}.toml").write_text(study_toml(task, seed=seed))
+            (root / "studies" / f"{task.name}.toml").write_text(study_toml(task, seed=seed))
 
 
 def write_benchmark(
@@ -747,7 +710,9 @@ def write_benchmark(
         tasks: Names of the tasks to write (all when None); the source set is always written.
         progress: Show a progress bar; None shows it only on a terminal.
         overwrite: Replace a non-empty ``out``, once the new benchmark is complete.
-        processes: Worker processes; None picks up to 4 (one process for small runs).
+        processes: Worker processes; None uses up to 4 (one for small benchmarks). Workers are
+            spawned, so a script that calls this at import time needs the usual
+            ``if __name__ == "__main__":`` guard.
 
     Returns:
         The resolved destination folder.
@@ -761,26 +726,29 @@ def write_benchmark(
     unknown = [n for n in names if n not in known]
     if unknown:
         raise UserError(f"unknown benchmark task {unknown[0]!r}; known: {', '.join(known)}")
-    if not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UserError(f"benchmark seed must be a non-negative integer, got {seed!r}")
-    if not scale > 0 or not math.isfinite(scale):
+    if not (scale > 0 and math.isfinite(scale)):
         raise UserError(f"benchmark scale must be a positive number, got {scale!r}")
     out = Path(out).expanduser().resolve()
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
-        raise UserError(
-            f"{out} exists and is not empty; pass overwrite=True (--force) to replace it"
-        )  # noqa: E501
+    if out.exists() and not overwrite and not (out.is_dir() and not any(out.iterdir())):
+        hint = "pass overwrite=True (--force) to replace it"
+        raise UserError(f"{out} exists and is not empty; {hint}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    old = out.with_name(f"{out.name}.old-{os.getpid()}")
+    for leftover in (tmp, old):  # from an earlier run of a process with this pid, killed
+        shutil.rmtree(leftover, ignore_errors=True)
     try:
         tmp.mkdir()
         _generate(tmp, seed, scale, names, progress, processes)
         if out.exists():
-            old = out.with_name(f"{out.name}.old-{os.getpid()}")
-            shutil.rmtree(old, ignore_errors=True)
             os.replace(out, old)
-            os.replace(tmp, out)
+            try:
+                os.replace(tmp, out)
+            except BaseException:
+                os.replace(old, out)
+                raise
             if old.is_dir():
                 shutil.rmtree(old)
             else:

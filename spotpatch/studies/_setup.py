@@ -12,6 +12,7 @@ from spotpatch.evaluators import (
     PatchEvaluator,
     Task,
     TrainSettings,
+    get_detector,
     load_base,
     load_task,
 )
@@ -25,14 +26,15 @@ def base_of(spec: StudySpec) -> Base:
     return load_base(spec.base.model, spec.base.checkpoint, device=spec.base.device)
 
 
-def task_of(spec: StudySpec, base: Base, *, progress: bool | None = None) -> Task:
+def task_of(spec: StudySpec, *, progress: bool | None = None) -> Task:
+    """The study's task, decoded at its detector's input size."""
     data = spec.data
     return load_task(
         spec.name,
         train=(data.train, data.train_images),
         val=(data.val, data.val_images),
         test=(data.test, data.test_images) if data.test else None,
-        resize=base.detector.resized,
+        resize=get_detector(spec.base.model).resized,
         progress=progress,
     )
 
@@ -41,8 +43,9 @@ def evaluator_of(
     spec: StudySpec, *, base: Base | None = None, progress: bool | None = None
 ) -> PatchEvaluator:
     """The evaluator of a study: its base, task, training budget and patch space."""
+    # The data first: its problems are the user's most likely ones.
+    task = task_of(spec, progress=progress)
     base = base or base_of(spec)
-    task = task_of(spec, base, progress=progress)
     settings = TrainSettings(
         steps=spec.train.steps,
         batch_size=spec.train.batch_size,
