@@ -17,6 +17,8 @@ from spotpatch._errors import UserError
 
 __all__ = ["main", "build_parser"]
 
+STORAGE = "sqlite:///spotpatch.db"
+
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -108,6 +110,83 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_line(state) -> str:
+    best = "-" if state.best_map is None else f"{state.best_map:.3f}"
+    small = "-" if state.smallest_front_bytes is None else _kib(state.smallest_front_bytes)
+    extra = f", {state.failed} failed" if state.failed else ""
+    extra += f", {state.pruned} pruned" if state.pruned else ""
+    return (
+        f"trials {state.done}/{state.total}{extra} | front {state.front_size} | "
+        f"best mAP {best} | smallest front patch {small}"
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from spotpatch.studies import run_study
+
+    tty = sys.stderr.isatty()
+
+    def report(state) -> None:
+        line = _progress_line(state)
+        print(
+            f"\r{line}\033[K" if tty else line,
+            end="" if tty else "\n",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        state = run_study(
+            args.study,
+            trials=args.trials,
+            backend=args.backend,
+            workers=args.workers,
+            storage=args.storage,
+            ray_address=args.ray_address,
+            on_trial=report,
+        )
+    except KeyboardInterrupt:
+        print("\nspotpatch: stopped; run the same command again to resume", file=sys.stderr)
+        return 130
+    if tty:
+        print(file=sys.stderr)
+    print(_progress_line(state))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from spotpatch.studies import open_storage, study_status
+
+    rows = study_status(open_storage(args.storage))
+    if args.json:
+        print(json.dumps([r.to_json() for r in rows], indent=2))
+        return 0
+    if not rows:
+        print(f"no spotpatch studies in {args.storage}")
+        return 0
+    print(
+        _table(
+            [
+                [
+                    r.name,
+                    str(r.progress.done),
+                    str(r.progress.failed),
+                    str(r.progress.pruned),
+                    str(r.progress.front_size),
+                    "-" if r.progress.best_map is None else f"{r.progress.best_map:.3f}",
+                    "-"
+                    if r.progress.smallest_front_bytes is None
+                    else _kib(r.progress.smallest_front_bytes),
+                    "-" if r.progress.hypervolume is None else f"{r.progress.hypervolume:.3f}",
+                ]
+                for r in rows
+            ],
+            ["study", "done", "failed", "pruned", "front", "best mAP", "smallest front", "HV"],
+        )
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from spotpatch.demo import run_demo
 
@@ -164,6 +243,20 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--config", type=Path, help="a JSON file {site: kind}, or a patch.json")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("run", help="run or resume a task's study")
+    p.add_argument("study", type=Path, help="the study file (STUDY.toml)")
+    p.add_argument("--trials", type=int, help="trials in total (default: the spec's)")
+    p.add_argument("--backend", choices=["local", "ray"], help="where trials run")
+    p.add_argument("--ray-address", help="join a running Ray cluster: auto or HOST:PORT")
+    p.add_argument("--workers", type=int, help="trials at once (local processes or Ray)")
+    p.add_argument("--storage", help="Optuna storage URL (default: the spec's)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="one line per study")
+    p.add_argument("--storage", default=STORAGE, help=f"Optuna storage URL (default {STORAGE})")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("demo", help="the demo: bundled benchmark, then presets on two tasks")
     p.add_argument("--out", default="demo", help="working folder (default ./demo)")

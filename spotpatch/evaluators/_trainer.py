@@ -32,6 +32,8 @@ class TrainSettings:
         hflip: flip training images horizontally at random (off: it changes letters and
             left/right classes).
         clip: gradient-norm clip.
+        schedule: ``onecycle`` (warm up over the first quarter, then cosine to zero) or
+            ``constant``.
     """
 
     steps: int = 300
@@ -40,6 +42,7 @@ class TrainSettings:
     weight_decay: float = 0.0
     hflip: bool = False
     clip: float = 10.0
+    schedule: str = "onecycle"
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -48,6 +51,8 @@ class TrainSettings:
             raise UserError(f"train.batch_size must be at least 2, got {self.batch_size}")
         if not self.lr > 0:
             raise UserError(f"train.lr must be positive, got {self.lr}")
+        if self.schedule not in ("onecycle", "constant"):
+            raise UserError(f"train.schedule must be onecycle or constant, got {self.schedule!r}")
 
 
 def batches(split: CocoSplit, batch_size: int, generator: torch.Generator):
@@ -78,31 +83,48 @@ def _batch(split: CocoSplit, idx: Sequence[int], device, hflip: bool, generator)
 
 def train_detector(
     model: nn.Module,
-    params: list[nn.Parameter],
+    params: list[nn.Parameter] | list[dict],
     split: CocoSplit,
     settings: TrainSettings,
     *,
     seed: int = 0,
     checkpoints: Sequence[int] = (),
     on_checkpoint: Callable[[int], None] | None = None,
+    before_step: Callable[[int], None] | None = None,
+    extra_loss: Callable[[], torch.Tensor] | None = None,
     progress: bool | None = None,
     desc: str = "training",
 ) -> float:
     """Train ``params`` of ``model`` on a split; returns training seconds.
 
-    ``on_checkpoint(step)`` runs after each step listed in ``checkpoints`` (the model is put
-    back in train mode after it); an exception from it stops training and propagates.
+    Args:
+        params: parameters, or optimizer groups (dicts with ``params`` and an optional peak
+            ``lr`` of their own).
+        on_checkpoint: ``on_checkpoint(step)`` runs after each step listed in ``checkpoints``
+            (the model goes back to train mode after it); an exception from it stops training
+            and propagates.
+        before_step: ``before_step(step)`` runs before each forward.
+        extra_loss: ``extra_loss()`` is added to the detection loss at each step.
     """
-    if not params:
+    groups = [g if isinstance(g, dict) else {"params": [g]} for g in params]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
         raise ValueError("nothing to train")
-    device = params[0].device
+    trained = [p for g in groups for p in g["params"]]
+    device = trained[0].device
     # Denormal floats appear early in training and slow CPU kernels by an order of magnitude.
     torch.set_flush_denormal(True)
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=settings.lr, total_steps=settings.steps, pct_start=0.25
-    )
+    optimizer = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
+    if settings.schedule == "onecycle":
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=[g.get("lr", settings.lr) for g in groups],
+            total_steps=settings.steps,
+            pct_start=0.25,
+        )
+    else:
+        schedule = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
     stream = batches(split, settings.batch_size, generator)
     marks = set(checkpoints)
     model.train()
@@ -111,13 +133,17 @@ def train_detector(
     bar = progress_bar(range(1, settings.steps + 1), desc=desc, unit="step", progress=progress)
     for step in bar:
         images, targets = _batch(split, next(stream), device, settings.hflip, generator)
+        if before_step is not None:
+            before_step(step)
         losses = model(images, targets)
         loss = sum(losses.values())
+        if extra_loss is not None:
+            loss = loss + extra_loss()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training diverged at step {step} (loss {loss.item()})")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, settings.clip)
+        torch.nn.utils.clip_grad_norm_(trained, settings.clip)
         optimizer.step()
         schedule.step()
         if step % 10 == 0:

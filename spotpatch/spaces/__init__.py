@@ -8,6 +8,7 @@ from __future__ import annotations
 from spotpatch.spaces._apply import AppliedPatch, LoRAConv2d, LoRALinear, apply_patch
 from spotpatch.spaces._io import Patch, load_patch, payload_bytes, save_patch, state_sha256
 from spotpatch.spaces._kinds import KIND_NAMES, PatchKind, parse_kind
+from spotpatch.spaces._mixture import MixedPatch
 from spotpatch.spaces._sites import HeadTensor, PatchSite, class_head_modules, discover_sites
 from spotpatch.spaces._space import (
     DTYPES,
@@ -26,6 +27,7 @@ __all__ = [
     "KIND_NAMES",
     "LoRAConv2d",
     "LoRALinear",
+    "MixedPatch",
     "PRESETS",
     "Patch",
     "PatchConfig",

@@ -5,6 +5,7 @@ Imports from ``spaces``, ``evaluators`` and ``search``.
 
 from __future__ import annotations
 
+from spotpatch.studies._run import open_controller, run_study
 from spotpatch.studies._setup import base_of, evaluate_spec, evaluator_of, read_config, task_of
 from spotpatch.studies._spec import (
     BACKENDS,
@@ -18,8 +19,27 @@ from spotpatch.studies._spec import (
     TrainSpec,
     load_spec,
 )
+from spotpatch.studies._status import StudyStatus, study_status
+from spotpatch.studies._storage import (
+    DEFAULT_STORAGE,
+    StudyMeta,
+    artifact_store,
+    load_study,
+    open_storage,
+    study_meta,
+)
 
 __all__ = [
+    "DEFAULT_STORAGE",
+    "StudyMeta",
+    "StudyStatus",
+    "artifact_store",
+    "load_study",
+    "open_controller",
+    "open_storage",
+    "run_study",
+    "study_meta",
+    "study_status",
     "BACKENDS",
     "SAMPLERS",
     "WARM_STARTS",
