@@ -36,6 +36,7 @@ __all__ = [
     "front_points",
     "summarize",
     "counts_toward_total",
+    "early_stop_callback",
 ]
 
 log = logging.getLogger("spotpatch")
@@ -345,38 +346,27 @@ class StudyController:
         self._heartbeat.remove(trial._trial_id)
         self._retry(trial._trial_id, trial.number, trial.params, "interrupted")
 
-    def tell_pruned(self, trial, step: int, value: float, intermediate) -> None:
+    def tell_pruned(self, trial, intermediate: list[tuple[int, float]]) -> None:
+        """Record a trial stopped early, with the intermediate mAPs that stopped it."""
         import optuna
 
-        trial.set_user_attr("pruned_at", step)
+        trial.set_user_attr("pruned_at", intermediate[-1][0])
         trial.set_user_attr("intermediate", {str(s): v for s, v in intermediate})
         self._finish(trial, state=optuna.trial.TrialState.PRUNED)
 
     # -- early stopping -----------------------------------------------------------------------
-    def early_stop_callback(self, trial) -> Callable[[int, float, float], None] | None:
-        """The evaluator callback that stops ``trial`` when it is dominated at a checkpoint."""
+    def early_stop_references(self, trial) -> list[dict[str, float]]:
+        """Intermediate mAPs of the completed trials whose patch is no larger than ``trial``'s."""
         import optuna
 
         if self.early_stopping is None:
-            return None
+            return []
         size = self.space.patch_bytes(self.config_of(trial))
-        margin = self.early_stopping.margin
-        references = [
+        return [
             t.user_attrs.get("intermediate", {})
             for t in self.trials()
             if t.state == optuna.trial.TrialState.COMPLETE and t.values[1] <= size
         ]
-
-        def callback(step: int, fraction: float, value: float) -> None:
-            for ref in references:
-                other = ref.get(str(step))
-                if other is not None and value < other - margin:
-                    raise optuna.TrialPruned(
-                        f"mAP {value:.3f} at step {step} is below {other:.3f} of a trial "
-                        f"with no more bytes"
-                    )
-
-        return callback
 
     def run(
         self,
@@ -396,22 +386,17 @@ class StudyController:
         fractions = self.early_stopping.checkpoints if self.early_stopping else ()
         while (trial := self.ask(total)) is not None:
             seen: list[tuple[int, float]] = []
-            callback = self.early_stop_callback(trial)
-
-            def track(step, fraction, value, callback=callback, seen=seen):
-                seen.append((step, value))
-                if callback is not None:
-                    callback(step, fraction, value)
-
+            margin = self.early_stopping.margin if self.early_stopping else 0.0
+            callback = early_stop_callback(self.early_stop_references(trial), margin, seen)
             try:
                 result = evaluator.evaluate(
                     self.config_of(trial),
-                    callback=track,
+                    callback=callback,
                     fractions=fractions,
                     seed=seed + trial.number,
                 )
             except optuna.TrialPruned:
-                self.tell_pruned(trial, seen[-1][0], seen[-1][1], seen)
+                self.tell_pruned(trial, seen)
             except KeyboardInterrupt:
                 self.tell_interrupted(trial)
                 raise
@@ -423,6 +408,28 @@ class StudyController:
             if on_trial is not None:
                 on_trial(self.progress(total))
         return self.progress(total)
+
+
+def early_stop_callback(
+    references: list[dict[str, float]], margin: float, seen: list[tuple[int, float]]
+) -> Callable[[int, float, float], None]:
+    """The evaluator callback of one trial: records each intermediate mAP in ``seen`` and
+    stops the trial (``optuna.TrialPruned``) when it is below a reference's mAP at the same
+    step by more than ``margin``. References are the intermediate mAPs of finished trials with
+    no more bytes, so a stopped trial is dominated at that point."""
+    import optuna
+
+    def callback(step: int, fraction: float, value: float) -> None:
+        seen.append((step, value))
+        for ref in references:
+            other = ref.get(str(step))
+            if other is not None and value < other - margin:
+                raise optuna.TrialPruned(
+                    f"mAP {value:.3f} at step {step} is below {other:.3f} of a trial with no "
+                    f"more bytes"
+                )
+
+    return callback
 
 
 def _write_tensors(tensors, path: Path) -> Path:

@@ -46,8 +46,9 @@ def hypervolume(points: Iterable[FrontPoint], full_bytes: int) -> float:
         raise ValueError("full_bytes must be positive")
     area, previous = 0.0, 0.0
     front = [p for p in pareto_front(points) if p.bytes < full_bytes and p.map > 0]
-    # Sweep from the largest patch down: each point adds the strip to the previous level.
-    for p in reversed(front):
+    # Smallest patch first: each point adds the strip from the previous mAP level to its own,
+    # dominated from its size up to the full patch.
+    for p in front:
         width = 1.0 - p.bytes / full_bytes
         area += width * (p.map - previous)
         previous = p.map

@@ -16,6 +16,17 @@ def make_sampler(name: str, seed: int, *, population: int = 8):
     multivariate multi-objective TPE; ``gp``: Optuna's GPSampler (log-EHVI), made for small
     budgets of expensive trials; ``random``: the baseline.
     """
+    import warnings
+
+    import optuna
+
+    # TPE's group and constant liar options are marked experimental; we rely on them knowingly.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _make(name, seed, population)
+
+
+def _make(name: str, seed: int, population: int):
     import optuna
 
     if name == "nsga2":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -96,13 +97,18 @@ def _warm_start(spec: StudySpec, evaluator: PatchEvaluator, controller: StudyCon
     log.info("warm start: %d configs from the gate relaxation (%.0f s)", added, result.seconds)
 
 
+def _evaluator_for(spec_path: str, overrides: dict) -> PatchEvaluator:
+    """A worker's evaluator for a spec (picklable by reference, for Ray and local workers)."""
+    return evaluator_of(_override(load_spec(spec_path), **overrides), progress=False)
+
+
 def _worker(spec_path: str, overrides: dict, total: int, threads: int) -> None:
     """One local worker process: its own evaluator, the shared study."""
     import torch
 
     torch.set_num_threads(threads)
     spec = _override(load_spec(spec_path), **overrides)
-    evaluator = evaluator_of(spec, progress=False)
+    evaluator = _evaluator_for(spec_path, overrides)
     try:
         open_controller(spec, evaluator).run(evaluator, total, seed=spec.seed)
     except KeyboardInterrupt:
@@ -153,8 +159,7 @@ def run_study(
 
         return run_on_ray(
             controller,
-            spec_path=str(spec.path),
-            overrides={k: v for k, v in overrides.items() if k in ("storage",)},
+            functools.partial(_evaluator_for, str(spec.path), overrides),
             total=total,
             address=spec.search.ray_address,
             workers=spec.search.workers,

@@ -1,0 +1,212 @@
+"""The Ray backend: trials as Ray Tune trials, asked and told against the same Optuna study.
+
+A Tune :class:`Searcher` of ours asks the study controller for each trial and tells it each
+outcome, so status, dashboard and export do not care which backend ran a trial, and nothing is
+lost the way Ray's ``OptunaSearch`` can lose it (a result without the metric turned PRUNED, a
+``tell`` error only logged): a trial that raises reports its error and is recorded FAIL with it;
+a trial whose worker dies is recorded FAIL too. Patch tensors travel back through a small actor
+on the driver's node and reach the artifact store from the driver, so workers need no access to
+it. Workers do need the study's data at the same paths (a shared file system).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from spotpatch._errors import UserError
+from spotpatch.search._controller import StudyController, StudyProgress, early_stop_callback
+
+__all__ = ["run_on_ray"]
+
+log = logging.getLogger("spotpatch")
+_EVALUATORS: dict[Any, Any] = {}
+
+
+def _evaluate_trial(config: dict, make_evaluator, sink) -> None:
+    """The Tune trainable: score one config on this worker, report the outcome."""
+    import optuna
+    import ray
+    from ray import tune
+    from safetensors.torch import save
+
+    seen: list[tuple[int, float]] = []
+    try:
+        if make_evaluator not in _EVALUATORS:  # a reused worker keeps its decoded task
+            _EVALUATORS[make_evaluator] = make_evaluator()
+        evaluator = _EVALUATORS[make_evaluator]
+        config_ = evaluator.space.config_from_gates(config["params"])
+        callback = early_stop_callback(config["references"], config["margin"], seen)
+        result = evaluator.evaluate(
+            config_, callback=callback, fractions=tuple(config["fractions"]), seed=config["seed"]
+        )
+        ray.get(sink.put.remote(config["number"], save(dict(result.tensors))))
+        tune.report(
+            {
+                "map": result.map,
+                "map50": result.map50,
+                "patch_bytes": result.patch_bytes,
+                "train_seconds": result.train_seconds,
+                "eval_seconds": result.eval_seconds,
+                "intermediate": [list(x) for x in result.intermediate],
+            }
+        )
+    except optuna.TrialPruned:
+        tune.report({"pruned": [list(x) for x in seen]})
+    except Exception as e:  # reported, so the study records the error text
+        tune.report({"error": f"{type(e).__name__}: {e}"[:2000]})
+
+
+def _make_searcher(controller: StudyController, total: int, seed: int, sink, on_trial):
+    import ray
+    from ray.tune.search import Searcher
+    from safetensors.torch import load
+
+    from spotpatch.evaluators import EvalResult
+
+    class StudySearcher(Searcher):
+        """Tune asks us for configs; we ask the study, and tell it what Tune reports."""
+
+        def __init__(self):
+            super().__init__(metric="map", mode="max")
+            self.live: dict[str, Any] = {}
+
+        def suggest(self, trial_id: str):
+            trial = controller.ask(total)
+            if trial is None:
+                return Searcher.FINISHED
+            self.live[trial_id] = trial
+            early = controller.early_stopping
+            return {
+                "number": trial.number,
+                "params": dict(trial.params),
+                "seed": seed + trial.number,
+                "references": controller.early_stop_references(trial),
+                "margin": early.margin if early else 0.0,
+                "fractions": list(early.checkpoints) if early else [],
+            }
+
+        def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+            trial = self.live.pop(trial_id, None)
+            if trial is None:
+                return
+            if error or not result:
+                controller.tell_failure(trial, "the Ray trial crashed (see the Ray worker logs)")
+            elif "error" in result:
+                controller.tell_failure(trial, result["error"])
+            elif "pruned" in result:
+                controller.tell_pruned(trial, [tuple(x) for x in result["pruned"]])
+            else:
+                data = ray.get(sink.pop.remote(trial.number))
+                controller.tell_result(
+                    trial,
+                    EvalResult(
+                        map=result["map"],
+                        map50=result["map50"],
+                        patch_bytes=int(result["patch_bytes"]),
+                        train_seconds=result["train_seconds"],
+                        eval_seconds=result["eval_seconds"],
+                        config=controller.config_of(trial),
+                        tensors=load(data),
+                        intermediate=tuple(tuple(x) for x in result["intermediate"]),
+                    ),
+                )
+            if on_trial is not None:
+                on_trial(controller.progress(total))
+
+        def interrupt_live(self) -> None:
+            for trial in self.live.values():
+                controller.tell_interrupted(trial)
+            self.live.clear()
+
+    return StudySearcher()
+
+
+def run_on_ray(
+    controller: StudyController,
+    make_evaluator: Callable[[], Any],
+    *,
+    total: int,
+    address: str | None = None,
+    workers: int = 1,
+    cpus_per_trial: float = 1.0,
+    seed: int = 0,
+    on_trial: Callable[[StudyProgress], None] | None = None,
+) -> StudyProgress:
+    """Run the study's remaining trials as Ray Tune trials.
+
+    Args:
+        controller: the study's controller (this process asks and tells).
+        make_evaluator: a picklable factory of the task's evaluator, called once per worker.
+        total: trials in total.
+        address: ``auto`` or ``HOST:PORT`` joins a running cluster; None starts a local Ray.
+        workers: trials at once.
+        cpus_per_trial: CPUs Ray reserves per trial.
+    """
+    try:
+        import ray
+        from ray import tune
+        from ray.tune.search import ConcurrencyLimiter
+    except ImportError:  # pragma: no cover - ray[tune] is a dependency
+        raise UserError("the ray backend needs ray[tune]: pip install 'ray[tune]'") from None
+
+    started = not ray.is_initialized()
+    if started:
+        try:
+            if address:
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            else:
+                ray.init(
+                    num_cpus=max(int(workers * cpus_per_trial), os.cpu_count() or 1),
+                    include_dashboard=False,
+                    logging_level=logging.WARNING,
+                    log_to_driver=False,
+                )
+        except ConnectionError as e:
+            raise UserError(f"cannot join the Ray cluster at {address}: {e}") from None
+
+    @ray.remote(num_cpus=0)
+    class PatchSink:
+        """Holds patch bytes from workers until the driver takes them."""
+
+        def __init__(self):
+            self.data: dict[int, bytes] = {}
+
+        def put(self, number: int, data: bytes) -> None:
+            self.data[number] = data
+
+        def pop(self, number: int) -> bytes:
+            return self.data.pop(number)
+
+    here = ray.get_runtime_context().get_node_id()
+    strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(here, soft=False)
+    sink = PatchSink.options(scheduling_strategy=strategy).remote()
+    searcher = _make_searcher(controller, total, seed, sink, on_trial)
+    trainable = tune.with_resources(
+        tune.with_parameters(_evaluate_trial, make_evaluator=make_evaluator, sink=sink),
+        {"cpu": cpus_per_trial},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=workers),
+            num_samples=-1,
+        ),
+        run_config=tune.RunConfig(
+            name=f"spotpatch-{controller.study.study_name}-{uuid.uuid4().hex[:8]}",
+            storage_path=os.path.join(tempfile.gettempdir(), "spotpatch-ray"),
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+    try:
+        tuner.fit()
+    finally:
+        searcher.interrupt_live()
+        if started:
+            ray.shutdown()
+    return controller.progress(total)

@@ -1,0 +1,173 @@
+"""The controller's contract, with a fast stand-in evaluator (no training): real Optuna
+storages, samplers and artifacts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+import torch
+
+from spotpatch.evaluators import EvalResult
+from spotpatch.search import SAMPLER_NAMES, EarlyStopping, StudyController, make_sampler
+from spotpatch.studies import artifact_store, open_storage
+
+S = optuna.trial.TrialState
+
+
+class FakeEvaluator:
+    """Scores a config by a fixed function of its bytes; records every call."""
+
+    def __init__(self, space, fail_on=None, interrupt_on=None):
+        self.space = space
+        self.calls: list[dict] = []
+        self.fail_on, self.interrupt_on = fail_on, interrupt_on
+
+    def evaluate(self, config, *, callback=None, fractions=(), seed=0):
+        self.calls.append(config.to_dict())
+        if self.fail_on is not None and len(self.calls) == self.fail_on:
+            raise RuntimeError("boom")
+        if self.interrupt_on is not None and len(self.calls) == self.interrupt_on:
+            raise KeyboardInterrupt
+        size = self.space.patch_bytes(config)
+        # Larger is better, except that configs with an odd number of sites are poor: so some
+        # configs are dominated by smaller ones.
+        value = (size / self.space.full_bytes()) ** 0.5 * (0.15 if len(config.kinds) % 2 else 0.5)
+        seen = tuple((i + 1, value * f) for i, f in enumerate(fractions))
+        for (step, v), f in zip(seen, fractions, strict=True):
+            if callback is not None:
+                callback(step, f, v)
+        return EvalResult(value, value, size, 0.1, 0.1, config, {"x": torch.zeros(3)}, seen)
+
+
+@pytest.fixture
+def setup(tmp_path, random_base):
+    def make(sampler="nsga2", early=None, name="t", **fake):
+        storage = open_storage(f"sqlite:///{tmp_path}/s.db")
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            directions=["maximize", "minimize"],
+            sampler=make_sampler(sampler, 0),
+            load_if_exists=True,
+        )
+        space = random_base.space(3, granularity="stage")
+        controller = StudyController(
+            study, space, artifact_store=artifact_store(tmp_path / "art"), early_stopping=early
+        )
+        return controller, FakeEvaluator(space, **fake)
+
+    return make
+
+
+@pytest.mark.parametrize("sampler", SAMPLER_NAMES)
+def test_every_sampler_runs_a_study(setup, sampler):
+    controller, evaluator = setup(sampler)
+    state = controller.run(evaluator, 10)
+    assert state.done == 10 and state.failed == 0 and len(evaluator.calls) == 10
+    assert state.front_size >= 1 and 0 < state.hypervolume <= 0.5
+    trial = controller.study.best_trials[0]
+    for key in ("map", "map50", "patch_bytes", "config", "summary", "artifact_id"):
+        assert key in trial.user_attrs
+    assert trial.values[1] == trial.user_attrs["patch_bytes"]
+
+
+def test_resume_never_reruns_trials(setup, tmp_path):
+    controller, evaluator = setup()
+    controller.run(evaluator, 4)
+    again, evaluator2 = setup()
+    state = again.run(evaluator2, 6)
+    assert len(evaluator2.calls) == 2 and state.done == 6
+    assert again.run(evaluator2, 6).done == 6 and len(evaluator2.calls) == 2
+
+
+def test_artifact_holds_the_patch(setup, tmp_path):
+    from safetensors.torch import load_file
+
+    controller, evaluator = setup()
+    controller.run(evaluator, 1)
+    trial = controller.study.trials[0]
+    out = tmp_path / "p.safetensors"
+    optuna.artifacts.download_artifact(
+        artifact_store=controller.artifact_store,
+        file_path=str(out),
+        artifact_id=trial.user_attrs["artifact_id"],
+    )
+    assert torch.equal(load_file(out)["x"], torch.zeros(3))
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(setup):
+    controller, evaluator = setup(fail_on=2)
+    state = controller.run(evaluator, 4)
+    assert state.done == 4 and state.failed == 1
+    failed = [t for t in controller.study.trials if t.state == S.FAIL]
+    assert failed[0].user_attrs["error"] == "RuntimeError: boom"
+
+
+def test_enqueued_configs_come_first_and_are_not_duplicated(setup):
+    controller, evaluator = setup()
+    configs = [controller.space.preset("bn"), controller.space.preset("head")]
+    assert controller.enqueue(configs + configs[:1], source="relaxation") == 2
+    controller.run(evaluator, 3)
+    assert evaluator.calls[:2] == [c.to_dict() for c in configs]
+    assert controller.study.trials[0].user_attrs["source"] == "relaxation"
+
+
+def test_ctrl_c_fails_the_trial_and_retries_it_on_resume(setup):
+    controller, evaluator = setup(interrupt_on=2)
+    with pytest.raises(KeyboardInterrupt):
+        controller.run(evaluator, 3)
+    interrupted = controller.study.trials[1]
+    assert interrupted.state == S.FAIL and "interrupted" in interrupted.user_attrs["error"]
+    again, evaluator2 = setup()
+    state = again.run(evaluator2, 3)
+    assert state.done == 3 and state.failed == 0  # the retried failure does not count
+    assert evaluator2.calls[0] == interrupted.user_attrs["config"]
+
+
+def test_a_trial_left_running_by_a_killed_worker_is_retried(setup, tmp_path):
+    controller, evaluator = setup()
+    controller.run(evaluator, 1)
+    # Another process asks a trial and is killed while it runs.
+    code = f"""
+import os, optuna, sys
+sys.path.insert(0, {str(os.getcwd())!r})
+from spotpatch.evaluators import load_base
+from spotpatch.search import StudyController
+from spotpatch.studies import open_storage
+storage = open_storage("sqlite:///{tmp_path}/s.db")
+study = optuna.load_study(study_name="t", storage=storage)
+base = load_base("spotpatch-tiny", random_init=True, device="cpu")
+trial = StudyController(study, base.space(3, granularity="stage")).ask(5)
+print(trial.number, flush=True)
+os._exit(9)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    number = int(out.stdout.strip())
+    assert controller.study.trials[number].state == S.RUNNING
+    state = controller.run(evaluator, 3)
+    stale = controller.study.trials[number]
+    assert stale.state == S.FAIL and "worker stopped" in stale.user_attrs["error"]
+    assert state.done == 3 and state.failed == 0
+    retried = [t for t in controller.study.trials if t.user_attrs.get("retry_of") == number]
+    assert len(retried) == 1 and retried[0].params == stale.params
+
+
+def test_early_stopping_prunes_dominated_trials(setup):
+    controller, evaluator = setup(early=EarlyStopping(checkpoints=(0.5,), margin=0.0))
+    controller.enqueue([controller.space.preset("head")], source="test")
+    controller.run(evaluator, 12)
+    pruned = [t for t in controller.study.trials if t.state == S.PRUNED]
+    done = [t for t in controller.study.trials if t.state == S.COMPLETE]
+    assert done and all("intermediate" in t.user_attrs for t in done)
+    assert pruned
+    for t in pruned:  # each pruned trial was below a no-larger finished trial at its step
+        step, value = t.user_attrs["pruned_at"], t.user_attrs["intermediate"]
+        assert any(
+            d.values[1] <= t.user_attrs["patch_bytes"]
+            and d.user_attrs["intermediate"][str(step)] > value[str(step)]
+            for d in done
+        )
