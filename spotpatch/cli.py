@@ -190,7 +190,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from spotpatch.demo import run_demo
 
-    run_demo(Path(args.out), steps=args.steps)
+    run_demo(Path(args.out))
     return 0
 
 
@@ -260,7 +260,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the demo: bundled benchmark, then presets on two tasks")
     p.add_argument("--out", default="demo", help="working folder (default ./demo)")
-    p.add_argument("--steps", type=int, default=300, help="training steps per patch")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,0 +1,50 @@
+"""The warm start on a real (small) task: distinct configs, per-gate probabilities."""
+
+from __future__ import annotations
+
+import pytest
+
+from spotpatch.evaluators import TrainSettings
+from spotpatch.search import relax
+from spotpatch.studies import evaluator_of, load_spec
+
+
+@pytest.fixture(scope="module")
+def result(bench):
+    evaluator = evaluator_of(load_spec(bench / "studies" / "glyphs.toml"), progress=False)
+    settings = TrainSettings(steps=24, batch_size=8)
+    out = relax(
+        evaluator.base,
+        evaluator.task,
+        evaluator.space,
+        settings,
+        lambdas=(0.0, 50.0),
+        seed=0,
+        progress=False,
+    )
+    return evaluator.space, out
+
+
+def test_one_phase_per_penalty_and_probabilities_sum_to_one(result):
+    space, out = result
+    assert [p.lam for p in out.phases] == [0.0, 50.0] and out.steps == 24 and out.seconds > 0
+    for phase in out.phases:
+        assert list(phase.probabilities) == list(space.groups())
+        for label, probs in phase.probabilities.items():
+            assert list(probs) == list(space.choices(label))
+            assert sum(probs.values()) == pytest.approx(1.0, abs=1e-6)
+        space.check_contains(phase.config)
+        assert phase.patch_bytes == space.patch_bytes(phase.config)
+
+
+def test_a_heavy_penalty_gives_a_smaller_patch(result):
+    space, out = result
+    free, heavy = out.phases
+    assert heavy.patch_bytes < free.patch_bytes
+
+
+def test_distinct_configs(result):
+    _, out = result
+    configs = out.distinct_configs()
+    assert len(configs) == len(set(configs)) >= 1
+    assert out.to_json()["phases"][0]["config"] == out.phases[0].config.to_dict()

@@ -1,0 +1,69 @@
+"""Studies end to end on the embedded default (SQLite, local) and on a local Ray."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+
+from spotpatch.cli import main
+from spotpatch.studies import load_study, open_storage, run_study
+
+
+def _spec(bench, tmp_path, name="glyphs", **search):
+    text = (bench / "studies" / f"{name}.toml").read_text()
+    text = text.replace("steps = 300", "steps = 6").replace("batch_size = 16", "batch_size = 8")
+    text = text.replace(
+        'warm_start = "relaxation"', f'warm_start = "{search.pop("warm", "none")}"'
+    )
+    text = text.replace(
+        'storage = "sqlite:///spotpatch.db"', f'storage = "sqlite:///{tmp_path}/s.db"'
+    )
+    path = bench / "studies" / f"{name}-{tmp_path.name}.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_local_study_runs_and_resumes(bench, tmp_path, capsys):
+    spec = _spec(bench, tmp_path, warm="relaxation")
+    state = run_study(spec, trials=3, progress=False)
+    assert state.done == 3 and state.failed == 0
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db")
+    study = load_study("glyphs", storage)
+    first = [(t.number, t.datetime_complete) for t in study.trials]
+    relaxation = study.user_attrs["relaxation"]
+    assert relaxation["phases"] and relaxation["seconds"] > 0
+    sources = [t.user_attrs.get("source") for t in study.trials]
+    assert sources[0] == "relaxation"
+    # Resuming with a larger total runs only the new trials.
+    assert main(["run", str(spec), "--trials", "4"]) == 0
+    study = load_study("glyphs", storage)
+    assert [(t.number, t.datetime_complete) for t in study.trials[:3]] == first
+    assert len(study.trials) == 4
+    assert study.user_attrs["relaxation"] == relaxation  # the warm start ran once
+    assert main(["status", "--storage", f"sqlite:///{tmp_path}/s.db", "--json"]) == 0
+    out = capsys.readouterr().out
+    status = json.loads(out[out.index("[") :])
+    assert status[0]["name"] == "glyphs" and status[0]["done"] == 4
+    # The study opens as it is with Optuna's own API.
+    plain = optuna.load_study(study_name="glyphs", storage=f"sqlite:///{tmp_path}/s.db")
+    assert len(plain.best_trials) >= 1 and plain.metric_names == ["map", "patch_bytes"]
+
+
+def test_a_study_with_another_space_is_refused(bench, tmp_path, capsys):
+    spec = _spec(bench, tmp_path)
+    run_study(spec, trials=1, progress=False)
+    spec.write_text(spec.read_text().replace('granularity = "block"', 'granularity = "stage"'))
+    assert main(["run", str(spec), "--trials", "2"]) == 2
+    assert "already exists with another granularity" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+def test_two_trials_on_a_local_ray_land_in_the_same_storage(bench, tmp_path):
+    spec = _spec(bench, tmp_path, name="shapes-subset")
+    state = run_study(spec, trials=2, backend="ray", workers=2, progress=False)
+    assert state.done == 2 and state.failed == 0
+    study = load_study("shapes-subset", open_storage(f"sqlite:///{tmp_path}/s.db"))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert all("artifact_id" in t.user_attrs for t in study.trials)
