@@ -20,8 +20,24 @@ from spotpatch.search._relaxation import (
     relax,
 )
 from spotpatch.search._samplers import SAMPLER_NAMES, make_sampler
+from spotpatch.search._select import (
+    DEFAULT_RULE,
+    FleetPlan,
+    SelectionRule,
+    parse_bytes,
+    parse_rule,
+    plan_fleet,
+    select_point,
+)
 
 __all__ = [
+    "DEFAULT_RULE",
+    "FleetPlan",
+    "SelectionRule",
+    "parse_bytes",
+    "parse_rule",
+    "plan_fleet",
+    "select_point",
     "DEFAULT_LAMBDAS",
     "EarlyStopping",
     "FrontPoint",

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from spotpatch.search._pareto import FrontPoint, hypervolume, pareto_front
-from spotpatch.spaces import PatchConfig, PatchSpace
+from spotpatch.spaces import PRESETS, PatchConfig, PatchSpace
 
 __all__ = [
     "StudyController",
@@ -200,6 +200,7 @@ class StudyController:
             label: CategoricalDistribution(space.choices(label)) for label in space.groups()
         }
         self._heartbeat = _Heartbeat(study._storage, heartbeat)
+        self._presets: dict[str, dict[str, str]] | None = None
 
     # -- counting -----------------------------------------------------------------------------
     def trials(self):
@@ -287,9 +288,20 @@ class StudyController:
                 return None
             trial = self.study.ask(self.distributions)
         self._heartbeat.add(trial._trial_id)
-        trial.set_user_attr("config", self.config_of(trial).to_dict())
-        trial.set_user_attr("patch_bytes", self.space.patch_bytes(self.config_of(trial)))
+        config = self.config_of(trial)
+        trial.set_user_attr("config", config.to_dict())
+        trial.set_user_attr("patch_bytes", self.space.patch_bytes(config))
+        preset = self.preset_of(config)
+        if preset is not None:
+            trial.set_user_attr("preset", preset)
         return trial
+
+    def preset_of(self, config: PatchConfig) -> str | None:
+        """The fixed recipe (``head``, ``bn``, ...) a config equals, if any."""
+        if self._presets is None:
+            self._presets = {name: self.space.preset(name).to_dict() for name in PRESETS}
+        wanted = config.to_dict()
+        return next((name for name, c in self._presets.items() if c == wanted), None)
 
     def config_of(self, trial) -> PatchConfig:
         return self.space.config_from_gates(trial.params)

@@ -25,6 +25,33 @@ __all__ = ["run_on_ray"]
 
 log = logging.getLogger("spotpatch")
 _EVALUATORS: dict[Any, Any] = {}
+_DRIVER_STATE: dict[str, Any] = {}
+
+
+class _DriverOnly:
+    """A reference to driver-side objects (the controller, its storage and threads).
+
+    Tune pickles its search algorithm (to checkpoint the experiment); what this refers to
+    stays in the driver's memory and is looked up again when unpickled there.
+    """
+
+    def __init__(self, **objects: Any):
+        self.key = uuid.uuid4().hex
+        _DRIVER_STATE[self.key] = objects
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "key":
+            raise AttributeError(name)
+        return _DRIVER_STATE[self.key][name]
+
+    def __getstate__(self) -> dict[str, str]:
+        return {"key": self.key}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self.key = state["key"]
+
+    def release(self) -> None:
+        _DRIVER_STATE.pop(self.key, None)
 
 
 def _evaluate_trial(config: dict, make_evaluator, sink) -> None:
@@ -61,7 +88,7 @@ def _evaluate_trial(config: dict, make_evaluator, sink) -> None:
         tune.report({"error": f"{type(e).__name__}: {e}"[:2000]})
 
 
-def _make_searcher(controller: StudyController, total: int, seed: int, sink, on_trial):
+def _make_searcher(driver: _DriverOnly, total: int, seed: int, sink):
     import ray
     from ray.tune.search import Searcher
     from safetensors.torch import load
@@ -73,9 +100,13 @@ def _make_searcher(controller: StudyController, total: int, seed: int, sink, on_
 
         def __init__(self):
             super().__init__(metric="map", mode="max")
-            self.live: dict[str, Any] = {}
+
+        @property
+        def live(self) -> dict[str, Any]:
+            return driver.live
 
         def suggest(self, trial_id: str):
+            controller = driver.controller
             trial = controller.ask(total)
             if trial is None:
                 return Searcher.FINISHED
@@ -91,6 +122,7 @@ def _make_searcher(controller: StudyController, total: int, seed: int, sink, on_
             }
 
         def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+            controller, on_trial = driver.controller, driver.on_trial
             trial = self.live.pop(trial_id, None)
             if trial is None:
                 return
@@ -120,7 +152,7 @@ def _make_searcher(controller: StudyController, total: int, seed: int, sink, on_
 
         def interrupt_live(self) -> None:
             for trial in self.live.values():
-                controller.tell_interrupted(trial)
+                driver.controller.tell_interrupted(trial)
             self.live.clear()
 
     return StudySearcher()
@@ -185,7 +217,8 @@ def run_on_ray(
     here = ray.get_runtime_context().get_node_id()
     strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(here, soft=False)
     sink = PatchSink.options(scheduling_strategy=strategy).remote()
-    searcher = _make_searcher(controller, total, seed, sink, on_trial)
+    driver = _DriverOnly(controller=controller, on_trial=on_trial, live={})
+    searcher = _make_searcher(driver, total, seed, sink)
     trainable = tune.with_resources(
         tune.with_parameters(_evaluate_trial, make_evaluator=make_evaluator, sink=sink),
         {"cpu": cpus_per_trial},
@@ -207,6 +240,7 @@ def run_on_ray(
         tuner.fit()
     finally:
         searcher.interrupt_live()
+        driver.release()
         if started:
             ray.shutdown()
     return controller.progress(total)

@@ -6,6 +6,7 @@ Imports from ``spaces``, ``evaluators`` and ``search``.
 from __future__ import annotations
 
 from spotpatch.studies._run import open_controller, run_study
+from spotpatch.studies._select import fleet_plan, selected_trial, spotpatch_studies
 from spotpatch.studies._setup import base_of, evaluate_spec, evaluator_of, read_config, task_of
 from spotpatch.studies._spec import (
     BACKENDS,
@@ -30,6 +31,9 @@ from spotpatch.studies._storage import (
 )
 
 __all__ = [
+    "fleet_plan",
+    "selected_trial",
+    "spotpatch_studies",
     "DEFAULT_STORAGE",
     "StudyMeta",
     "StudyStatus",

@@ -97,6 +97,24 @@ def _warm_start(spec: StudySpec, evaluator: PatchEvaluator, controller: StudyCon
     log.info("warm start: %d configs from the gate relaxation (%.0f s)", added, result.seconds)
 
 
+def _enqueue_presets(
+    spec: StudySpec, evaluator: PatchEvaluator, controller: StudyController
+) -> None:
+    """Queue the fixed recipes the spec asks for, as reference points on the front."""
+    space = evaluator.space
+    configs = []
+    for name in spec.search.presets:
+        config = space.preset(name)
+        if space.config_from_gates(space.gates_of(config)) != config:
+            raise UserError(
+                f"{spec.path}: search.presets: preset {name!r} is not in this space "
+                f"(granularity {space.granularity}, kinds {list(space.kinds)})"
+            )
+        configs.append(config)
+    with controller._lock():
+        controller.enqueue(configs, source="preset")
+
+
 def _evaluator_for(spec_path: str, overrides: dict) -> PatchEvaluator:
     """A worker's evaluator for a spec (picklable by reference, for Ray and local workers)."""
     return evaluator_of(_override(load_spec(spec_path), **overrides), progress=False)
@@ -152,6 +170,8 @@ def run_study(
     evaluator = evaluator_of(spec, progress=progress)
     controller = open_controller(spec, evaluator)
     total = spec.search.trials
+    if spec.search.presets and controller.counted() < total:
+        _enqueue_presets(spec, evaluator, controller)
     if spec.search.warm_start == "relaxation" and controller.counted() < total:
         _warm_start(spec, evaluator, controller)
     if spec.search.backend == "ray":

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from spotpatch._errors import UserError
+from spotpatch.spaces import PRESETS
 
 __all__ = [
     "StudySpec",
@@ -47,6 +48,11 @@ def _positive(v: float) -> str | None:
 
 def _fraction_list(v: list) -> str | None:
     return None if all(0 < x < 1 for x in v) else "values must be in (0, 1)"
+
+
+def _preset_list(v: list) -> str | None:
+    unknown = [x for x in v if x not in PRESETS]
+    return f"has unknown presets {unknown} (expected {', '.join(PRESETS)})" if unknown else None
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,7 @@ class SearchSpec:
     early_stopping: bool = False
     checkpoints: tuple[float, ...] = (0.33, 0.67)
     relaxation_lambdas: tuple[float, ...] = (0.05, 0.2, 0.8, 3.0)
+    presets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -157,6 +164,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
             ),
             float,
         ),
+        "presets": (list, _preset_list, str),
     },
 }
 _REQUIRED = {"data": ("train", "train_images", "val", "val_images")}
