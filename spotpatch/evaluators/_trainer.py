@@ -116,12 +116,13 @@ def train_detector(
     torch.set_flush_denormal(True)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
-    if settings.schedule == "onecycle":
+    # One-cycle needs at least two steps per phase; shorter runs keep the rate constant.
+    if settings.schedule == "onecycle" and settings.steps >= 4:
         schedule = torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=[g.get("lr", settings.lr) for g in groups],
             total_steps=settings.steps,
-            pct_start=0.25,
+            pct_start=max(0.25, 2 / settings.steps),
         )
     else:
         schedule = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
