@@ -1,6 +1,9 @@
-"""The demo behind ``make demo``: the bundled benchmark, then fixed presets on two tasks.
+"""The demo behind ``make demo``: the whole story on the embedded default (SQLite, local).
 
-Everything runs on the embedded default (SQLite storage, local workers) and needs no network.
+It writes the bundled benchmark, runs a warm-started study on a near, a middle and a far task
+with a small budget, then draws the dashboard, exports each task's chosen patch and plans the
+fleet under a byte budget. Each step is the ``spotpatch`` command a user would type, printed
+before it runs. Everything resumes: running the demo again reuses what is done.
 """
 
 from __future__ import annotations
@@ -10,12 +13,16 @@ import time
 from pathlib import Path
 
 from spotpatch.evaluators import BENCHMARK_TASKS, write_benchmark
-from spotpatch.studies import evaluate_spec
 
-__all__ = ["run_demo", "DEMO_TASKS"]
+__all__ = ["run_demo", "DEMO_TASKS", "DEMO_STEPS", "DEMO_TRIALS", "DEMO_BUDGET"]
 
-#: One near and one far task: the presets' gap grows with the distance from the source.
-DEMO_TASKS = ("shapes-subset", "glyphs")
+#: Near, middle and far transfer from the base's source set.
+DEMO_TASKS = {"shapes-subset": "near", "textured": "middle", "glyphs": "far"}
+#: Training steps per trial and trials per study (the fixed head and full recipes included).
+DEMO_STEPS = 150
+DEMO_TRIALS = 12
+#: The fleet plan's total byte budget for the three patches.
+DEMO_BUDGET = "1MiB"
 
 
 def _say(text: str) -> None:
@@ -34,29 +41,51 @@ def ensure_benchmark(out: Path) -> Path:
     return write_benchmark(bench, overwrite=True)
 
 
-def run_demo(out: Path) -> list[dict]:
-    """Write the benchmark, evaluate ``head`` and ``full`` on two tasks, print a table."""
+def demo_spec(bench: Path, name: str, out: Path, storage: str) -> Path:
+    """The demo's study file for a bundled task: its benchmark spec with a small budget and
+    the ``head`` and ``full`` recipes as reference trials."""
+    text = (bench / "studies" / f"{name}.toml").read_text()
+    changes = {
+        '"../tasks/': '"../bench/tasks/',
+        "steps = 300": f"steps = {DEMO_STEPS}",
+        "trials = 24": f"trials = {DEMO_TRIALS}",
+        'storage = "sqlite:///spotpatch.db"': (
+            f'storage = "{storage}"\npresets = ["head", "full"]'
+        ),
+    }
+    for old, new in changes.items():
+        if old not in text:
+            raise RuntimeError(f"unexpected benchmark spec for {name}: no {old!r}")
+        text = text.replace(old, new)
+    path = out / "studies" / f"{name}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def run_demo(out: Path) -> int:
+    """Run the demo in ``out``; returns the exit status of the first failing step, else 0."""
+    from spotpatch.cli import main
+
     start = time.perf_counter()
-    bench = ensure_benchmark(Path(out))
-    rows = []
+    out = Path(out).resolve()
+    bench = ensure_benchmark(out)
+    storage = f"sqlite:///{out / 'spotpatch.db'}"
+    steps: list[list[str]] = []
     for name in DEMO_TASKS:
-        for preset in ("head", "full"):
-            _say(f"[demo] {name}: training the {preset} patch")
-            result, evaluator = evaluate_spec(bench / "studies" / f"{name}.toml", preset=preset)
-            rows.append(
-                {
-                    "task": name,
-                    "preset": preset,
-                    "map": result.map,
-                    "patch_bytes": result.patch_bytes,
-                    "train_seconds": result.train_seconds,
-                }
-            )
-    print(f"{'task':<16}{'preset':<8}{'val mAP':>9}{'patch':>14}{'train s':>9}")
-    for r in rows:
-        print(
-            f"{r['task']:<16}{r['preset']:<8}{r['map']:>9.3f}"
-            f"{r['patch_bytes'] / 1024:>10,.1f} KiB{r['train_seconds']:>9.1f}"
-        )
-    _say(f"[demo] done in {time.perf_counter() - start:.0f} s")
-    return rows
+        steps.append(["run", str(demo_spec(bench, name, out, storage))])
+    steps.append(["status", "--storage", storage])
+    steps.append(["dashboard", "--storage", storage, "--out", str(out / "report.html")])
+    for name in DEMO_TASKS:
+        steps.append(["export", name, "--storage", storage, "--out", str(out / "patches" / name)])
+    steps.append(["plan", "--budget", DEMO_BUDGET, "--storage", storage])
+    for i, argv in enumerate(steps, 1):
+        _say(f"\n[demo {i}/{len(steps)}] spotpatch {' '.join(argv)}")
+        code = main(argv)
+        if code:
+            return code
+    _say(
+        f"\n[demo] done in {time.perf_counter() - start:.0f} s: open {out / 'report.html'}; "
+        f"patches in {out / 'patches'}"
+    )
+    return 0

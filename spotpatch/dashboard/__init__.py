@@ -1,0 +1,50 @@
+"""The Pareto dashboard: what stored studies found, as one offline HTML page or a local server.
+
+Records (``_data``, ``_placement``, ``_site_bytes``) are computed from the studies, figures
+(``_figures``) draw them, the page (``_html``) holds them with plotly.js inlined, and ``_serve``
+rebuilds it per request on 127.0.0.1. ``_browser`` checks a page in headless Chromium and
+``_synthetic`` makes studies without training, for tests and benchmarks. Imports from
+``studies``, ``search`` and ``spaces``; plotly is imported when a figure is drawn.
+"""
+
+from __future__ import annotations
+
+from spotpatch.dashboard._data import (
+    DashboardData,
+    FleetView,
+    HypervolumeSeries,
+    StudyPanel,
+    TrialPoint,
+    TrialsScatter,
+    dashboard_data,
+    fleet_view,
+    hypervolume_series,
+    trials_scatter,
+)
+from spotpatch.dashboard._html import render_dashboard, write_dashboard
+from spotpatch.dashboard._placement import Placement, placement
+from spotpatch.dashboard._serve import DEFAULT_PORT, HOST, make_server, serve_dashboard
+from spotpatch.dashboard._site_bytes import SiteBytes, site_bytes
+
+__all__ = [
+    "DEFAULT_PORT",
+    "HOST",
+    "DashboardData",
+    "FleetView",
+    "HypervolumeSeries",
+    "Placement",
+    "SiteBytes",
+    "StudyPanel",
+    "TrialPoint",
+    "TrialsScatter",
+    "dashboard_data",
+    "fleet_view",
+    "hypervolume_series",
+    "make_server",
+    "placement",
+    "render_dashboard",
+    "serve_dashboard",
+    "site_bytes",
+    "trials_scatter",
+    "write_dashboard",
+]

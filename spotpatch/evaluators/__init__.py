@@ -11,7 +11,7 @@ from spotpatch.evaluators._benchmark import (
     BenchmarkTask,
     write_benchmark,
 )
-from spotpatch.evaluators._coco import CocoSplit, Task, load_split, load_task
+from spotpatch.evaluators._coco import CocoSplit, Task, decode_image, load_split, load_task
 from spotpatch.evaluators._detectors import (
     Detector,
     get_detector,
@@ -25,6 +25,7 @@ from spotpatch.evaluators._progress import progress_bar
 from spotpatch.evaluators._trainer import TrainSettings, train_detector
 
 __all__ = [
+    "decode_image",
     "BENCHMARK_TASKS",
     "Base",
     "BenchmarkTask",

@@ -133,7 +133,8 @@ def _categories(path: Path, data: dict) -> dict[int, str]:
     return dict(sorted(cats.items()))
 
 
-def _decode(path: Path, resize: Resize) -> tuple[Tensor, tuple[int, int]]:
+def decode_image(path: Path, resize: Resize) -> tuple[Tensor, tuple[int, int]]:
+    """An image file as a uint8 CHW tensor resized for the detector, and its original (w, h)."""
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
@@ -228,7 +229,7 @@ def load_split(
     decoded, sizes, boxes, labels = [], [], [], []
     bar = progress_bar(ids, desc=f"decoding {path.name}", unit="img", progress=progress)
     for iid in bar:
-        tensor, (w, h) = _decode(images_dir / images[iid]["file_name"], resize)
+        tensor, (w, h) = decode_image(images_dir / images[iid]["file_name"], resize)
         decoded.append(tensor)
         sizes.append((w, h))
         sx, sy = tensor.shape[2] / w, tensor.shape[1] / h

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ class Patch:
     dtype: str = "float32"
     metrics: Mapping[str, float] = field(default_factory=dict)
     study: Mapping[str, Any] = field(default_factory=dict)
+    #: The task's COCO category ids, in ``classes`` order, when known (predictions use them).
+    category_ids: tuple[int, ...] | None = None
 
     @property
     def payload_bytes(self) -> int:
@@ -75,10 +78,13 @@ class Patch:
 
     def meta(self) -> dict[str, Any]:
         """The content of ``patch.json``."""
+        task: dict[str, Any] = {"name": self.task, "classes": list(self.classes)}
+        if self.category_ids is not None:
+            task["category_ids"] = list(self.category_ids)
         return {
             "format_version": FORMAT_VERSION,
             "base": {"model": self.model, "sha256": self.base_sha256},
-            "task": {"name": self.task, "classes": list(self.classes)},
+            "task": task,
             "dtype": self.dtype,
             "sites": self.config.to_dict(),
             "metrics": dict(self.metrics),
@@ -104,6 +110,8 @@ def save_patch(patch: Patch, out: str | Path) -> Path:
     try:
         save_file(tensors, str(tmp_tensors), metadata={"format": "pt", "spotpatch": "patch"})
         tmp_meta.write_text(json.dumps(patch.meta(), indent=2) + "\n")
+        # safetensors writes owner-only files; a patch is made to be shipped: the umask's mode.
+        shutil.copymode(tmp_meta, tmp_tensors)
         os.replace(tmp_tensors, out / TENSORS_FILE)
         os.replace(tmp_meta, out / META_FILE)
     finally:
@@ -146,8 +154,17 @@ def load_patch(path: str | Path) -> Patch:
             metrics=dict(meta.get("metrics", {})),
             study=dict(meta.get("study", {})),
         )
+        ids = meta["task"].get("category_ids")
     except (KeyError, TypeError) as e:
         raise UserError(f"{meta_path}: missing or malformed field {e}") from None
+    if ids is not None:
+        if (
+            not isinstance(ids, list)
+            or len(ids) != len(info["classes"])
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        ):
+            raise UserError(f"{meta_path}: task.category_ids must be one integer per class")
+        info["category_ids"] = tuple(ids)
     try:
         tensors = load_file(str(tensors_path))
     except (SafetensorError, OSError) as e:

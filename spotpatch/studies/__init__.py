@@ -5,6 +5,9 @@ Imports from ``spaces``, ``evaluators`` and ``search``.
 
 from __future__ import annotations
 
+from spotpatch.studies._export import export_patch
+from spotpatch.studies._onnx import RawSSD, export_onnx
+from spotpatch.studies._predict import DEFAULT_SCORE_THRESHOLD, predict_images
 from spotpatch.studies._run import open_controller, run_study
 from spotpatch.studies._select import fleet_plan, selected_trial, spotpatch_studies
 from spotpatch.studies._setup import base_of, evaluate_spec, evaluator_of, read_config, task_of
@@ -31,6 +34,11 @@ from spotpatch.studies._storage import (
 )
 
 __all__ = [
+    "DEFAULT_SCORE_THRESHOLD",
+    "RawSSD",
+    "export_onnx",
+    "export_patch",
+    "predict_images",
     "fleet_plan",
     "selected_trial",
     "spotpatch_studies",

@@ -1,0 +1,209 @@
+"""Synthetic spotpatch studies, made in seconds without training: for the dashboard's tests and
+``benchmarks/dashboard_scale.py``.
+
+A study here has the metadata, trial attributes, patch artifacts (safetensors files of zeros
+with the real tensor names and shapes of a small made-up detector) and, when warm-started, the
+relaxation record that ``spotpatch run`` writes; mAP is a noisy rising function of bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from io import BytesIO
+from pathlib import Path
+
+from spotpatch.studies._storage import StudyMeta, create_or_load_study
+
+__all__ = ["SYNTHETIC_SITES", "synthetic_study", "synthetic_site_bytes"]
+
+#: (site, depthwise, channels): a made-up stack of conv layers, each followed by its norm.
+SYNTHETIC_SITES = tuple(
+    (f"backbone.features.{i}.{j * 2}", j == 1, 8 * (1 + i // 2)) for i in range(6) for j in (0, 1)
+)
+_HEAD = {"head.classifier.weight": (3 * 16, 16, 3, 3), "head.classifier.bias": (3 * 16,)}
+_KINDS = ("shared", "bn", "dw", "lora4", "full")
+
+
+def _norm(site: str) -> str:
+    parent, _, last = site.rpartition(".")
+    return f"{parent}.{int(last) + 1}"
+
+
+def _site_tensors(site: str, depthwise: bool, channels: int, kind: str) -> dict[str, tuple]:
+    if kind == "shared":
+        return {}
+    tensors: dict[str, tuple] = {}
+    fan_in = 1 if depthwise else channels
+    if kind == "full" or (kind == "dw" and depthwise):
+        tensors[f"{site}.weight"] = (channels, fan_in, 3, 3)
+    elif kind == "lora4":
+        tensors[f"{site}.lora_A"] = (4, fan_in * 9)
+        tensors[f"{site}.lora_B"] = (channels, 4)
+    norm = _norm(site)
+    tensors.update(
+        {f"{norm}.{t}": (channels,) for t in ("weight", "bias", "running_mean", "running_var")}
+    )
+    return tensors
+
+
+def _patch_tensors(config: dict[str, str]) -> dict[str, tuple]:
+    tensors = dict(_HEAD)
+    for site, depthwise, channels in SYNTHETIC_SITES:
+        tensors.update(_site_tensors(site, depthwise, channels, config.get(site, "shared")))
+    return tensors
+
+
+def _bytes(tensors: dict[str, tuple]) -> int:
+    return sum(math.prod(s) for s in tensors.values()) * 4
+
+
+def synthetic_site_bytes(config: dict[str, str]) -> dict[str, int]:
+    """The bytes each site of ``config`` stores (weights and its norm), plus ``class head``."""
+    out = {"class head": _bytes(_HEAD)}
+    for site, depthwise, channels in SYNTHETIC_SITES:
+        kind = config.get(site, "shared")
+        if kind != "shared":
+            out[site] = _bytes(_site_tensors(site, depthwise, channels, kind))
+    return out
+
+
+def _summary(config: dict[str, str]) -> str:
+    counts: dict[str, int] = {}
+    for kind in config.values():
+        counts[kind] = counts.get(kind, 0) + 1
+    return ", ".join(f"{k} x{n}" for k, n in counts.items()) or "head only"
+
+
+def _preset(name: str) -> dict[str, str]:
+    if name == "head":
+        return {}
+    return {s: ("bn" if name == "dw" and not dw else name) for s, dw, _ in SYNTHETIC_SITES}
+
+
+def synthetic_study(
+    storage,
+    name: str,
+    *,
+    trials: int = 30,
+    seed: int = 0,
+    warm_start: bool = True,
+    failed: int = 1,
+    artifacts: str | Path | None = None,
+    classes: tuple[str, ...] = ("cat", "dog"),
+):
+    """Create study ``name`` in ``storage`` with ``trials`` completed trials (presets ``head`` and
+    ``full`` first, then the warm start's configs when ``warm_start``, then random ones) and
+    ``failed`` failed ones. With ``artifacts`` (a folder) every completed trial gets its patch
+    tensors as an artifact there. Returns the Optuna study.
+    """
+    import numpy as np
+    import optuna
+    from safetensors.numpy import save
+
+    rng = random.Random(seed)
+    full = _preset("full")
+    full_bytes, head_bytes = _bytes(_patch_tensors(full)), _bytes(_HEAD)
+    meta = StudyMeta(
+        task=name,
+        classes=classes,
+        model="synthetic",
+        checkpoint=None,
+        base_sha256="0" * 64,
+        granularity="site",
+        kinds=("bn", "dw", "lora4", "full"),
+        dtype="float32",
+        full_bytes=full_bytes,
+        head_bytes=head_bytes,
+        artifacts=str(Path(artifacts).resolve()) if artifacts else "",
+        spec="",
+        seed=seed,
+        train={"steps": 10, "batch_size": 4, "lr": 0.01, "hflip": True},
+        sampler="nsga2",
+        warm_start="relaxation" if warm_start else "none",
+    )
+    study = create_or_load_study(meta, storage, sampler=None)
+    store = None
+    if artifacts:
+        from spotpatch.studies import artifact_store
+
+        store = artifact_store(artifacts)
+    sites = [s for s, _, _ in SYNTHETIC_SITES]
+
+    def relaxed(level: float) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
+        config, probabilities = {}, {}
+        for i, site in enumerate(sites):
+            patched = max(0.02, min(0.98, level - 0.08 * i + rng.uniform(-0.1, 0.1)))
+            kind = "full" if patched > 0.5 else "shared"
+            if kind != "shared":
+                config[site] = kind
+            probabilities[site] = {"shared": 1 - patched, "bn": patched / 2, "full": patched / 2}
+        return config, probabilities
+
+    queue: list[tuple[dict[str, str], str, str | None]] = [
+        ({}, "preset", "head"),
+        (full, "preset", "full"),
+    ]
+    if warm_start:
+        phases = []
+        for lam, level in ((0.05, 1.2), (0.2, 0.8), (0.8, 0.4)):
+            config, probabilities = relaxed(level)
+            queue.append((config, "relaxation", None))
+            phases.append(
+                {
+                    "lambda": lam,
+                    "config": config,
+                    "patch_bytes": _bytes(_patch_tensors(config)),
+                    "probabilities": probabilities,
+                }
+            )
+        study.set_user_attr("relaxation", {"seconds": 12.0, "steps": 60, "phases": phases})
+    while len(queue) < trials:
+        config = {}
+        for site, depthwise, _ in SYNTHETIC_SITES:
+            kind = rng.choice(_KINDS)
+            if kind == "dw" and not depthwise:
+                kind = "bn"
+            if kind != "shared":
+                config[site] = kind
+        queue.append((config, "sampler", None))
+    made = []
+    span = math.log(full_bytes / head_bytes)
+    for number, (config, source, preset) in enumerate(queue[:trials]):
+        patch_bytes = _bytes(_patch_tensors(config))
+        quality = math.log(patch_bytes / head_bytes) / span
+        value = min(0.95, max(0.01, 0.6 - 0.45 * math.exp(-4 * quality) + rng.gauss(0, 0.01)))
+        attrs = {
+            "map": value,
+            "map50": min(1.0, value * 1.6),
+            "patch_bytes": patch_bytes,
+            "train_seconds": 4.0 + rng.random(),
+            "eval_seconds": 1.0,
+            "config": config,
+            "summary": _summary(config),
+        }
+        if source != "sampler":
+            attrs["source"] = source
+        if preset:
+            attrs["preset"] = preset
+        if store is not None:
+            artifact_id = f"{name}-{number}".replace("/", "_")
+            blob = save({k: np.zeros(s, np.float32) for k, s in _patch_tensors(config).items()})
+            store.write(artifact_id, BytesIO(blob))
+            attrs["artifact_id"] = artifact_id
+        made.append(
+            optuna.trial.create_trial(
+                values=[value, float(patch_bytes)],
+                user_attrs=attrs,
+                state=optuna.trial.TrialState.COMPLETE,
+            )
+        )
+    for i in range(failed):
+        made.append(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.FAIL,
+                user_attrs={"error": f"RuntimeError: synthetic failure {i} <b>&</b>"},
+            )
+        )
+    study.add_trials(made)
+    return study

@@ -1,0 +1,316 @@
+"""Exporting a study's chosen patch: the trial's stored tensors as a patch folder, never retrained.
+
+``export_patch`` selects a completed trial by a rule, downloads the patch tensors its trial
+stored as an Optuna artifact, and writes ``DIR/patch.safetensors`` and ``DIR/patch.json`` (the
+format of :func:`spotpatch.spaces.save_patch`). When the study's spec still exists and has a
+test split, the patch is applied to the base and scored there (``metrics.test_map``). Optionally
+the patched detector goes to ONNX as well (:func:`spotpatch.studies.export_onnx`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from spotpatch._errors import UserError
+from spotpatch.evaluators import Base, coco_map, load_base, load_split
+from spotpatch.search import DEFAULT_RULE
+from spotpatch.spaces import Patch, PatchConfig, PatchSpace, payload_bytes, save_patch
+from spotpatch.studies._onnx import export_onnx
+from spotpatch.studies._select import selected_trial
+from spotpatch.studies._spec import StudySpec, load_spec
+from spotpatch.studies._storage import (
+    DEFAULT_STORAGE,
+    StudyMeta,
+    artifacts_dir_for,
+    load_study,
+    open_storage,
+    study_meta,
+)
+
+__all__ = ["export_patch"]
+
+log = logging.getLogger("spotpatch")
+_PATCH_FILES = frozenset({"patch.json", "patch.safetensors"})
+
+
+def export_patch(
+    study_name: str,
+    out_dir: str | Path,
+    *,
+    rule: str = DEFAULT_RULE,
+    storage: str = DEFAULT_STORAGE,
+    onnx: str | Path | None = None,
+    device: str | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Write the patch of the trial that ``rule`` picks in study ``study_name``; nothing trains.
+
+    ``out_dir`` may be missing, an empty folder, or a previous spotpatch export (a folder of
+    only ``patch.json``, ``patch.safetensors`` and ``*.onnx`` files, with a spotpatch
+    ``patch.json``), which is replaced as a whole; any other existing path is refused. Every file
+    is made in a temporary folder beside ``out_dir`` and renamed into place at the end, so an
+    error leaves nothing half-written.
+
+    ``metrics.test_map`` is added when the spec the study recorded still exists and has a test
+    split: the stored patch is applied to the base and scored there. When the spec, its test
+    split or the base cannot be read, the export goes on without it and a warning says why.
+    ``task.category_ids`` (the COCO ids, for ``predict``) come from the spec's train file.
+
+    Args:
+        study_name: the study (one per task).
+        out_dir: the patch folder to write.
+        rule: ``knee``, ``min-map=X``, ``max-bytes=B`` or ``within=D`` (see
+            :func:`spotpatch.search.select_point`).
+        storage: the study's Optuna storage URL.
+        onnx: also write the patched detector to this ONNX file (raw head outputs, no NMS;
+            SSD-style detectors only).
+        device: where the base runs to score the test split and export ONNX (default: the
+            spec's ``[base] device``, else ``auto``).
+        progress: progress bars while scoring (None: only on a terminal).
+
+    Returns:
+        The content of ``patch.json``.
+
+    Raises:
+        UserError: an unknown or empty study, a bad or unsatisfiable rule, a missing artifact,
+            an ``out_dir`` that is not safe to replace, a stored patch whose size differs from
+            its trial's ``patch_bytes``.
+
+    Example:
+        >>> export_patch("pets", "exports/pets", rule="knee")["metrics"]  # doctest: +SKIP
+        {'map': 0.61, 'map50': 0.88, 'patch_bytes': 48212, 'test_map': 0.6}
+    """
+    out = Path(out_dir)
+    _check_out(out)
+    onnx_path = Path(onnx) if onnx is not None else None
+    if onnx_path is not None:
+        _check_onnx(onnx_path, out)
+    database = Path(storage[len("sqlite:///") :]) if storage.startswith("sqlite:///") else None
+    if database is not None and not database.is_file():
+        # Opening it would create an empty one: say instead that there is nothing there.
+        raise UserError(f"no study storage at {database} (--storage {storage})")
+    study = load_study(study_name, open_storage(storage))
+    meta = study_meta(study)
+    trial = selected_trial(study, rule)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        patch = _trial_patch(study, trial, meta, storage, Path(tmp) / "artifact.safetensors")
+        spec = _recorded_spec(meta)
+        ids = _category_ids(spec, meta.classes) if spec is not None else None
+        if ids is not None:
+            patch = replace(patch, category_ids=ids)
+        wants_test = spec is not None and spec.data.test is not None
+        base = None
+        if wants_test or onnx_path is not None:
+            if device is None:
+                device = spec.base.device if spec is not None else "auto"
+            base = _base_for(meta, device, required=onnx_path is not None)
+        if base is not None and wants_test:
+            test_map = _test_map(patch, meta, base, spec, progress)
+            if test_map is not None:
+                patch = replace(patch, metrics={**patch.metrics, "test_map": test_map})
+        stage = Path(tmp) / "patch"
+        save_patch(patch, stage)
+        stored = payload_bytes(stage / "patch.safetensors")
+        if stored != patch.metrics["patch_bytes"] or stored != int(trial.values[1]):
+            raise UserError(
+                f"trial {trial.number}'s stored patch holds {stored:,} bytes of tensors, not its "
+                f"patch_bytes {int(trial.values[1]):,}: the artifact does not match its trial"
+            )
+        staged_onnx = None
+        try:
+            if onnx_path is not None:
+                model = base.apply_stored(patch, _space(base, meta)).model
+                size = base.detector.image_size
+                if onnx_path.resolve().parent == out.resolve():
+                    export_onnx(model, size, stage / onnx_path.name)  # moves with the folder
+                else:
+                    # Staged beside its target, so that the last step is a plain rename.
+                    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+                    staged_onnx = onnx_path.with_name(f".{onnx_path.name}.{os.getpid()}.staged")
+                    export_onnx(model, size, staged_onnx)
+            _commit(stage, out, Path(tmp) / "previous")
+            if staged_onnx is not None:
+                os.replace(staged_onnx, onnx_path)
+        finally:
+            if staged_onnx is not None:
+                staged_onnx.unlink(missing_ok=True)
+    return patch.meta()
+
+
+# -- steps --------------------------------------------------------------------------------------
+def _check_out(out: Path) -> None:
+    """Refuse an ``out`` that holds anything but a previous export (replacing it would lose it)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    if any(out.iterdir()) and not _is_previous_export(out):
+        raise UserError(
+            f"--out {out} is not empty and is not a spotpatch export; "
+            f"give a new folder (an earlier export there would be replaced)"
+        )
+
+
+def _check_onnx(path: Path, out: Path) -> None:
+    if path.is_dir():
+        raise UserError(f"--onnx {path} is a folder; give a file such as model.onnx")
+    inside = path.resolve().is_relative_to(out.resolve())
+    if inside and path.resolve().parent != out.resolve():
+        raise UserError(f"--onnx {path}: put the ONNX file directly in {out} or outside it")
+
+
+def _is_previous_export(folder: Path) -> bool:
+    entries = list(folder.iterdir())
+    if not all(e.is_file() and (e.name in _PATCH_FILES or e.suffix == ".onnx") for e in entries):
+        return False
+    try:
+        meta = json.loads((folder / "patch.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "format_version" in meta and "base" in meta
+
+
+def _download(study, trial, meta: StudyMeta, storage: str, path: Path):
+    """The trial's patch tensors, from the study's artifact store."""
+    import optuna
+    from optuna.artifacts.exceptions import ArtifactNotFound
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    artifact_id = trial.user_attrs.get("artifact_id")
+    if artifact_id is None:
+        raise UserError(
+            f"trial {trial.number} of study {study.study_name!r} stored no patch tensors"
+        )
+    # The recorded folder first; then the default one beside a SQLite storage, in case the
+    # database and its artifacts moved together.
+    for folder in dict.fromkeys([Path(meta.artifacts), artifacts_dir_for(storage)]):
+        if not folder.is_dir():
+            continue
+        store = optuna.artifacts.FileSystemArtifactStore(str(folder))
+        try:
+            optuna.artifacts.download_artifact(
+                artifact_store=store, file_path=str(path), artifact_id=artifact_id
+            )
+            break
+        except ArtifactNotFound:
+            continue
+    else:
+        raise UserError(
+            f"patch tensors of trial {trial.number} (artifact {artifact_id}) not found in "
+            f"{meta.artifacts}"
+        )
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"artifact {artifact_id} is not a safetensors file ({e})") from None
+
+
+def _trial_patch(study, trial, meta: StudyMeta, storage: str, scratch: Path) -> Patch:
+    """The patch a trial stored, with its metrics and where it comes from."""
+    return Patch(
+        config=PatchConfig.from_dict(trial.user_attrs["config"]),
+        tensors=_download(study, trial, meta, storage, scratch),
+        model=meta.model,
+        base_sha256=meta.base_sha256,
+        task=meta.task,
+        classes=meta.classes,
+        dtype=meta.dtype,
+        metrics={
+            "map": float(trial.user_attrs["map"]),
+            "map50": float(trial.user_attrs["map50"]),
+            "patch_bytes": int(trial.user_attrs["patch_bytes"]),
+        },
+        study={"name": study.study_name, "trial": trial.number},
+    )
+
+
+def _recorded_spec(meta: StudyMeta) -> StudySpec | None:
+    path = Path(meta.spec)
+    if not path.is_file():
+        log.warning("study spec %s is gone: exporting without test mAP", path)
+        return None
+    try:
+        return load_spec(path)
+    except UserError as e:
+        log.warning("study spec no longer reads (%s): exporting without test mAP", e)
+        return None
+
+
+def _category_ids(spec: StudySpec, classes: tuple[str, ...]) -> tuple[int, ...] | None:
+    """The COCO category ids of the task, in class order, from the spec's train annotations.
+
+    The study records class names only; the ids are kept only when the names still match.
+    """
+    try:
+        data = json.loads(spec.data.train.read_text(encoding="utf-8"))
+        cats = sorted((int(c["id"]), str(c["name"])) for c in data["categories"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if tuple(name for _, name in cats) != classes:
+        return None
+    return tuple(cid for cid, _ in cats)
+
+
+def _base_for(meta: StudyMeta, device: str, *, required: bool) -> Base | None:
+    """The study's base; None (with a warning) when it cannot be had and is not ``required``."""
+    try:
+        base = load_base(meta.model, meta.checkpoint, device=device)
+        if base.sha256 != meta.base_sha256:
+            raise UserError(
+                f"the base at {base.source} is not the study's base "
+                f"(sha256 {base.sha256[:12]}, the study's is {meta.base_sha256[:12]})"
+            )
+    except UserError as e:
+        if required:
+            raise
+        log.warning("%s: exporting without test mAP", e)
+        return None
+    return base
+
+
+def _space(base: Base, meta: StudyMeta) -> PatchSpace:
+    return base.space(
+        len(meta.classes) + 1, kinds=meta.kinds, granularity=meta.granularity, dtype=meta.dtype
+    )
+
+
+def _test_map(
+    patch: Patch, meta: StudyMeta, base: Base, spec: StudySpec, progress: bool | None
+) -> float | None:
+    """COCO mAP of the stored patch on the spec's test split."""
+    try:
+        split, cats = load_split(
+            spec.data.test, spec.data.test_images, resize=base.detector.resized, progress=progress
+        )
+    except UserError as e:
+        log.warning("test split unreadable (%s): exporting without test mAP", e)
+        return None
+    if tuple(cats.values()) != meta.classes:
+        log.warning("test split classes differ from the study's: exporting without test mAP")
+        return None
+    applied = base.apply_stored(patch, _space(base, meta))
+    value, _ = coco_map(applied.model, split, tuple(cats), progress=progress)
+    return value
+
+
+def _commit(stage: Path, out: Path, aside: Path) -> None:
+    """Put the staged folder at ``out``, replacing an empty folder or a previous export."""
+    if out.exists():
+        if any(out.iterdir()):
+            os.rename(out, aside)  # `aside` is in the temporary folder: removed with it
+        else:
+            out.rmdir()
+    try:
+        os.rename(stage, out)
+    except OSError:
+        if aside.exists() and not out.exists():
+            os.rename(aside, out)
+        raise

@@ -1,0 +1,307 @@
+"""The dashboard on synthetic studies (no training): its records, the page, the server, the CLI
+and, where Chromium is installed, the drawing in a headless browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from spotpatch.cli import main
+from spotpatch.dashboard import (
+    HOST,
+    dashboard_data,
+    hypervolume_series,
+    make_server,
+    placement,
+    site_bytes,
+    trials_scatter,
+    write_dashboard,
+)
+from spotpatch.dashboard._browser import find_chromium, load_in_chromium
+from spotpatch.dashboard._html import script_json
+from spotpatch.dashboard._site_bytes import HEAD, attribute_tensors
+from spotpatch.dashboard._synthetic import synthetic_site_bytes, synthetic_study
+from spotpatch.search import DEFAULT_RULE, front_points, hypervolume
+from spotpatch.studies import load_study, open_storage, selected_trial, study_meta
+
+EVIL = "<script>alert(1)</script>"
+EVIL_CLASS = "<img src=x onerror=document.body.dataset.pwned=1>"
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("dash")
+    url = f"sqlite:///{root / 'studies.db'}"
+    storage = open_storage(url)
+    art = root / "artifacts"
+    synthetic_study(storage, "pets", trials=24, seed=0, failed=2, artifacts=art)
+    synthetic_study(storage, "pets-cold", trials=24, seed=1, warm_start=False, artifacts=art)
+    synthetic_study(
+        storage, EVIL, trials=8, seed=2, failed=1, classes=("cat", EVIL_CLASS), artifacts=None
+    )
+    synthetic_study(storage, "just-started", trials=0, failed=1)
+    return url
+
+
+@pytest.fixture(scope="module")
+def storage(url):
+    return open_storage(url)
+
+
+@pytest.fixture(scope="module")
+def page(url, tmp_path_factory) -> Path:
+    return write_dashboard(url, tmp_path_factory.mktemp("page") / "dashboard.html")
+
+
+def _dominated(p, q) -> bool:
+    """q dominates p: no less mAP, no more bytes, better in one."""
+    return q.map >= p.map and q.bytes <= p.bytes and (q.map > p.map or q.bytes < p.bytes)
+
+
+# -- records -----------------------------------------------------------------------------------
+def test_scatter_front_sources_and_selection(storage):
+    study = load_study("pets", storage)
+    scatter = trials_scatter(study, DEFAULT_RULE)
+    assert len(scatter.points) == 24
+    front = {p.number for p in scatter.front}
+    for p in scatter.points:
+        beaten = any(_dominated(p, q) for q in scatter.points)
+        twin = any(
+            (q.map, q.bytes) == (p.map, p.bytes) and q.number < p.number for q in scatter.points
+        )
+        assert p.on_front == (p.number in front) == (not beaten and not twin)
+    sources = [p.source for p in scatter.points]
+    assert sources.count("preset") == 2 and sources.count("relaxation") == 3
+    assert {p.preset for p in scatter.points if p.preset} == {"head", "full"}
+    assert all(p.summary for p in scatter.points)
+    assert scatter.selected == selected_trial(study, DEFAULT_RULE).number
+    assert len(scatter.failed) == 2 and "synthetic failure" in scatter.failed[0][1]
+
+
+def test_scatter_selection_note_when_nothing_fits(storage):
+    scatter = trials_scatter(load_study("pets", storage), "min-map=0.99")
+    assert scatter.selected is None and "0.99" in scatter.selection_note
+
+
+def test_hypervolume_series_warm_and_cold(storage):
+    warm = hypervolume_series(load_study("pets", storage))
+    cold = hypervolume_series(load_study("pets-cold", storage))
+    for series, name in ((warm, "pets"), (cold, "pets-cold")):
+        study = load_study(name, storage)
+        hv = series.hypervolume
+        assert len(hv) == len(series.trials) == 24
+        assert all(b >= a - 1e-12 for a, b in zip(hv, hv[1:], strict=False))
+        points = front_points(study.get_trials())
+        assert hv[-1] == pytest.approx(hypervolume(points, study_meta(study).full_bytes))
+    assert (warm.warm_start, cold.warm_start) == ("relaxation", "none")
+    assert warm.relaxation_trials == pytest.approx(12.0 / 5.5, rel=0.1)
+    assert cold.relaxation_trials is None
+
+
+def test_site_bytes_match_the_patch_tensors(storage):
+    study = load_study("pets", storage)
+    for trial in study.get_trials():
+        if trial.values is None:
+            continue
+        record = site_bytes(study, trial.number)
+        assert record.note is None
+        assert record.total == record.patch_bytes == trial.user_attrs["patch_bytes"]
+        expected = synthetic_site_bytes(trial.user_attrs["config"])
+        assert dict(zip(record.labels, record.bytes, strict=True)) == expected
+        assert record.labels[0] == HEAD
+        kinds = dict(zip(record.labels, record.kinds, strict=True))
+        assert all(kinds[s] == k for s, k in trial.user_attrs["config"].items())
+
+
+def test_site_bytes_without_artifact(storage):
+    study = load_study(EVIL, storage)
+    record = site_bytes(study, 0)
+    assert record.labels == () and "no patch tensors" in record.note
+
+
+def test_attribute_tensors_norms_lora_and_head():
+    sizes = {
+        "a.0.weight": 100,
+        "a.1.weight": 4,
+        "a.1.running_var": 4,
+        "b.conv.lora_A": 8,
+        "b.conv.lora_B": 8,
+        "b.bn.weight": 2,
+        "b.bn.running_mean": 2,
+        "head.cls.weight": 50,
+    }
+    out = attribute_tensors(sizes, ["a.0", "b.conv"])
+    assert out == {"a.0": 108, "b.conv": 16, "b.bn (norm)": 4, HEAD: 50}
+
+
+def test_placement_kinds_and_relaxation(storage):
+    names = ["pets", "pets-cold"]
+    studies = [load_study(n, storage) for n in names]
+    chosen = [selected_trial(s, DEFAULT_RULE) for s in studies]
+    data = placement(studies, [t.number for t in chosen])
+    assert data.tasks == tuple(names)
+    assert list(data.sites) == sorted(data.sites, key=lambda s: [int(p) for p in s.split(".")[2:]])
+    for row, trial in zip(data.kinds, chosen, strict=True):
+        config = trial.user_attrs["config"]
+        assert dict(zip(data.sites, row, strict=True)) == {
+            s: config.get(s, "shared") for s in data.sites
+        }
+    warm, cold = data.patched_probability
+    assert all(v is None for v in cold) and data.relaxation_lambda[1] is None
+    phases = studies[0].user_attrs["relaxation"]["phases"]
+    phase = next(p for p in phases if p["lambda"] == data.relaxation_lambda[0])
+    for gate, value in zip(data.gates, warm, strict=True):
+        assert value == pytest.approx(1 - phase["probabilities"][gate]["shared"])
+
+
+def test_fleet_totals(storage):
+    data = dashboard_data(storage, DEFAULT_RULE)
+    fleet = data.fleet
+    assert set(fleet.tasks) == {"pets", "pets-cold", EVIL} and fleet.missing == ("just-started",)
+    picked = {
+        s.study_name: selected_trial(s, DEFAULT_RULE)
+        for s in (load_study(n, storage) for n in fleet.tasks)
+    }
+    assert fleet.total_patch_bytes == sum(int(t.values[1]) for t in picked.values())
+    # Like against like: the full detectors of the tasks that have a selected patch.
+    assert fleet.total_full_bytes == sum(
+        p.meta.full_bytes for p in data.studies if p.name in fleet.tasks
+    )
+    assert fleet.saving == pytest.approx(fleet.total_full_bytes / fleet.total_patch_bytes)
+    strict = dashboard_data(storage, "min-map=0.99").fleet
+    assert strict.tasks == () and set(strict.missing) == {*fleet.tasks, "just-started"}
+    empty = next(p for p in data.studies if p.name == "just-started")
+    assert empty.scatter.points == () and empty.scatter.selected is None
+    assert empty.site_bytes.note == "no selected trial"
+    row = data.placement.tasks.index("just-started")
+    assert all(k is None for k in data.placement.kinds[row])
+
+
+# -- the page ----------------------------------------------------------------------------------
+def test_page_escapes_study_strings(page):
+    text = page.read_text(encoding="utf-8")
+    assert "<script>alert(1)" not in text and EVIL_CLASS not in text
+    assert "<h2>&lt;script&gt;alert(1)&lt;/script&gt;</h2>" in text
+    assert "&lt;b&gt;&amp;&lt;/b&gt;" in text  # a failed trial's error
+    blocks = re.findall(r'<script type="application/json"[^>]*>(.*?)</script>', text, re.S)
+    assert blocks and len(blocks) == int(re.search(r'data-plots-expected="(\d+)"', text)[1])
+    names = set()
+    for block in blocks:
+        assert not set("<>&") & set(block)
+        fig = json.loads(block)
+        names.update(str(t.get("name")) for t in fig["data"])
+        names.update(str(y) for t in fig["data"] for y in (t.get("y") or []))
+    # Plotly reads tags in its text: the name reaches it with its tags as entities.
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in names
+    assert EVIL not in names
+
+
+def test_script_json_cannot_close_the_block():
+    raw = json.dumps({"name": "</script><script>x()</script>&"})
+    safe = script_json(raw)
+    assert "</" not in safe and "<" not in safe and json.loads(safe) == json.loads(raw)
+
+
+def test_page_is_self_contained(page):
+    text = page.read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]*\bsrc=", text)
+    assert not re.search(r"<link[^>]*\bhref=", text)
+    assert "Plotly.newPlot" in text and len(text) > 3_000_000  # plotly.js inlined, once
+    assert text.count("<script") == 3 + int(re.search(r'data-plots-expected="(\d+)"', text)[1])
+
+
+# -- the CLI and the server --------------------------------------------------------------------
+def test_cli_writes_the_file_and_reports_errors(url, tmp_path, capsys):
+    out = tmp_path / "d.html"
+    assert main(["dashboard", "--storage", url, "--out", str(out)]) == 0
+    assert out.is_file() and "wrote the dashboard" in capsys.readouterr().out
+    cases = [
+        ["--storage", url, "--out", str(tmp_path / "missing" / "d.html")],
+        ["--storage", url, "--out", str(tmp_path)],
+        ["--storage", f"sqlite:///{tmp_path / 'empty.db'}", "--out", str(out)],
+        ["--storage", url, "--out", str(out), "--select", "bogus"],
+        ["--storage", url, "--out", str(out), "--port", "1"],
+    ]
+    for args in cases:
+        assert main(["dashboard", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("spotpatch: error: ") and err.count("\n") == 1, args
+
+
+def test_server_binds_loopback_and_serves_the_page(url):
+    server = make_server(url, port=0)
+    assert server.server_address[0] == HOST == "127.0.0.1"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://{HOST}:{server.server_address[1]}"
+        with urllib.request.urlopen(base + "/", timeout=30) as reply:
+            body = reply.read().decode()
+            assert reply.status == 200 and "text/html" in reply.headers["Content-Type"]
+        assert "spotpatch dashboard" in body and "served live" in body
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(base + "/other", timeout=30)
+        assert missing.value.code == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_serve_command_stops_cleanly_on_ctrl_c(url):
+    command = ["dashboard", "--storage", url, "--serve", "--port", "0"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spotpatch", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        served = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert served, line + proc.stderr.read()
+        with urllib.request.urlopen(served[0], timeout=30) as reply:
+            assert reply.status == 200
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert "stopped the dashboard server" in out and "Traceback" not in err
+
+
+# -- the drawing -------------------------------------------------------------------------------
+@pytest.fixture
+def chromium() -> str:
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip("no chromium on PATH: the drawing is unchecked (make test installs Debian's)")
+    return binary
+
+
+def test_page_draws_every_plot_in_headless_chromium(page, chromium):
+    load = load_in_chromium(page, chromium=chromium, timeout=120)
+    assert load.errors == ()
+    assert load.plots_expected and load.plots_drawn == load.plots_expected
+    assert "data-pwned" not in load.dom
+    assert "<h2>&lt;script&gt;alert(1)&lt;/script&gt;</h2>" in load.dom
+
+
+def test_browser_check_sees_a_broken_plot(page, tmp_path, chromium):
+    broken = tmp_path / "broken.html"
+    text = page.read_text(encoding="utf-8")
+    broken.write_text(text.replace('data-target="plot-0">', 'data-target="plot-0">{', 1))
+    load = load_in_chromium(broken, chromium=chromium, timeout=120)
+    assert load.errors and not load.ok
+    assert load.plots_drawn == load.plots_expected - 1

@@ -1,0 +1,290 @@
+"""Exporting a study's chosen patch, predicting with it, and its ONNX model, on a tiny real study.
+
+The study's three trials are fixed configs that patch only the detector's head side (the class
+head alone, then LoRA on the box regressors, then the class convs in full too), so training
+them needs no backward pass through the backbone and the study builds in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import torch
+
+from spotpatch.cli import main
+from spotpatch.evaluators import coco_map, load_base, predict
+from spotpatch.search import front_points, knee_point, pareto_front
+from spotpatch.spaces import load_patch, payload_bytes
+from spotpatch.studies import (
+    RawSSD,
+    export_patch,
+    load_spec,
+    load_study,
+    open_controller,
+    open_storage,
+    predict_images,
+    study_meta,
+)
+from spotpatch.studies._setup import evaluator_of
+
+
+@pytest.fixture(scope="module")
+def study(bench, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export")
+    url = f"sqlite:///{folder}/s.db"
+    text = (bench / "studies" / "glyphs.toml").read_text()
+    text = text.replace("steps = 300", "steps = 6").replace("batch_size = 16", "batch_size = 8")
+    text = text.replace('warm_start = "relaxation"', 'warm_start = "none"')
+    # On the CPU, as the checks below score: mAP is reproduced exactly on the same device.
+    text = text.replace('model = "spotpatch-tiny"', 'model = "spotpatch-tiny"\ndevice = "cpu"')
+    text = text.replace('storage = "sqlite:///spotpatch.db"', f'storage = "{url}"')
+    spec_path = bench / "studies" / f"glyphs-{folder.name}.toml"
+    spec_path.write_text(text)
+    spec = load_spec(spec_path)
+    evaluator = evaluator_of(spec, progress=False)
+    space = evaluator.space
+    lora = {f"head.regression_head.module_list.{i}": "lora4" for i in range(5)}
+    full = {f"head.classification_head.module_list.{i}": "full" for i in range(5)}
+    configs = [space.config_from_gates(g) for g in ({}, lora, lora | full)]
+    controller = open_controller(spec, evaluator)
+    assert controller.enqueue(configs, source="test") == 3
+    state = controller.run(evaluator, 3, seed=spec.seed)  # what run_study does with 1 worker
+    assert state.done == 3 and state.failed == 0
+    storage = open_storage(url)
+    made = load_study("glyphs", storage)
+    # A study with no finished trial yet: same metadata, nothing run.
+    empty = optuna.create_study(
+        study_name="empty", storage=storage, directions=["maximize", "minimize"]
+    )
+    empty.set_user_attr("spotpatch", made.user_attrs["spotpatch"])
+    return SimpleNamespace(
+        url=url,
+        spec=spec,
+        trials={t.number: t for t in made.trials},
+        meta=study_meta(made),
+        task=evaluator.task,
+        folder=folder,
+    )
+
+
+@pytest.fixture
+def no_test_map(monkeypatch):
+    """Skip scoring the test split where a test is about something else (it is slow)."""
+    monkeypatch.setattr("spotpatch.studies._export._test_map", lambda *args: None)
+
+
+def _export(study, out, *extra):
+    assert (
+        main(["export", "glyphs", "--out", str(out), "--storage", study.url, "--json", *extra])
+        == 0
+    )
+
+
+def _json_out(capsys) -> dict:
+    out = capsys.readouterr().out
+    return json.loads(out[out.index("{") :])
+
+
+def test_an_exported_patch_reproduces_its_trial_exactly(study, tmp_path, capsys):
+    _export(study, tmp_path / "p")
+    info = _json_out(capsys)
+    trial = study.trials[info["study"]["trial"]]
+    assert json.loads((tmp_path / "p" / "patch.json").read_text()) == info
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
+        "patch.json",
+        "patch.safetensors",
+    ]
+    assert info["format_version"] == 1
+    assert info["base"] == {"model": "spotpatch-tiny", "sha256": study.meta.base_sha256}
+    assert info["task"]["name"] == "glyphs"
+    assert info["task"]["classes"] == list(study.task.classes)
+    assert info["task"]["category_ids"] == list(study.task.category_ids)
+    assert info["sites"] == trial.user_attrs["config"]
+    assert info["study"] == {"name": "glyphs", "trial": trial.number}
+    metrics = info["metrics"]
+    assert (metrics["map"], metrics["map50"]) == (
+        trial.user_attrs["map"],
+        trial.user_attrs["map50"],
+    )
+    assert metrics["patch_bytes"] == trial.user_attrs["patch_bytes"] == int(trial.values[1])
+    assert payload_bytes(tmp_path / "p" / "patch.safetensors") == metrics["patch_bytes"]
+    assert 0.0 <= metrics["test_map"] <= 1.0  # the bench tasks have a test split
+    # A user's path: a base loaded anew, the patch from disk, val scored by the metrics code.
+    fresh = load_base("spotpatch-tiny", device="cpu")
+    patch = load_patch(tmp_path / "p")
+    model = fresh.apply_stored(patch).model
+    assert coco_map(model, study.task.val, study.task.category_ids) == (
+        trial.user_attrs["map"],
+        trial.user_attrs["map50"],
+    )
+    assert coco_map(model, study.task.test, study.task.category_ids)[0] == metrics["test_map"]
+
+
+def _expected(study, rule: str) -> int:
+    front = pareto_front(front_points(study.trials.values()))
+    mid = front[len(front) // 2]
+    if rule == "default":
+        return next(p for p in front if p.map >= front[-1].map - 0.01 - 1e-12).number
+    if rule == "knee":
+        return knee_point(front, study.meta.full_bytes).number
+    return {"within=0": front[-1], "min-map": mid, "max-bytes": front[0]}[rule].number
+
+
+@pytest.mark.parametrize("rule", ["default", "knee", "within=0", "min-map", "max-bytes"])
+def test_each_rule_picks_its_trial(study, tmp_path, capsys, no_test_map, rule):
+    front = pareto_front(front_points(study.trials.values()))
+    text = {
+        "min-map": f"min-map={front[len(front) // 2].map!r}",
+        "max-bytes": f"max-bytes={front[0].bytes}",
+    }.get(rule, rule)
+    _export(study, tmp_path / "p", *([] if rule == "default" else ["--select", text]))
+    assert _json_out(capsys)["study"]["trial"] == _expected(study, rule)
+
+
+def test_out_must_be_new_empty_or_an_earlier_export(study, tmp_path, capsys, no_test_map):
+    (tmp_path / "empty").mkdir()
+    _export(study, tmp_path / "empty")
+    _export(study, tmp_path / "empty", "--select", "knee")  # an earlier export is replaced
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == [
+        "patch.json",
+        "patch.safetensors",
+    ]
+    capsys.readouterr()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    argv = ["export", "glyphs", "--out", str(mine), "--storage", study.url]
+    assert main(argv) == 2
+    assert "not a spotpatch export" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+
+def test_a_failed_export_writes_nothing(study, tmp_path, monkeypatch, no_test_map):
+    out = tmp_path / "p"
+    export_patch("glyphs", out, storage=study.url, rule="max-bytes=1MB")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter crashed")
+
+    monkeypatch.setattr("spotpatch.studies._export.export_onnx", broken)
+    for target in (out, tmp_path / "new"):
+        with pytest.raises(RuntimeError, match="exporter crashed"):
+            export_patch("glyphs", target, storage=study.url, onnx=tmp_path / "m.onnx")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old export stands
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]  # no temp folders, no new ones
+
+
+def _bad_patch(study, tmp_path):
+    export_patch("glyphs", tmp_path / "p", storage=study.url)
+    meta = json.loads((tmp_path / "p" / "patch.json").read_text())
+    meta["base"]["sha256"] = "0" * 64
+    (tmp_path / "p" / "patch.json").write_text(json.dumps(meta))
+    image = sorted((study.spec.data.test_images).iterdir())[0]
+    return ["predict", str(tmp_path / "p"), str(image)]
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no storage", "no study storage at"),
+        ("unknown", "no study named 'nope'"),
+        ("empty", "has no completed trial"),
+        ("unsatisfiable", "no trial reaches mAP 1"),
+        ("too small", "no trial has at most 1 bytes"),
+        ("bad rule", "unknown selection rule 'best'"),
+        ("another base", "patch was made for another spotpatch-tiny base"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(study, tmp_path, capsys, no_test_map, case, message):
+    out = tmp_path / "out"
+    export = ["export", "glyphs", "--out", str(out), "--storage", study.url]
+    argv = {
+        "no storage": [*export[:4], "--storage", f"sqlite:///{tmp_path}/none.db"],
+        "unknown": ["export", "nope", "--out", str(out), "--storage", study.url],
+        "empty": ["export", "empty", "--out", str(out), "--storage", study.url],
+        "unsatisfiable": [*export, "--select", "min-map=1.0"],
+        "too small": [*export, "--select", "max-bytes=1"],
+        "bad rule": [*export, "--select", "best"],
+    }.get(case) or _bad_patch(study, tmp_path)
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("spotpatch: error: ") and message in err
+    assert not out.exists() and not (tmp_path / "none.db").exists()
+
+
+def test_predict_writes_coco_results_of_base_plus_patch(study, tmp_path, no_test_map):
+    export_patch("glyphs", tmp_path / "p", storage=study.url)
+    images = sorted(study.spec.data.test_images.iterdir())[:6]
+    results_file = tmp_path / "r" / "results.json"
+    argv = ["predict", str(tmp_path / "p"), *map(str, images), "--out", str(results_file)]
+    argv += ["--device", "cpu"]
+    assert main([*argv, "--score-threshold", "0.0"]) == 0
+    results = json.loads(results_file.read_text())
+    assert results and all(set(r) == {"image_id", "category_id", "bbox", "score"} for r in results)
+    assert {r["category_id"] for r in results} <= set(study.task.category_ids)
+    # The bench's files are named by number, so image_id is the stem; the same detections as
+    # the scoring code gives on those images of the test split, batched alike (a batch of
+    # another size may round differently).
+    split = study.task.test
+    picked = [split.file_names.index(p.name) for p in images]
+    sub = replace(
+        split,
+        **{
+            key: tuple(getattr(split, key)[i] for i in picked)
+            for key in ("image_ids", "file_names", "sizes", "images", "boxes", "labels")
+        },
+    )
+    stem_of = {split.image_ids[i]: int(p.stem) for i, p in zip(picked, images, strict=True)}
+    model = load_base("spotpatch-tiny", device="cpu").apply_stored(load_patch(tmp_path / "p"))
+    expected = [
+        {**r, "image_id": stem_of[r["image_id"]]}
+        for r in predict(model.model, sub, study.task.category_ids)
+    ]
+    assert results == expected
+    # A COCO ground truth takes them as detections, once the ids are the split's.
+    coco_id = {stem: iid for iid, stem in stem_of.items()}
+    renamed = [{**r, "image_id": coco_id[r["image_id"]]} for r in results]
+    assert len(split.coco.loadRes(renamed).getAnnIds()) == len(results)
+    high = predict_images(tmp_path / "p", images, score_threshold=0.5, device="cpu")
+    assert high == [r for r in results if r["score"] >= 0.5]
+
+
+def test_onnx_matches_pytorch(study, tmp_path, capsys, no_test_map):
+    ort = pytest.importorskip("onnxruntime")
+    onnx_file = tmp_path / "p" / "model.onnx"  # inside the export folder: it moves with it
+    _export(study, tmp_path / "p", "--onnx", str(onnx_file), "--select", "within=0")
+    assert "lora4" in _json_out(capsys)["sites"].values()  # LoRA layers export too
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    fresh = load_base("spotpatch-tiny", device="cpu")
+    model = fresh.apply_stored(load_patch(tmp_path / "p")).model
+    raw = RawSSD(model, (128, 128))
+    images = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    got = session.run(None, {"images": images.numpy()})
+    with torch.no_grad():
+        want = raw(images)
+    assert [o.name for o in session.get_outputs()] == ["bbox_regression", "cls_logits", "anchors"]
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == tuple(w.shape)
+        torch.testing.assert_close(torch.from_numpy(g), w, atol=1e-4, rtol=1e-4)
+    assert want[1].shape[-1] == len(study.task.classes) + 1
+    # The raw outputs are what torchvision's own postprocessing decodes into detections.
+    with torch.no_grad():
+        head = {"bbox_regression": want[0], "cls_logits": want[1]}
+        decoded = model.postprocess_detections(head, list(want[2]), [(128, 128)] * 2)
+        direct = model(list(images))
+    for d, e in zip(decoded, direct, strict=True):
+        for key in ("boxes", "scores", "labels"):
+            torch.testing.assert_close(d[key], e[key], atol=1e-4, rtol=1e-4)
+    # Exporting again replaces the earlier export, ONNX file included.
+    _export(study, tmp_path / "p")
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
+        "patch.json",
+        "patch.safetensors",
+    ]
