@@ -145,9 +145,10 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--data", default="benchmarks/.data/warm-start", help="benchmark dir")
     parser.add_argument("--log", default="benchmarks/.data/warm_start.jsonl")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--table", action="store_true", help="only print the table")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     log = Path(args.log)
     log.parent.mkdir(parents=True, exist_ok=True)
     records = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []

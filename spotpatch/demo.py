@@ -14,7 +14,7 @@ from pathlib import Path
 
 from spotpatch.evaluators import BENCHMARK_TASKS, write_benchmark
 
-__all__ = ["run_demo", "DEMO_TASKS", "DEMO_STEPS", "DEMO_TRIALS", "DEMO_BUDGET"]
+__all__ = ["run_demo", "DEMO_TASKS", "DEMO_STEPS", "DEMO_TRIALS", "DEMO_BUDGET", "DEMO_RULE"]
 
 #: Near, middle and far transfer from the base's source set.
 DEMO_TASKS = {"shapes-subset": "near", "textured": "middle", "glyphs": "far"}
@@ -23,6 +23,8 @@ DEMO_STEPS = 150
 DEMO_TRIALS = 12
 #: The fleet plan's total byte budget for the three patches.
 DEMO_BUDGET = "1MiB"
+#: How the dashboard and the exports pick each task's patch: where more bytes stop paying.
+DEMO_RULE = "knee"
 
 
 def _say(text: str) -> None:
@@ -75,9 +77,11 @@ def run_demo(out: Path) -> int:
     for name in DEMO_TASKS:
         steps.append(["run", str(demo_spec(bench, name, out, storage))])
     steps.append(["status", "--storage", storage])
-    steps.append(["dashboard", "--storage", storage, "--out", str(out / "report.html")])
+    report = str(out / "report.html")
+    steps.append(["dashboard", "--storage", storage, "--select", DEMO_RULE, "--out", report])
     for name in DEMO_TASKS:
-        steps.append(["export", name, "--storage", storage, "--out", str(out / "patches" / name)])
+        patch = str(out / "patches" / name)
+        steps.append(["export", name, "--storage", storage, "--select", DEMO_RULE, "--out", patch])
     steps.append(["plan", "--budget", DEMO_BUDGET, "--storage", storage])
     for i, argv in enumerate(steps, 1):
         _say(f"\n[demo {i}/{len(steps)}] spotpatch {' '.join(argv)}")

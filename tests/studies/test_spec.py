@@ -97,3 +97,28 @@ def test_a_kind_no_site_allows_is_refused(folder, random_base):
     sites = tuple(s for s in random_base.sites if not s.depthwise)
     with pytest.raises(UserError, match="space.kinds: no site"):
         PatchSpace("m", sites, random_base.head(3), kinds=("dw",))
+
+
+def test_the_example_specs_in_the_repository_load(bench, tmp_path):
+    """studies/*.toml read the benchmark at ../demo/bench, where `make demo` writes it."""
+    import shutil
+    from pathlib import Path
+
+    from spotpatch.studies import load_spec
+
+    repo = Path(__file__).resolve().parents[2]
+    examples = sorted((repo / "studies").glob("*.toml"))
+    assert len(examples) >= 3
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "bench").symlink_to(bench, target_is_directory=True)
+    (tmp_path / "studies").mkdir()
+    loaded = 0
+    for example in examples:
+        copy = tmp_path / "studies" / example.name
+        shutil.copy(example, copy)
+        if not (bench / "tasks" / example.stem).is_dir():
+            continue  # the suite's benchmark holds two of the tasks
+        spec = load_spec(copy)
+        assert spec.name == example.stem and spec.search.warm_start == "relaxation"
+        loaded += 1
+    assert loaded >= 2
