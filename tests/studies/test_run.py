@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import optuna
 import pytest
@@ -58,6 +59,19 @@ def test_a_study_with_another_space_is_refused(bench, tmp_path, capsys):
     spec.write_text(spec.read_text().replace('granularity = "block"', 'granularity = "stage"'))
     assert main(["run", str(spec), "--trials", "2"]) == 2
     assert "already exists with another granularity" in capsys.readouterr().err
+
+
+def test_two_local_worker_processes_share_one_study(bench, tmp_path):
+    spec = _spec(bench, tmp_path)
+    state = run_study(spec, trials=3, workers=2, progress=False)
+    assert state.done == 3 and state.failed == 0 and state.running == 0
+    study = load_study("glyphs", open_storage(f"sqlite:///{tmp_path}/s.db"))
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3 and all("artifact_id" in t.user_attrs for t in complete)
+    # The worker processes ran them (each stamps its heartbeat with its pid), and together
+    # they stopped at the total instead of running it each.
+    pids = {t.system_attrs.get("spotpatch:heartbeat", {}).get("pid") for t in complete}
+    assert None not in pids and os.getpid() not in pids
 
 
 @pytest.mark.ray
