@@ -82,10 +82,12 @@ def _evaluate_trial(config: dict, make_evaluator, sink) -> None:
                 "intermediate": [list(x) for x in result.intermediate],
             }
         )
+    # Tune refuses a result without the searcher's metric (it would stop the whole run), so
+    # stopped and failed trials report a NaN mAP beside what the study records.
     except optuna.TrialPruned:
-        tune.report({"pruned": [list(x) for x in seen]})
+        tune.report({"map": float("nan"), "pruned": [list(x) for x in seen]})
     except Exception as e:  # reported, so the study records the error text
-        tune.report({"error": f"{type(e).__name__}: {e}"[:2000]})
+        tune.report({"map": float("nan"), "error": f"{type(e).__name__}: {e}"[:2000]})
 
 
 def _make_searcher(driver: _DriverOnly, total: int, seed: int, sink):

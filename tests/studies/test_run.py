@@ -82,3 +82,53 @@ def test_two_trials_on_a_local_ray_land_in_the_same_storage(bench, tmp_path):
     study = load_study("shapes-subset", open_storage(f"sqlite:///{tmp_path}/s.db"))
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert all("artifact_id" in t.user_attrs for t in study.trials)
+
+
+class _FailsFirst:
+    """A worker's evaluator whose first trial raises (the spec's seed is trial 0's seed)."""
+
+    def __init__(self, spec_path: str):
+        from spotpatch.studies import evaluator_of, load_spec
+
+        self.spec = load_spec(spec_path)
+        self.inner = evaluator_of(self.spec, progress=False)
+        self.space = self.inner.space
+
+    def evaluate(self, config, *, seed, **options):
+        if seed == self.spec.seed:
+            raise RuntimeError("the worker ran out of luck")
+        return self.inner.evaluate(config, seed=seed, **options)
+
+
+def _fails_first(spec_path: str) -> _FailsFirst:
+    return _FailsFirst(spec_path)
+
+
+@pytest.mark.ray
+def test_a_trial_failing_on_ray_is_recorded_with_its_error(bench, tmp_path):
+    import functools
+    import sys
+
+    import ray.cloudpickle
+
+    from spotpatch.search import run_on_ray
+    from spotpatch.studies import evaluator_of, load_spec, open_controller
+
+    # Ray workers cannot import this test module by name: ship its code with the factory.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    spec_path = _spec(bench, tmp_path, name="shapes-subset")
+    spec = load_spec(spec_path)
+    controller = open_controller(spec, evaluator_of(spec, progress=False))
+    state = run_on_ray(
+        controller,
+        functools.partial(_fails_first, str(spec_path)),
+        total=2,
+        workers=1,
+        seed=spec.seed,
+    )
+    assert state.failed == 1 and state.done == 2
+    study = load_study("shapes-subset", open_storage(f"sqlite:///{tmp_path}/s.db"))
+    first, second = study.trials[:2]
+    assert first.state == optuna.trial.TrialState.FAIL
+    assert first.user_attrs["error"] == "RuntimeError: the worker ran out of luck"
+    assert second.state == optuna.trial.TrialState.COMPLETE
