@@ -166,9 +166,14 @@ def table(records: list[dict], budgets: list[int]) -> str:
             for es, cold in pairs
         )
         te = statistics.mean(sum(t["cost"] for t in es["trials"]) for es, _ in pairs)
+        cpu_te = statistics.mean(
+            es["cpu_seconds"] / (cold["cpu_seconds"] / len(cold["trials"])) for es, cold in pairs
+        )
         lines.append(
             f"\nearly stopping on {task}: {pruned} of {trials} trials stopped; "
-            f"{te:.1f} TE spent per study; CPU seconds per trial {ratio:.2f}x cold NSGA-II's"
+            f"{te:.1f} TE spent per study counting steps, {cpu_te:.1f} counting CPU seconds "
+            f"(intermediate evaluations included); CPU seconds per trial {ratio:.2f}x cold "
+            "NSGA-II's"
         )
     return "\n".join(lines)
 
