@@ -278,6 +278,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- parser ------------------------------------------------------------------------------------
+def _add_storage(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", default=STORAGE, help=f"Optuna storage URL (default {STORAGE})")
+
+
 def _add_select(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--select",
@@ -347,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="one line per study")
-    p.add_argument("--storage", default=STORAGE, help=f"Optuna storage URL (default {STORAGE})")
+    _add_storage(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_status)
 
@@ -360,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", metavar="STUDY_NAME", help="the study (its task's name)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the patch folder")
     _add_select(p)
-    p.add_argument("--storage", default=STORAGE, help=f"Optuna storage URL (default {STORAGE})")
+    _add_storage(p)
     p.add_argument(
         "--onnx",
         type=Path,
@@ -395,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Every study's trials and front, search progress, where the selected patches "
         "spend their bytes, and the fleet against one full detector per task.",
     )
-    p.add_argument("--storage", default=STORAGE, help=f"Optuna storage URL (default {STORAGE})")
+    _add_storage(p)
     _add_select(p)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", type=Path, metavar="FILE.html", help="write one HTML file")
@@ -413,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compare with storing one full detector per task.",
     )
     p.add_argument("--budget", required=True, help="total bytes: 2000000, 1.5MB, 900KiB...")
-    p.add_argument("--storage", default=STORAGE, help=f"Optuna storage URL (default {STORAGE})")
+    _add_storage(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_plan)
 
