@@ -60,7 +60,8 @@ def export_patch(
     ``metrics.test_map`` is added when the spec the study recorded still exists and has a test
     split: the stored patch is applied to the base and scored there. When the spec, its test
     split or the base cannot be read, the export goes on without it and a warning says why.
-    ``task.category_ids`` (the COCO ids, for ``predict``) come from the spec's train file.
+    ``task.category_ids`` (the COCO ids, for ``predict``) are those the study recorded at
+    creation (studies made before it recorded them: the spec's train file, when it still reads).
 
     Args:
         study_name: the study (one per task).
@@ -102,7 +103,9 @@ def export_patch(
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         patch = _trial_patch(study, trial, meta, storage, Path(tmp) / "artifact.safetensors")
         spec = _recorded_spec(meta)
-        ids = _category_ids(spec, meta.classes) if spec is not None else None
+        ids = meta.category_ids
+        if ids is None and spec is not None:
+            ids = _category_ids(spec, meta.classes)
         if ids is not None:
             patch = replace(patch, category_ids=ids)
         wants_test = spec is not None and spec.data.test is not None
@@ -245,9 +248,8 @@ def _recorded_spec(meta: StudyMeta) -> StudySpec | None:
 
 
 def _category_ids(spec: StudySpec, classes: tuple[str, ...]) -> tuple[int, ...] | None:
-    """The COCO category ids of the task, in class order, from the spec's train annotations.
-
-    The study records class names only; the ids are kept only when the names still match.
+    """The COCO category ids of the task, in class order, from the spec's train annotations
+    (for studies that recorded class names only); kept only when the names still match.
     """
     try:
         data = json.loads(spec.data.train.read_text(encoding="utf-8"))

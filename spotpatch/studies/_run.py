@@ -41,6 +41,7 @@ def _meta(spec: StudySpec, evaluator: PatchEvaluator) -> StudyMeta:
     return StudyMeta(
         task=spec.name,
         classes=evaluator.task.classes,
+        category_ids=evaluator.task.category_ids,
         model=base.name,
         checkpoint=str(spec.base.checkpoint) if spec.base.checkpoint else None,
         base_sha256=base.sha256,

@@ -54,16 +54,21 @@ class StudyMeta:
     train: dict[str, Any]
     sampler: str
     warm_start: str
+    category_ids: tuple[int, ...] | None = None  # COCO ids in class order (None: older studies)
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data["classes"], data["kinds"] = list(self.classes), list(self.kinds)
+        if self.category_ids is not None:
+            data["category_ids"] = list(self.category_ids)
         return {"format": FORMAT, **data}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StudyMeta:
         fields = {k: v for k, v in data.items() if k != "format"}
         fields["classes"], fields["kinds"] = tuple(fields["classes"]), tuple(fields["kinds"])
+        if fields.get("category_ids") is not None:
+            fields["category_ids"] = tuple(fields["category_ids"])
         return cls(**fields)
 
 

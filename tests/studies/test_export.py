@@ -179,6 +179,32 @@ def test_a_failed_export_writes_nothing(study, tmp_path, monkeypatch, no_test_ma
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]  # no temp folders, no new ones
 
 
+@pytest.mark.parametrize("recorded", [True, False])
+def test_category_ids_come_from_the_study_or_else_its_spec(study, tmp_path, no_test_map, recorded):
+    # A copy of the storage, its spec moved away (the study recorded the ids) or its ids dropped
+    # from the study's metadata (a study made before it recorded them: the spec gives them).
+    db = tmp_path / "s.db"
+    db.write_bytes((study.folder / "s.db").read_bytes())
+    url = f"sqlite:///{db}"
+    made = load_study("glyphs", open_storage(url))
+    assert study_meta(made).category_ids == study.task.category_ids
+    if not recorded:
+        raw = dict(made.user_attrs["spotpatch"])
+        del raw["category_ids"]
+        made.set_user_attr("spotpatch", raw)
+        assert study_meta(made).category_ids is None
+    spec = study.spec.path
+    moved = tmp_path / spec.name
+    if recorded:
+        spec.rename(moved)
+    try:
+        info = export_patch("glyphs", tmp_path / "p", storage=url)
+    finally:
+        if recorded:
+            moved.rename(spec)
+    assert info["task"]["category_ids"] == list(study.task.category_ids)
+
+
 def _bad_patch(study, tmp_path):
     export_patch("glyphs", tmp_path / "p", storage=study.url)
     meta = json.loads((tmp_path / "p" / "patch.json").read_text())
