@@ -157,7 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from spotpatch.studies import open_storage, study_status
 
-    rows = study_status(open_storage(args.storage))
+    rows = study_status(open_storage(args.storage, existing=True))
     if args.json:
         print(json.dumps([r.to_json() for r in rows], indent=2))
         return 0
@@ -254,7 +254,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from spotpatch.search import parse_bytes
     from spotpatch.studies import fleet_plan, open_storage
 
-    plan = fleet_plan(open_storage(args.storage), parse_bytes(args.budget))
+    plan = fleet_plan(open_storage(args.storage, existing=True), parse_bytes(args.budget))
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
         return 0

@@ -259,7 +259,7 @@ def write_dashboard(storage, out_path: str | Path, *, rule: str = DEFAULT_RULE) 
     if not out.parent.is_dir():
         raise UserError(f"folder not found for --out: {out.parent}")
     if isinstance(storage, str):
-        storage = open_storage(storage)
+        storage = open_storage(storage, existing=True)
     text = render_dashboard(dashboard_data(storage, rule))
     try:
         out.write_text(text, encoding="utf-8")

@@ -95,7 +95,7 @@ def make_server(
     import optuna
 
     if isinstance(storage, str):
-        storage = open_storage(storage)
+        storage = open_storage(storage, existing=True)
     # One trial cache for the server's life: a reload reads only the trials that changed.
     storage = optuna.storages.get_storage(storage)
     try:

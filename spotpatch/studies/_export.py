@@ -92,11 +92,7 @@ def export_patch(
     onnx_path = Path(onnx) if onnx is not None else None
     if onnx_path is not None:
         _check_onnx(onnx_path, out)
-    database = Path(storage[len("sqlite:///") :]) if storage.startswith("sqlite:///") else None
-    if database is not None and not database.is_file():
-        # Opening it would create an empty one: say instead that there is nothing there.
-        raise UserError(f"no study storage at {database} (--storage {storage})")
-    study = load_study(study_name, open_storage(storage))
+    study = load_study(study_name, open_storage(storage, existing=True))
     meta = study_meta(study)
     trial = selected_trial(study, rule)
     out.parent.mkdir(parents=True, exist_ok=True)

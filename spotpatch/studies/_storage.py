@@ -76,8 +76,12 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
 
 
-def open_storage(url: str):
-    """An Optuna storage for a URL. SQLite waits for locks (several local workers share it)."""
+def open_storage(url: str, *, existing: bool = False):
+    """An Optuna storage for a URL. SQLite waits for locks (several local workers share it).
+
+    With ``existing`` (readers: status, plan, export, dashboard) a SQLite file that does not
+    exist is an error, where opening it would create an empty database.
+    """
     import optuna
     import sqlalchemy.exc
 
@@ -85,6 +89,8 @@ def open_storage(url: str):
     if not isinstance(url, str) or "://" not in url:
         raise UserError(f"storage must be a URL such as {DEFAULT_STORAGE}, got {url!r}")
     path = _sqlite_path(url)
+    if existing and path is not None and not path.is_file():
+        raise UserError(f"no study storage at {path} (storage {url})")
     if path is not None and path.parent != Path("") and not path.parent.is_dir():
         raise UserError(f"storage folder not found: {path.parent}")
     try:

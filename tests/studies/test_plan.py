@@ -33,6 +33,7 @@ def test_plan_picks_one_front_point_per_study_within_the_budget(tmp_path, capsys
 
 def test_plan_errors_are_one_line_and_exit_2(tmp_path, capsys):
     url = f"sqlite:///{tmp_path}/s.db"
+    open_storage(url)  # an empty storage
     assert main(["plan", "--budget", "1MB", "--storage", url]) == 2
     assert "no spotpatch study" in capsys.readouterr().err
     synthetic_study(open_storage(url), "a", trials=5)
