@@ -96,10 +96,14 @@ def open_storage(url: str, *, existing: bool = False):
     try:
         kwargs = {"connect_args": {"timeout": 60}} if path is not None else {}
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except ImportError:
+        raise UserError(
+            f"cannot open storage {url}: its database driver is not installed (PostgreSQL: "
+            "pip install psycopg2-binary; MySQL: pip install pymysql, then mysql+pymysql://...)"
+        ) from None
     except (
         sqlalchemy.exc.ArgumentError,
         sqlalchemy.exc.OperationalError,
-        ImportError,
         ValueError,
     ) as e:
         raise UserError(f"cannot open storage {url}: {str(e).splitlines()[0]}") from None
