@@ -18,10 +18,9 @@ import time
 from pathlib import Path
 
 from spotpatch.dashboard import dashboard_data, render_dashboard
-from spotpatch.dashboard._browser import find_chromium, load_in_chromium
-from spotpatch.dashboard._synthetic import synthetic_study
 from spotpatch.search import DEFAULT_RULE
 from spotpatch.studies import open_storage
+from spotpatch.testing import find_chromium, load_in_chromium, synthetic_study
 
 
 def main() -> None:

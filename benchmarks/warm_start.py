@@ -40,6 +40,8 @@ from spotpatch.search import (
     hypervolume,
     make_sampler,
     relax,
+    run_trials,
+    trial_records,
 )
 from spotpatch.studies import evaluator_of, load_spec
 
@@ -68,9 +70,12 @@ def run_one(evaluator: PatchEvaluator, method: str, seed: int, budget: int, tria
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = make_sampler("nsga2" if "nsga2" in method else method, seed)
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
     early = EarlyStopping(checkpoints=(0.33, 0.67)) if method == "nsga2+es" else None
-    controller = StudyController(study, evaluator.space, early_stopping=early)
+    controller = StudyController(
+        storage, study.study_name, evaluator.space, sampler=sampler, early_stopping=early
+    )
     relax_te = 0.0
     record: dict = {"method": method, "seed": seed}
     if method == "relax+nsga2":
@@ -85,11 +90,11 @@ def run_one(evaluator: PatchEvaluator, method: str, seed: int, budget: int, tria
     record["relaxation_te"] = relax_te
     trials = max(1, int(budget - relax_te + 0.999))
     start, cpu = time.perf_counter(), time.process_time()
-    controller.run(evaluator, trials, seed=seed)
+    run_trials(controller, evaluator, trials, seed=seed)
     # Stopped trials cost less: early stopping gets more trials for the same budget.
     while relax_te + sum(t["cost"] for t in _trials(study, evaluator)) < budget - 1e-9:
         trials += 1
-        controller.run(evaluator, trials, seed=seed)
+        run_trials(controller, evaluator, trials, seed=seed)
     record["seconds"] = time.perf_counter() - start
     record["cpu_seconds"] = time.process_time() - cpu
     record["trials"] = _trials(study, evaluator)
@@ -101,16 +106,14 @@ def _trials(study, evaluator: PatchEvaluator) -> list[dict]:
     import optuna
 
     out = []
-    for t in study.get_trials(deepcopy=False):
-        if t.state == optuna.trial.TrialState.COMPLETE:
-            cost = 1.0
-            point = [float(t.values[0]), int(t.values[1])]
-        elif t.state == optuna.trial.TrialState.PRUNED:
-            cost, point = t.user_attrs["pruned_at"] / evaluator.settings.steps, None
+    for r in trial_records(study):
+        if r.complete:
+            cost, point = 1.0, [r.map, r.patch_bytes]
+        elif r.state == optuna.trial.TrialState.PRUNED:
+            cost, point = r.pruned_at / evaluator.settings.steps, None
         else:
             continue
-        seconds = t.user_attrs.get("train_seconds", 0) + t.user_attrs.get("eval_seconds", 0)
-        out.append({"cost": cost, "point": point, "seconds": seconds})
+        out.append({"cost": cost, "point": point, "seconds": r.seconds})
     return out
 
 

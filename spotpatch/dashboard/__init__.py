@@ -1,10 +1,9 @@
 """The Pareto dashboard: what stored studies found, as one offline HTML page or a local server.
 
-Records (``_data``, ``_placement``, ``_site_bytes``) are computed from the studies, figures
-(``_figures``) draw them, the page (``_html``) holds them with plotly.js inlined, and ``_serve``
-rebuilds it per request on 127.0.0.1. ``_browser`` checks a page in headless Chromium and
-``_synthetic`` makes studies without training, for tests and benchmarks. Imports from
-``studies``, ``search`` and ``spaces``; plotly is imported when a figure is drawn.
+Records (``_data``, ``_placement``, ``_site_bytes``) are computed from the studies' trial
+records (``search``'s record reader), figures (``_figures``) draw them, the page (``_html``)
+holds them with plotly.js inlined, and ``_serve`` rebuilds it per request on 127.0.0.1.
+Imports from ``studies``, ``search`` and ``spaces``; plotly is imported when a figure is drawn.
 """
 
 from __future__ import annotations

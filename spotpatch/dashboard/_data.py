@@ -16,13 +16,20 @@ from spotpatch.dashboard._placement import Placement, placement
 from spotpatch.dashboard._site_bytes import SiteBytes, site_bytes
 from spotpatch.search import (
     FrontPoint,
+    StudyMeta,
+    TrialRecord,
     front_points,
     hypervolume,
     pareto_front,
     parse_rule,
+    relaxation_record,
+    relaxation_trials,
     select_point,
+    spotpatch_study_names,
+    study_meta,
+    trial_records,
 )
-from spotpatch.studies import StudyMeta, study_meta
+from spotpatch.studies import storage_url
 
 __all__ = [
     "TrialPoint",
@@ -38,9 +45,6 @@ __all__ = [
     "storage_label",
     "load_studies",
 ]
-
-HEAD = "class head"
-SOURCES = ("sampler", "relaxation", "preset", "retry")
 
 
 @dataclass(frozen=True)
@@ -164,21 +168,6 @@ class DashboardData:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def _complete(trials) -> list:
-    import optuna
-
-    return [
-        t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.values is not None
-    ]
-
-
-def _source(trial) -> str:
-    source = trial.user_attrs.get("source")
-    if source in SOURCES:
-        return source
-    return "preset" if source is None and trial.user_attrs.get("preset") else "sampler"
-
-
 def _select(points: Sequence[FrontPoint], rule: str, full_bytes: int) -> tuple[int | None, str]:
     """The trial number a rule picks, or None with the reason."""
     if not points:
@@ -189,20 +178,8 @@ def _select(points: Sequence[FrontPoint], rule: str, full_bytes: int) -> tuple[i
         return None, str(e)
 
 
-def _relaxation_trials(study, trials) -> float | None:
-    relaxation = study.user_attrs.get("relaxation")
-    if not relaxation or not relaxation.get("seconds"):
-        return None
-    costs = [
-        t.user_attrs.get("train_seconds", 0) + t.user_attrs.get("eval_seconds", 0)
-        for t in _complete(trials)
-    ]
-    mean = sum(costs) / len(costs) if costs else 0
-    return relaxation["seconds"] / mean if mean > 0 else None
-
-
 # -- one study ---------------------------------------------------------------------------------
-def trials_scatter(study, rule: str, *, trials=None) -> TrialsScatter:
+def trials_scatter(study, rule: str, *, records: list[TrialRecord] | None = None) -> TrialsScatter:
     """Every completed trial of ``study`` as (bytes, mAP), its front and the one ``rule`` picks.
 
     Failed trials are listed with their errors (they have no point).
@@ -210,31 +187,27 @@ def trials_scatter(study, rule: str, *, trials=None) -> TrialsScatter:
     import optuna
 
     meta = study_meta(study)
-    trials = study.get_trials(deepcopy=False) if trials is None else trials
-    points = front_points(trials)
+    records = trial_records(study) if records is None else records
+    points = front_points(records)
     front = pareto_front(points)
     on_front = {p.number for p in front}
     selected, note = _select(points, rule, meta.full_bytes)
-    shown = []
-    for t in _complete(trials):
-        attrs = t.user_attrs
-        map50 = attrs.get("map50")
-        shown.append(
-            TrialPoint(
-                number=t.number,
-                map=float(t.values[0]),
-                map50=float(map50) if isinstance(map50, int | float) else None,
-                bytes=int(t.values[1]),
-                summary=str(attrs.get("summary") or _summary(attrs.get("config"))),
-                source=_source(t),
-                preset=str(attrs["preset"]) if attrs.get("preset") else None,
-                on_front=t.number in on_front,
-            )
+    shown = [
+        TrialPoint(
+            number=r.number,
+            map=r.map,
+            map50=r.map50,
+            bytes=r.patch_bytes,
+            summary=r.summary,
+            source=r.source,
+            preset=r.preset,
+            on_front=r.number in on_front,
         )
+        for r in records
+        if r.complete
+    ]
     failed = tuple(
-        (t.number, str(t.user_attrs.get("error", "failed")))
-        for t in trials
-        if t.state == optuna.trial.TrialState.FAIL
+        (r.number, r.error or "failed") for r in records if r.state == optuna.trial.TrialState.FAIL
     )
     return TrialsScatter(
         study=study.study_name,
@@ -248,26 +221,16 @@ def trials_scatter(study, rule: str, *, trials=None) -> TrialsScatter:
     )
 
 
-def _summary(config) -> str:
-    if not isinstance(config, dict) or not config:
-        return "head only"
-    counts: dict[str, int] = {}
-    for kind in config.values():
-        counts[str(kind)] = counts.get(str(kind), 0) + 1
-    return ", ".join(f"{k} x{n}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-
-
-def hypervolume_series(study, *, trials=None) -> HypervolumeSeries:
+def hypervolume_series(study, *, records: list[TrialRecord] | None = None) -> HypervolumeSeries:
     """The hypervolume of the completed trials so far, after each completed trial."""
     meta = study_meta(study)
-    trials = study.get_trials(deepcopy=False) if trials is None else trials
-    done = sorted(_complete(trials), key=lambda t: t.number)
+    records = trial_records(study) if records is None else records
     front: list[FrontPoint] = []
     xs, hvs = [], []
-    for t in done:
+    for point in sorted(front_points(records), key=lambda p: p.number):
         # The front so far plus the new point is all the next front can hold.
-        front = pareto_front([*front, FrontPoint(t.number, float(t.values[0]), int(t.values[1]))])
-        xs.append(t.number + 1)
+        front = pareto_front([*front, point])
+        xs.append(point.number + 1)
         hvs.append(hypervolume(front, meta.full_bytes))
     return HypervolumeSeries(
         study=study.study_name,
@@ -275,7 +238,7 @@ def hypervolume_series(study, *, trials=None) -> HypervolumeSeries:
         warm_start=meta.warm_start,
         trials=tuple(xs),
         hypervolume=tuple(hvs),
-        relaxation_trials=_relaxation_trials(study, trials),
+        relaxation_trials=relaxation_trials(relaxation_record(study), records),
     )
 
 
@@ -301,8 +264,7 @@ def fleet_view(
 
 def storage_label(storage) -> str:
     """The storage's URL with any password hidden."""
-    backend = getattr(storage, "_backend", storage)  # Optuna's cached storage wraps the RDB one
-    url = storage if isinstance(storage, str) else getattr(backend, "url", None)
+    url = storage_url(storage)
     if not url:
         return type(storage).__name__
     try:
@@ -324,9 +286,8 @@ def load_studies(storage) -> list:
 
     cached = optuna.storages.get_storage(storage)
     return [
-        optuna.load_study(study_name=s.study_name, storage=cached)
-        for s in sorted(cached.get_all_studies(), key=lambda s: s.study_name)
-        if "spotpatch" in s.user_attrs
+        optuna.load_study(study_name=name, storage=cached)
+        for name in spotpatch_study_names(cached)
     ]
 
 
@@ -342,10 +303,10 @@ def dashboard_data(storage, rule: str) -> DashboardData:
         raise UserError(
             f"no spotpatch study in {storage_label(storage)}: run one with `spotpatch run`"
         )
-    all_trials = [s.get_trials(deepcopy=False) for s in studies]
+    all_records = [trial_records(s) for s in studies]
     panels, chosen = [], []
-    for study, trials in zip(studies, all_trials, strict=True):
-        scatter = trials_scatter(study, rule, trials=trials)
+    for study, records in zip(studies, all_records, strict=True):
+        scatter = trials_scatter(study, rule, records=records)
         point = next((p for p in scatter.points if p.number == scatter.selected), None)
         chosen.append(point)
         panels.append(
@@ -354,7 +315,7 @@ def dashboard_data(storage, rule: str) -> DashboardData:
                 meta=study_meta(study),
                 done=len(scatter.points),
                 scatter=scatter,
-                site_bytes=site_bytes(study, scatter.selected, trials=trials),
+                site_bytes=site_bytes(study, scatter.selected, records=records, storage=storage),
             )
         )
     return DashboardData(
@@ -363,8 +324,8 @@ def dashboard_data(storage, rule: str) -> DashboardData:
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         studies=tuple(panels),
         hypervolume=tuple(
-            hypervolume_series(s, trials=t) for s, t in zip(studies, all_trials, strict=True)
+            hypervolume_series(s, records=r) for s, r in zip(studies, all_records, strict=True)
         ),
-        placement=placement(studies, [p.scatter.selected for p in panels], trials=all_trials),
+        placement=placement(studies, [p.scatter.selected for p in panels], records=all_records),
         fleet=fleet_view([p.name for p in panels], [p.meta for p in panels], chosen, rule),
     )

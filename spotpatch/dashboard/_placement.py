@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from spotpatch._errors import UserError
 from spotpatch.dashboard._site_bytes import module_order
+from spotpatch.search import RelaxationPhaseRecord, TrialRecord, relaxation_record, trial_records
 from spotpatch.spaces import parse_kind
 
 __all__ = ["Placement", "placement", "kind_strength"]
@@ -38,72 +39,66 @@ class Placement:
     relaxation_lambda: tuple[float | None, ...]
 
 
-def _complete(trials) -> list:
-    import optuna
-
-    done = optuna.trial.TrialState.COMPLETE
-    return [t for t in trials if t.state == done and t.values is not None]
-
-
-def _closest_phase(phases: list[dict], target_bytes: int | None) -> dict | None:
+def _closest_phase(
+    phases: Sequence[RelaxationPhaseRecord], target_bytes: int | None
+) -> RelaxationPhaseRecord | None:
     if not phases:
         return None
     if target_bytes is None:
         return phases[-1]
 
-    def distance(phase: dict) -> float:
-        size = max(int(phase.get("patch_bytes") or 1), 1)
+    def distance(phase: RelaxationPhaseRecord) -> float:
+        size = max(phase.patch_bytes or 1, 1)
         return abs(math.log(size) - math.log(max(target_bytes, 1)))
 
     return min(phases, key=distance)
 
 
-def placement(studies: Sequence, selected: Sequence[int | None], *, trials=None) -> Placement:
+def placement(
+    studies: Sequence,
+    selected: Sequence[int | None],
+    *,
+    records: Sequence[Sequence[TrialRecord]] | None = None,
+) -> Placement:
     """Kinds per site of each study's selected trial, and the relaxation's gate probabilities.
 
     Args:
         studies: the studies, one row each.
         selected: the selected trial number per study (None: no row content).
-        trials: each study's trials, when already loaded.
+        records: each study's trial records, when already read.
     """
-    trials = trials or [s.get_trials(deepcopy=False) for s in studies]
+    records = records or [trial_records(s) for s in studies]
     site_set: set[str] = set()
-    for ts in trials:
-        for t in _complete(ts):
-            config = t.user_attrs.get("config")
-            if isinstance(config, dict):
-                site_set.update(config)
+    for rs in records:
+        for r in rs:
+            if r.complete and r.sites:
+                site_set.update(r.sites)
     gate_set: set[str] = set()
     phases_of = []
     for study in studies:
-        relaxation = study.user_attrs.get("relaxation") or {}
-        phases = [p for p in relaxation.get("phases", []) if isinstance(p, dict)]
+        relaxation = relaxation_record(study)
+        phases = relaxation.phases if relaxation is not None else ()
         phases_of.append(phases)
         for p in phases:
-            gate_set.update(p.get("probabilities") or {})
-            site_set.update(p.get("config") or {})
+            gate_set.update(p.probabilities)
+            site_set.update(p.sites)
     sites = tuple(sorted(site_set, key=module_order))
     gates = tuple(sorted(gate_set, key=module_order))
     kinds, probs, lambdas = [], [], []
-    for ts, number, phases in zip(trials, selected, phases_of, strict=True):
-        trial = next((t for t in ts if t.number == number), None)
-        if trial is None:
+    for rs, number, phases in zip(records, selected, phases_of, strict=True):
+        record = next((r for r in rs if r.number == number), None)
+        if record is None:
             kinds.append(tuple(None for _ in sites))
         else:
-            config = trial.user_attrs.get("config") or {}
-            kinds.append(tuple(str(config.get(s, "shared")) for s in sites))
-        phase = _closest_phase(phases, int(trial.values[1]) if trial is not None else None)
+            chosen = record.sites or {}
+            kinds.append(tuple(str(chosen.get(s, "shared")) for s in sites))
+        phase = _closest_phase(phases, record.patch_bytes if record is not None else None)
         if phase is None:
             probs.append(tuple(None for _ in gates))
             lambdas.append(None)
             continue
-        table = phase.get("probabilities") or {}
-        probs.append(
-            tuple(
-                (1.0 - float(table[g].get("shared", 0.0))) if g in table else None for g in gates
-            )
-        )
-        lambdas.append(float(phase["lambda"]) if "lambda" in phase else None)
+        probs.append(tuple(phase.patched_probability(g) for g in gates))
+        lambdas.append(phase.lam)
     return Placement(
         tasks=tuple(s.study_name for s in studies),
         sites=sites,

@@ -12,9 +12,11 @@ import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import BinaryIO
 
-from spotpatch.studies import StudyMeta, study_meta
+from spotpatch._errors import UserError
+from spotpatch.search import TrialRecord, study_meta, trial_records
+from spotpatch.studies import open_artifact
 
 __all__ = ["HEAD", "SiteBytes", "attribute_tensors", "module_order", "site_bytes"]
 
@@ -47,13 +49,12 @@ def module_order(name: str) -> tuple:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"\.", name))
 
 
-def _read_safetensors_sizes(path: Path) -> dict[str, int]:
+def _read_safetensors_sizes(reader: BinaryIO) -> dict[str, int]:
     """Tensor name -> payload bytes, from a safetensors header (no tensor is read)."""
-    with open(path, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        if length > 100_000_000:
-            raise ValueError("header too large")
-        header = json.loads(f.read(length))
+    (length,) = struct.unpack("<Q", reader.read(8))
+    if length > 100_000_000:
+        raise ValueError("header too large")
+    header = json.loads(reader.read(length))
     return {
         name: int(info["data_offsets"][1]) - int(info["data_offsets"][0])
         for name, info in header.items()
@@ -97,15 +98,17 @@ def _norm_owner(norm: str, sites: set[str]) -> str:
     return max(before, key=module_order) if before else f"{norm} (norm)"
 
 
-def _artifact_path(meta: StudyMeta, artifact_id: str) -> Path:
-    return Path(meta.artifacts) / artifact_id
-
-
-def site_bytes(study, trial_number: int | None, *, trials=None) -> SiteBytes:
+def site_bytes(
+    study,
+    trial_number: int | None,
+    *,
+    records: list[TrialRecord] | None = None,
+    storage=None,
+) -> SiteBytes:
     """Bytes per site of one trial's patch (its stored tensors), largest first after the head.
 
-    Without the trial's artifact (not uploaded, or its folder is elsewhere) the record is empty
-    and ``note`` says why.
+    The tensors are found as export finds them (:func:`spotpatch.studies.open_artifact`; give
+    ``storage`` to look beside it too). Without them the record is empty and ``note`` says why.
     """
     meta = study_meta(study)
 
@@ -114,20 +117,18 @@ def site_bytes(study, trial_number: int | None, *, trials=None) -> SiteBytes:
 
     if trial_number is None:
         return empty("no selected trial")
-    trials = study.get_trials(deepcopy=False) if trials is None else trials
-    trial = next(t for t in trials if t.number == trial_number)
-    patch_bytes = int(trial.values[1]) if trial.values else None
-    artifact_id = trial.user_attrs.get("artifact_id")
-    if not artifact_id:
-        return empty("this trial stored no patch tensors", patch_bytes)
-    path = _artifact_path(meta, str(artifact_id))
+    records = trial_records(study) if records is None else records
+    record = next(r for r in records if r.number == trial_number)
     try:
-        sizes = _read_safetensors_sizes(path)
-    except FileNotFoundError:
-        return empty(f"patch tensors not found at {path}", patch_bytes)
+        with open_artifact(study.study_name, meta, record, storage) as reader:
+            sizes = _read_safetensors_sizes(reader)
+    except UserError as e:
+        return empty(str(e), record.patch_bytes)
     except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
-        return empty(f"cannot read the patch tensors at {path}: {e}", patch_bytes)
-    config = trial.user_attrs.get("config") or {}
+        return empty(
+            f"cannot read the patch tensors of trial {trial_number}: {e}", record.patch_bytes
+        )
+    config = record.sites or {}
     per_site = attribute_tensors(sizes, config)
     head = per_site.pop(HEAD, 0)
     order = sorted(per_site, key=lambda s: (-per_site[s], module_order(s)))
@@ -139,6 +140,6 @@ def site_bytes(study, trial_number: int | None, *, trials=None) -> SiteBytes:
         labels=tuple(labels),
         kinds=tuple(kinds),
         bytes=tuple([head] if head else []) + tuple(per_site[s] for s in order),
-        patch_bytes=patch_bytes,
+        patch_bytes=record.patch_bytes,
         note=None,
     )

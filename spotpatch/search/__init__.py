@@ -1,24 +1,46 @@
-"""How configs are chosen: the study controller, samplers, the differentiable gate relaxation
-(warm start), the Ray backend and Pareto analysis. Imports from ``spaces`` and ``evaluators``.
+"""How configs are chosen: the study controller, the trial runner, samplers, the differentiable
+gate relaxation (warm start), the Ray backend, Pareto analysis and selection, and the stored
+format of studies (``_record``: the one module that writes and reads trial and study records).
+
+Modules: ``_record`` (stored format), ``_controller`` (ask/tell), ``_trial`` and ``_runner`` (a
+trial's job, run anywhere, and its outcome), ``_heartbeat`` (liveness, host lock),
+``_recovery`` (stale trials), ``_early_stopping``, ``_progress``, ``_samplers``,
+``_relaxation``, ``_ray`` (imported lazily), ``_pareto``, ``_select``.
+
+Imports from ``spaces`` and ``evaluators``.
 """
 
 from __future__ import annotations
 
-from spotpatch.search._controller import (
-    EarlyStopping,
-    StudyController,
-    StudyProgress,
-    counts_toward_total,
-    front_points,
-    summarize,
-)
+from spotpatch.search._controller import StudyController
+from spotpatch.search._early_stopping import EarlyStopping
 from spotpatch.search._pareto import FrontPoint, hypervolume, knee_point, pareto_front
+from spotpatch.search._progress import StudyProgress, front_points, summarize
+from spotpatch.search._record import (
+    SOURCES,
+    RelaxationPhaseRecord,
+    RelaxationRecord,
+    StudyMeta,
+    TrialRecord,
+    completed_trial,
+    failed_trial,
+    is_spotpatch_study,
+    relaxation_record,
+    relaxation_trials,
+    spotpatch_study_names,
+    study_meta,
+    trial_record,
+    trial_records,
+    write_relaxation,
+    write_study_meta,
+)
 from spotpatch.search._relaxation import (
     DEFAULT_LAMBDAS,
     RelaxationPhase,
     RelaxationResult,
     relax,
 )
+from spotpatch.search._runner import run_job, run_trials
 from spotpatch.search._samplers import SAMPLER_NAMES, make_sampler
 from spotpatch.search._select import (
     DEFAULT_RULE,
@@ -29,32 +51,52 @@ from spotpatch.search._select import (
     plan_fleet,
     select_point,
 )
+from spotpatch.search._trial import TrialJob, TrialOutcome
 
 __all__ = [
-    "DEFAULT_RULE",
-    "FleetPlan",
-    "SelectionRule",
-    "parse_bytes",
-    "parse_rule",
-    "plan_fleet",
-    "select_point",
     "DEFAULT_LAMBDAS",
+    "DEFAULT_RULE",
     "EarlyStopping",
+    "FleetPlan",
     "FrontPoint",
     "RelaxationPhase",
+    "RelaxationPhaseRecord",
+    "RelaxationRecord",
     "RelaxationResult",
     "SAMPLER_NAMES",
+    "SOURCES",
+    "SelectionRule",
     "StudyController",
+    "StudyMeta",
     "StudyProgress",
-    "counts_toward_total",
+    "TrialJob",
+    "TrialOutcome",
+    "TrialRecord",
+    "completed_trial",
+    "failed_trial",
     "front_points",
-    "summarize",
     "hypervolume",
+    "is_spotpatch_study",
     "knee_point",
     "make_sampler",
+    "parse_bytes",
+    "parse_rule",
     "pareto_front",
+    "plan_fleet",
     "relax",
+    "relaxation_record",
+    "relaxation_trials",
+    "run_job",
     "run_on_ray",
+    "run_trials",
+    "select_point",
+    "spotpatch_study_names",
+    "study_meta",
+    "summarize",
+    "trial_record",
+    "trial_records",
+    "write_relaxation",
+    "write_study_meta",
 ]
 
 

@@ -3,10 +3,12 @@
 A Tune :class:`Searcher` of ours asks the study controller for each trial and tells it each
 outcome, so status, dashboard and export do not care which backend ran a trial, and nothing is
 lost the way Ray's ``OptunaSearch`` can lose it (a result without the metric turned PRUNED, a
-``tell`` error only logged): a trial that raises reports its error and is recorded FAIL with it;
-a trial whose worker dies is recorded FAIL too. Patch tensors travel back through a small actor
-on the driver's node and reach the artifact store from the driver, so workers need no access to
-it. Workers do need the study's data at the same paths (a shared file system).
+``tell`` error only logged). Workers run the same trial runner as local runs
+(:func:`~spotpatch.search._runner.run_job`); its outcome (metrics and patch tensors, or the
+error) travels back through a small actor on the driver's node, and the driver tells it, so
+workers need no access to the storage or the artifact store. A trial whose worker dies has no
+outcome and is recorded FAIL. Workers do need the study's data at the same paths (a shared file
+system).
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ import os
 import tempfile
 import uuid
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from spotpatch._errors import UserError
-from spotpatch.search._controller import StudyController, StudyProgress, early_stop_callback
+from spotpatch.search._controller import StudyController
+from spotpatch.search._progress import StudyProgress
+from spotpatch.search._runner import run_job
+from spotpatch.search._trial import TrialJob, TrialOutcome
 
 __all__ = ["run_on_ray"]
 
@@ -54,51 +60,32 @@ class _DriverOnly:
         _DRIVER_STATE.pop(self.key, None)
 
 
-def _evaluate_trial(config: dict, make_evaluator, sink) -> None:
-    """The Tune trainable: score one config on this worker, report the outcome."""
-    import optuna
+def _run_trial(config: dict, make_evaluator, sink) -> None:
+    """The Tune trainable: run one trial's job on this worker, send its outcome to the driver.
+
+    Tune refuses a result without the searcher's metric (it would stop the whole run), so a
+    failed or stopped trial reports a NaN mAP; what the study records travels in the outcome.
+    """
     import ray
     from ray import tune
-    from safetensors.torch import save
 
-    seen: list[tuple[int, float]] = []
+    if make_evaluator not in _EVALUATORS:  # a reused worker keeps its decoded task
+        _EVALUATORS[make_evaluator] = make_evaluator()
+    job = TrialJob(**config["job"])
     try:
-        if make_evaluator not in _EVALUATORS:  # a reused worker keeps its decoded task
-            _EVALUATORS[make_evaluator] = make_evaluator()
-        evaluator = _EVALUATORS[make_evaluator]
-        config_ = evaluator.space.config_from_gates(config["params"])
-        callback = early_stop_callback(config["references"], config["margin"], seen)
-        result = evaluator.evaluate(
-            config_, callback=callback, fractions=tuple(config["fractions"]), seed=config["seed"]
-        )
-        ray.get(sink.put.remote(config["number"], save(dict(result.tensors))))
-        tune.report(
-            {
-                "map": result.map,
-                "map50": result.map50,
-                "patch_bytes": result.patch_bytes,
-                "train_seconds": result.train_seconds,
-                "eval_seconds": result.eval_seconds,
-                "intermediate": [list(x) for x in result.intermediate],
-            }
-        )
-    # Tune refuses a result without the searcher's metric (it would stop the whole run), so
-    # stopped and failed trials report a NaN mAP beside what the study records.
-    except optuna.TrialPruned:
-        tune.report({"map": float("nan"), "pruned": [list(x) for x in seen]})
-    except Exception as e:  # reported, so the study records the error text
-        tune.report({"map": float("nan"), "error": f"{type(e).__name__}: {e}"[:2000]})
+        outcome = run_job(job, _EVALUATORS[make_evaluator])
+    except Exception as e:  # building the evaluator failed: the trial fails with it
+        outcome = TrialOutcome(error=f"{type(e).__name__}: {e}")
+    ray.get(sink.put.remote(job.number, outcome))
+    tune.report({"map": outcome.map if outcome.map is not None else float("nan")})
 
 
 def _make_searcher(driver: _DriverOnly, total: int, seed: int, sink):
     import ray
     from ray.tune.search import Searcher
-    from safetensors.torch import load
-
-    from spotpatch.evaluators import EvalResult
 
     class StudySearcher(Searcher):
-        """Tune asks us for configs; we ask the study, and tell it what Tune reports."""
+        """Tune asks us for configs; we ask the study, and tell it each trial's outcome."""
 
         def __init__(self):
             super().__init__(metric="map", mode="max")
@@ -113,42 +100,17 @@ def _make_searcher(driver: _DriverOnly, total: int, seed: int, sink):
             if trial is None:
                 return Searcher.FINISHED
             self.live[trial_id] = trial
-            early = controller.early_stopping
-            return {
-                "number": trial.number,
-                "params": dict(trial.params),
-                "seed": seed + trial.number,
-                "references": controller.early_stop_references(trial),
-                "margin": early.margin if early else 0.0,
-                "fractions": list(early.checkpoints) if early else [],
-            }
+            return {"job": asdict(controller.job(trial, seed))}
 
         def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
             controller, on_trial = driver.controller, driver.on_trial
             trial = self.live.pop(trial_id, None)
             if trial is None:
                 return
-            if error or not result:
-                controller.tell_failure(trial, "the Ray trial crashed (see the Ray worker logs)")
-            elif "error" in result:
-                controller.tell_failure(trial, result["error"])
-            elif "pruned" in result:
-                controller.tell_pruned(trial, [tuple(x) for x in result["pruned"]])
-            else:
-                data = ray.get(sink.pop.remote(trial.number))
-                controller.tell_result(
-                    trial,
-                    EvalResult(
-                        map=result["map"],
-                        map50=result["map50"],
-                        patch_bytes=int(result["patch_bytes"]),
-                        train_seconds=result["train_seconds"],
-                        eval_seconds=result["eval_seconds"],
-                        config=controller.config_of(trial),
-                        tensors=load(data),
-                        intermediate=tuple(tuple(x) for x in result["intermediate"]),
-                    ),
-                )
+            outcome = ray.get(sink.pop.remote(trial.number))
+            if outcome is None:
+                outcome = TrialOutcome(error="the Ray trial crashed (see the Ray worker logs)")
+            controller.tell(trial, outcome)
             if on_trial is not None:
                 on_trial(controller.progress(total))
 
@@ -205,16 +167,16 @@ def run_on_ray(
 
     @ray.remote(num_cpus=0)
     class PatchSink:
-        """Holds patch bytes from workers until the driver takes them."""
+        """Holds trial outcomes from workers until the driver takes them."""
 
         def __init__(self):
-            self.data: dict[int, bytes] = {}
+            self.data: dict[int, TrialOutcome] = {}
 
-        def put(self, number: int, data: bytes) -> None:
-            self.data[number] = data
+        def put(self, number: int, outcome: TrialOutcome) -> None:
+            self.data[number] = outcome
 
-        def pop(self, number: int) -> bytes:
-            return self.data.pop(number)
+        def pop(self, number: int) -> TrialOutcome | None:
+            return self.data.pop(number, None)
 
     here = ray.get_runtime_context().get_node_id()
     strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(here, soft=False)
@@ -222,7 +184,7 @@ def run_on_ray(
     driver = _DriverOnly(controller=controller, on_trial=on_trial, live={})
     searcher = _make_searcher(driver, total, seed, sink)
     trainable = tune.with_resources(
-        tune.with_parameters(_evaluate_trial, make_evaluator=make_evaluator, sink=sink),
+        tune.with_parameters(_run_trial, make_evaluator=make_evaluator, sink=sink),
         {"cpu": cpus_per_trial},
     )
     tuner = tune.Tuner(

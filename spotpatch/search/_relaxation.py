@@ -60,21 +60,6 @@ class RelaxationResult:
                 seen.append(phase.config)
         return seen
 
-    def to_json(self) -> dict:
-        return {
-            "seconds": round(self.seconds, 2),
-            "steps": self.steps,
-            "phases": [
-                {
-                    "lambda": p.lam,
-                    "config": p.config.to_dict(),
-                    "patch_bytes": p.patch_bytes,
-                    "probabilities": p.probabilities,
-                }
-                for p in self.phases
-            ],
-        }
-
 
 def relax(
     base: Base,

@@ -80,6 +80,11 @@ class PatchConfig:
     def __hash__(self) -> int:
         return hash(tuple(self.to_dict().items()))
 
+    def __reduce__(self):
+        # Configs cross process boundaries (worker processes, Ray); a mappingproxy does not
+        # pickle, its plain dict does.
+        return (PatchConfig.from_dict, (self.to_dict(),))
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PatchConfig) and self.to_dict() == other.to_dict()
 

@@ -26,11 +26,12 @@ from spotpatch.studies._spec import (
 from spotpatch.studies._status import StudyStatus, study_status
 from spotpatch.studies._storage import (
     DEFAULT_STORAGE,
-    StudyMeta,
     artifact_store,
+    create_or_load_study,
     load_study,
+    open_artifact,
     open_storage,
-    study_meta,
+    storage_url,
 )
 
 __all__ = [
@@ -43,14 +44,15 @@ __all__ = [
     "selected_trial",
     "spotpatch_studies",
     "DEFAULT_STORAGE",
-    "StudyMeta",
     "StudyStatus",
     "artifact_store",
+    "create_or_load_study",
     "load_study",
     "open_controller",
+    "open_artifact",
     "open_storage",
+    "storage_url",
     "run_study",
-    "study_meta",
     "study_status",
     "BACKENDS",
     "SAMPLERS",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -19,19 +20,12 @@ from typing import Any
 
 from spotpatch._errors import UserError
 from spotpatch.evaluators import Base, coco_map, load_base, load_split
-from spotpatch.search import DEFAULT_RULE
-from spotpatch.spaces import Patch, PatchConfig, PatchSpace, payload_bytes, save_patch
+from spotpatch.search import DEFAULT_RULE, StudyMeta, TrialRecord, study_meta
+from spotpatch.spaces import Patch, PatchSpace, payload_bytes, save_patch
 from spotpatch.studies._onnx import export_onnx
 from spotpatch.studies._select import selected_trial
 from spotpatch.studies._spec import StudySpec, load_spec
-from spotpatch.studies._storage import (
-    DEFAULT_STORAGE,
-    StudyMeta,
-    artifacts_dir_for,
-    load_study,
-    open_storage,
-    study_meta,
-)
+from spotpatch.studies._storage import DEFAULT_STORAGE, load_study, open_artifact, open_storage
 
 __all__ = ["export_patch"]
 
@@ -94,10 +88,10 @@ def export_patch(
         _check_onnx(onnx_path, out)
     study = load_study(study_name, open_storage(storage, existing=True))
     meta = study_meta(study)
-    trial = selected_trial(study, rule)
+    record = selected_trial(study, rule)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
-        patch = _trial_patch(study, trial, meta, storage, Path(tmp) / "artifact.safetensors")
+        patch = _trial_patch(study, record, meta, storage, Path(tmp) / "artifact.safetensors")
         spec = _recorded_spec(meta)
         ids = meta.category_ids
         if ids is None and spec is not None:
@@ -117,10 +111,10 @@ def export_patch(
         stage = Path(tmp) / "patch"
         save_patch(patch, stage)
         stored = payload_bytes(stage / "patch.safetensors")
-        if stored != patch.metrics["patch_bytes"] or stored != int(trial.values[1]):
+        if stored != record.patch_bytes:
             raise UserError(
-                f"trial {trial.number}'s stored patch holds {stored:,} bytes of tensors, not its "
-                f"patch_bytes {int(trial.values[1]):,}: the artifact does not match its trial"
+                f"trial {record.number}'s stored patch holds {stored:,} bytes of tensors, not its "
+                f"patch_bytes {record.patch_bytes:,}: the artifact does not match its trial"
             )
         staged_onnx = None
         try:
@@ -176,58 +170,33 @@ def _is_previous_export(folder: Path) -> bool:
     return isinstance(meta, dict) and "format_version" in meta and "base" in meta
 
 
-def _download(study, trial, meta: StudyMeta, storage: str, path: Path):
-    """The trial's patch tensors, from the study's artifact store."""
-    import optuna
-    from optuna.artifacts.exceptions import ArtifactNotFound
+def _trial_patch(study, record: TrialRecord, meta: StudyMeta, storage, scratch: Path) -> Patch:
+    """The patch a trial stored, with its metrics and where it comes from."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    artifact_id = trial.user_attrs.get("artifact_id")
-    if artifact_id is None:
-        raise UserError(
-            f"trial {trial.number} of study {study.study_name!r} stored no patch tensors"
-        )
-    # The recorded folder first; then the default one beside a SQLite storage, in case the
-    # database and its artifacts moved together.
-    for folder in dict.fromkeys([Path(meta.artifacts), artifacts_dir_for(storage)]):
-        if not folder.is_dir():
-            continue
-        store = optuna.artifacts.FileSystemArtifactStore(str(folder))
-        try:
-            optuna.artifacts.download_artifact(
-                artifact_store=store, file_path=str(path), artifact_id=artifact_id
-            )
-            break
-        except ArtifactNotFound:
-            continue
-    else:
-        raise UserError(
-            f"patch tensors of trial {trial.number} (artifact {artifact_id}) not found in "
-            f"{meta.artifacts}"
-        )
+    with (
+        open_artifact(study.study_name, meta, record, storage) as reader,
+        open(scratch, "wb") as f,
+    ):
+        shutil.copyfileobj(reader, f)
     try:
-        return load_file(str(path))
+        tensors = load_file(str(scratch))
     except (SafetensorError, OSError) as e:
-        raise UserError(f"artifact {artifact_id} is not a safetensors file ({e})") from None
-
-
-def _trial_patch(study, trial, meta: StudyMeta, storage: str, scratch: Path) -> Patch:
-    """The patch a trial stored, with its metrics and where it comes from."""
+        raise UserError(
+            f"artifact {record.artifact_id} of trial {record.number} of study "
+            f"{study.study_name!r} is not a safetensors file ({e})"
+        ) from None
     return Patch(
-        config=PatchConfig.from_dict(trial.user_attrs["config"]),
-        tensors=_download(study, trial, meta, storage, scratch),
+        config=record.config,
+        tensors=tensors,
         model=meta.model,
         base_sha256=meta.base_sha256,
         task=meta.task,
         classes=meta.classes,
         dtype=meta.dtype,
-        metrics={
-            "map": float(trial.user_attrs["map"]),
-            "map50": float(trial.user_attrs["map50"]),
-            "patch_bytes": int(trial.user_attrs["patch_bytes"]),
-        },
-        study={"name": study.study_name, "trial": trial.number},
+        metrics={"map": record.map, "map50": record.map50, "patch_bytes": record.patch_bytes},
+        study={"name": study.study_name, "trial": record.number},
     )
 
 

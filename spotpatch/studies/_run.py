@@ -16,15 +16,17 @@ from spotpatch.evaluators import PatchEvaluator
 from spotpatch.search import (
     EarlyStopping,
     StudyController,
+    StudyMeta,
     StudyProgress,
     make_sampler,
     relax,
+    relaxation_record,
+    run_trials,
+    write_relaxation,
 )
 from spotpatch.studies._setup import evaluator_of
 from spotpatch.studies._spec import StudySpec, load_spec
 from spotpatch.studies._storage import (
-    RELAXATION_KEY,
-    StudyMeta,
     artifact_store,
     artifacts_dir_for,
     create_or_load_study,
@@ -69,20 +71,25 @@ def open_controller(spec: StudySpec, evaluator: PatchEvaluator) -> StudyControll
     storage = open_storage(spec.search.storage)
     meta = _meta(spec, evaluator)
     sampler = make_sampler(spec.search.sampler, spec.seed)
-    study = create_or_load_study(meta, storage, sampler)
+    create_or_load_study(meta, storage, sampler)
     early = (
         EarlyStopping(checkpoints=spec.search.checkpoints) if spec.search.early_stopping else None
     )
     return StudyController(
-        study, evaluator.space, artifact_store=artifact_store(meta.artifacts), early_stopping=early
+        storage,
+        meta.task,
+        evaluator.space,
+        sampler=sampler,
+        artifact_store=artifact_store(meta.artifacts),
+        early_stopping=early,
     )
 
 
 def _warm_start(spec: StudySpec, evaluator: PatchEvaluator, controller: StudyController) -> None:
     """Run the gate relaxation once per study and enqueue its configs as the first trials."""
     study = controller.study
-    with controller._lock():
-        if RELAXATION_KEY in study.user_attrs:
+    with controller.exclusive():
+        if relaxation_record(study) is not None:
             return
         result = relax(
             evaluator.base,
@@ -93,7 +100,7 @@ def _warm_start(spec: StudySpec, evaluator: PatchEvaluator, controller: StudyCon
             seed=spec.seed,
             progress=evaluator.progress,
         )
-        study.set_user_attr(RELAXATION_KEY, result.to_json())
+        write_relaxation(study, result)
         added = controller.enqueue(result.distinct_configs(), source="relaxation")
     log.info("warm start: %d configs from the gate relaxation (%.0f s)", added, result.seconds)
 
@@ -112,7 +119,7 @@ def _enqueue_presets(
                 f"(granularity {space.granularity}, kinds {list(space.kinds)})"
             )
         configs.append(config)
-    with controller._lock():
+    with controller.exclusive():
         controller.enqueue(configs, source="preset")
 
 
@@ -129,7 +136,7 @@ def _worker(spec_path: str, overrides: dict, total: int, threads: int) -> None:
     spec = _override(load_spec(spec_path), **overrides)
     evaluator = _evaluator_for(spec_path, overrides)
     try:
-        open_controller(spec, evaluator).run(evaluator, total, seed=spec.seed)
+        run_trials(open_controller(spec, evaluator), evaluator, total, seed=spec.seed)
     except KeyboardInterrupt:
         pass
 
@@ -188,7 +195,7 @@ def run_study(
             on_trial=on_trial,
         )
     if spec.search.workers == 1:
-        return controller.run(evaluator, total, on_trial=on_trial, seed=spec.seed)
+        return run_trials(controller, evaluator, total, seed=spec.seed, on_trial=on_trial)
     return _run_workers(spec, overrides, controller, total, on_trial)
 
 

@@ -3,32 +3,41 @@
 from __future__ import annotations
 
 from spotpatch._errors import UserError
-from spotpatch.search import FleetPlan, front_points, parse_rule, plan_fleet, select_point
-from spotpatch.studies._storage import list_study_names, load_study, study_meta
+from spotpatch.search import (
+    FleetPlan,
+    TrialRecord,
+    front_points,
+    parse_rule,
+    plan_fleet,
+    select_point,
+    spotpatch_study_names,
+    study_meta,
+    trial_records,
+)
+from spotpatch.studies._storage import load_study
 
 __all__ = ["selected_trial", "spotpatch_studies", "fleet_plan"]
 
 
-def selected_trial(study, rule: str):
-    """The completed trial of ``study`` that ``rule`` picks (a ``FrozenTrial``).
+def selected_trial(study, rule: str) -> TrialRecord:
+    """The completed trial of ``study`` that ``rule`` picks.
 
     Raises:
         UserError: a bad rule, an empty study, or nothing satisfying the rule.
     """
     parsed = parse_rule(rule)
     meta = study_meta(study)
-    trials = study.get_trials(deepcopy=False)
-    points = front_points(trials)
+    records = trial_records(study)
+    points = front_points(records)
     if not points:
         raise UserError(f"study {study.study_name!r} has no completed trial yet")
     point = select_point(points, parsed, meta.full_bytes)
-    return next(t for t in trials if t.number == point.number)
+    return next(r for r in records if r.number == point.number)
 
 
 def spotpatch_studies(storage) -> list:
     """Every spotpatch study in a storage, by name."""
-    studies = [load_study(name, storage) for name in sorted(list_study_names(storage))]
-    return [s for s in studies if "spotpatch" in s.user_attrs]
+    return [load_study(name, storage) for name in spotpatch_study_names(storage)]
 
 
 def fleet_plan(storage, budget: int) -> FleetPlan:
@@ -38,6 +47,6 @@ def fleet_plan(storage, budget: int) -> FleetPlan:
     studies = spotpatch_studies(storage)
     if not studies:
         raise UserError("no spotpatch study in this storage: run one with `spotpatch run`")
-    fronts = {s.study_name: front_points(s.get_trials(deepcopy=False)) for s in studies}
+    fronts = {s.study_name: front_points(trial_records(s)) for s in studies}
     full = {s.study_name: study_meta(s).full_bytes for s in studies}
     return plan_fleet(fronts, budget, full)

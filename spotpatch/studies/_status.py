@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from spotpatch.search import StudyProgress, summarize
-from spotpatch.studies._storage import RELAXATION_KEY, list_study_names, load_study, study_meta
+from spotpatch.search import (
+    StudyProgress,
+    relaxation_record,
+    relaxation_trials,
+    spotpatch_study_names,
+    study_meta,
+    summarize,
+    trial_records,
+)
+from spotpatch.studies._storage import load_study
 
 __all__ = ["StudyStatus", "study_status"]
 
@@ -39,24 +47,13 @@ class StudyStatus:
 
 def study_status(storage) -> list[StudyStatus]:
     """The status of every spotpatch study in a storage, by name."""
-    import optuna
-
     out = []
-    for name in sorted(list_study_names(storage)):
+    for name in spotpatch_study_names(storage):
         study = load_study(name, storage)
-        if "spotpatch" not in study.user_attrs:
-            continue
-        meta = study_meta(study)
-        trials = study.get_trials(deepcopy=False)
-        progress = summarize(trials, 0, meta.full_bytes)
+        records = trial_records(study)
+        progress = summarize(records, 0, study_meta(study).full_bytes)
         progress = StudyProgress(**{**asdict(progress), "total": progress.done + progress.running})
-        relaxation = study.user_attrs.get(RELAXATION_KEY)
-        seconds = relaxation["seconds"] if relaxation else None
-        costs = [
-            t.user_attrs.get("train_seconds", 0) + t.user_attrs.get("eval_seconds", 0)
-            for t in trials
-            if t.state == optuna.trial.TrialState.COMPLETE
-        ]
-        equivalents = seconds / (sum(costs) / len(costs)) if seconds and costs else None
-        out.append(StudyStatus(name, progress, seconds, equivalents))
+        relaxation = relaxation_record(study)
+        seconds = relaxation.seconds if relaxation is not None else None
+        out.append(StudyStatus(name, progress, seconds, relaxation_trials(relaxation, records)))
     return out

@@ -1,4 +1,5 @@
-"""Study storage: Optuna storages by URL, the artifact store beside them, study metadata.
+"""Study storage: Optuna storages by URL, the artifact store beside them, opening studies and
+the patch tensors their trials stored (the format of what is stored is ``search``'s record).
 
 The default is ``sqlite:///spotpatch.db`` (relative to the working directory, as every Optuna
 tool reads it) with patch artifacts in ``spotpatch-artifacts/`` beside the database. Any
@@ -8,68 +9,34 @@ is then ``[search] artifacts`` (shared by every host that runs trials' drivers).
 
 from __future__ import annotations
 
+import contextlib
 import json
-import warnings
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
 from spotpatch._errors import UserError
+from spotpatch.search import (
+    StudyMeta,
+    TrialRecord,
+    is_spotpatch_study,
+    spotpatch_study_names,
+    study_meta,
+    write_study_meta,
+)
 
 __all__ = [
     "DEFAULT_STORAGE",
-    "StudyMeta",
     "open_storage",
+    "storage_url",
     "artifacts_dir_for",
     "artifact_store",
+    "open_artifact",
     "create_or_load_study",
     "load_study",
-    "list_study_names",
-    "study_meta",
 ]
 
 DEFAULT_STORAGE = "sqlite:///spotpatch.db"
-META_KEY = "spotpatch"
-RELAXATION_KEY = "relaxation"
-FORMAT = 1
-
-
-@dataclass(frozen=True)
-class StudyMeta:
-    """What a study records about itself at creation: enough to export without the spec."""
-
-    task: str
-    classes: tuple[str, ...]
-    model: str
-    checkpoint: str | None
-    base_sha256: str
-    granularity: str
-    kinds: tuple[str, ...]
-    dtype: str
-    full_bytes: int
-    head_bytes: int
-    artifacts: str
-    spec: str
-    seed: int
-    train: dict[str, Any]
-    sampler: str
-    warm_start: str
-    category_ids: tuple[int, ...] | None = None  # COCO ids in class order (None: older studies)
-
-    def to_json(self) -> dict[str, Any]:
-        data = dict(self.__dict__)
-        data["classes"], data["kinds"] = list(self.classes), list(self.kinds)
-        if self.category_ids is not None:
-            data["category_ids"] = list(self.category_ids)
-        return {"format": FORMAT, **data}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> StudyMeta:
-        fields = {k: v for k, v in data.items() if k != "format"}
-        fields["classes"], fields["kinds"] = tuple(fields["classes"]), tuple(fields["kinds"])
-        if fields.get("category_ids") is not None:
-            fields["category_ids"] = tuple(fields["category_ids"])
-        return cls(**fields)
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -128,27 +95,26 @@ def artifact_store(folder: str | Path):
     return optuna.artifacts.FileSystemArtifactStore(str(folder))
 
 
-def list_study_names(storage) -> list[str]:
-    """Study names, without reading any trial (fast on large storages)."""
-    return [s.study_name for s in storage.get_all_studies()]
+def storage_url(storage) -> str | None:
+    """The URL a storage (or Optuna's caching wrapper around it) was opened with."""
+    if isinstance(storage, str):
+        return storage
+    backend = getattr(storage, "_backend", storage)  # optuna's cached storage wraps the RDB one
+    url = getattr(backend, "url", None)
+    return url if isinstance(url, str) else None
 
 
 def load_study(name: str, storage, sampler=None):
     """An existing study by name; :class:`UserError` naming the known ones otherwise."""
     import optuna
 
-    names = list_study_names(storage)
-    if name not in names:
+    try:
+        storage.get_study_id_from_name(name)
+    except KeyError:
+        names = spotpatch_study_names(storage)
         known = ", ".join(names) if names else "none"
-        raise UserError(f"no study named {name!r} in this storage (studies: {known})")
+        raise UserError(f"no study named {name!r} in this storage (studies: {known})") from None
     return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
-
-
-def study_meta(study) -> StudyMeta:
-    raw = study.user_attrs.get(META_KEY)
-    if raw is None:
-        raise UserError(f"study {study.study_name!r} was not made by spotpatch")
-    return StudyMeta.from_json(raw)
 
 
 def create_or_load_study(meta: StudyMeta, storage, sampler):
@@ -163,11 +129,8 @@ def create_or_load_study(meta: StudyMeta, storage, sampler):
         directions=["maximize", "minimize"],
         load_if_exists=True,
     )
-    if META_KEY not in study.user_attrs:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(["map", "patch_bytes"])
-        study.set_user_attr(META_KEY, meta.to_json())
+    if not is_spotpatch_study(study):
+        write_study_meta(study, meta)
         return study
     old = study_meta(study)
     for key in ("classes", "model", "base_sha256", "granularity", "kinds", "dtype"):
@@ -177,3 +140,42 @@ def create_or_load_study(meta: StudyMeta, storage, sampler):
                 f"({json.dumps(getattr(old, key))[:60]}); use another study name or storage"
             )
     return study
+
+
+@contextlib.contextmanager
+def open_artifact(
+    study_name: str, meta: StudyMeta, record: TrialRecord, storage
+) -> Iterator[BinaryIO]:
+    """Open the patch tensors a trial stored (a safetensors file), for reading.
+
+    They are looked for in the artifact folder the study recorded, then in the default folder
+    beside its SQLite storage (in case the database and its artifacts moved together).
+
+    Raises:
+        UserError: the trial stored none, or they are in neither folder.
+    """
+    import optuna
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    if record.artifact_id is None:
+        raise UserError(f"trial {record.number} of study {study_name!r} stored no patch tensors")
+    url = storage_url(storage)
+    folders = [Path(meta.artifacts)] if meta.artifacts else []
+    if url is not None:
+        folders.append(artifacts_dir_for(url))
+    for folder in dict.fromkeys(folders):
+        if not folder.is_dir():
+            continue
+        store = optuna.artifacts.FileSystemArtifactStore(str(folder))
+        try:
+            reader = store.open_reader(record.artifact_id)
+        except ArtifactNotFound:
+            continue
+        with reader:
+            yield reader
+        return
+    where = meta.artifacts or "the study's artifact folder"
+    raise UserError(
+        f"patch tensors of trial {record.number} of study {study_name!r} (artifact "
+        f"{record.artifact_id}) not found in {where}"
+    )

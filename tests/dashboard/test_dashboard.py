@@ -27,12 +27,16 @@ from spotpatch.dashboard import (
     trials_scatter,
     write_dashboard,
 )
-from spotpatch.dashboard._browser import find_chromium, load_in_chromium
 from spotpatch.dashboard._html import script_json
 from spotpatch.dashboard._site_bytes import HEAD, attribute_tensors
-from spotpatch.dashboard._synthetic import synthetic_site_bytes, synthetic_study
-from spotpatch.search import DEFAULT_RULE, front_points, hypervolume
-from spotpatch.studies import load_study, open_storage, selected_trial, study_meta
+from spotpatch.search import DEFAULT_RULE, front_points, hypervolume, study_meta, trial_records
+from spotpatch.studies import load_study, open_storage, selected_trial
+from spotpatch.testing import (
+    find_chromium,
+    load_in_chromium,
+    synthetic_site_bytes,
+    synthetic_study,
+)
 
 EVIL = "<script>alert(1)</script>"
 EVIL_CLASS = "<img src=x onerror=document.body.dataset.pwned=1>"
@@ -101,7 +105,7 @@ def test_hypervolume_series_warm_and_cold(storage):
         hv = series.hypervolume
         assert len(hv) == len(series.trials) == 24
         assert all(b >= a - 1e-12 for a, b in zip(hv, hv[1:], strict=False))
-        points = front_points(study.get_trials())
+        points = front_points(trial_records(study))
         assert hv[-1] == pytest.approx(hypervolume(points, study_meta(study).full_bytes))
     assert (warm.warm_start, cold.warm_start) == ("relaxation", "none")
     assert warm.relaxation_trials == pytest.approx(12.0 / 5.5, rel=0.1)
@@ -152,7 +156,7 @@ def test_placement_kinds_and_relaxation(storage):
     assert data.tasks == tuple(names)
     assert list(data.sites) == sorted(data.sites, key=lambda s: [int(p) for p in s.split(".")[2:]])
     for row, trial in zip(data.kinds, chosen, strict=True):
-        config = trial.user_attrs["config"]
+        config = trial.sites
         assert dict(zip(data.sites, row, strict=True)) == {
             s: config.get(s, "shared") for s in data.sites
         }
@@ -172,7 +176,7 @@ def test_fleet_totals(storage):
         s.study_name: selected_trial(s, DEFAULT_RULE)
         for s in (load_study(n, storage) for n in fleet.tasks)
     }
-    assert fleet.total_patch_bytes == sum(int(t.values[1]) for t in picked.values())
+    assert fleet.total_patch_bytes == sum(t.patch_bytes for t in picked.values())
     # Like against like: the full detectors of the tasks that have a selected patch.
     assert fleet.total_full_bytes == sum(
         p.meta.full_bytes for p in data.studies if p.name in fleet.tasks

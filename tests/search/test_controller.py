@@ -12,7 +12,13 @@ import pytest
 import torch
 
 from spotpatch.evaluators import EvalResult
-from spotpatch.search import SAMPLER_NAMES, EarlyStopping, StudyController, make_sampler
+from spotpatch.search import (
+    SAMPLER_NAMES,
+    EarlyStopping,
+    StudyController,
+    make_sampler,
+    run_trials,
+)
 from spotpatch.studies import artifact_store, open_storage
 
 S = optuna.trial.TrialState
@@ -47,16 +53,20 @@ class FakeEvaluator:
 def setup(tmp_path, random_base):
     def make(sampler="nsga2", early=None, name="t", **fake):
         storage = open_storage(f"sqlite:///{tmp_path}/s.db")
-        study = optuna.create_study(
+        optuna.create_study(
             study_name=name,
             storage=storage,
             directions=["maximize", "minimize"],
-            sampler=make_sampler(sampler, 0),
             load_if_exists=True,
         )
         space = random_base.space(3, granularity="stage")
         controller = StudyController(
-            study, space, artifact_store=artifact_store(tmp_path / "art"), early_stopping=early
+            storage,
+            name,
+            space,
+            sampler=make_sampler(sampler, 0),
+            artifact_store=artifact_store(tmp_path / "art"),
+            early_stopping=early,
         )
         return controller, FakeEvaluator(space, **fake)
 
@@ -66,7 +76,7 @@ def setup(tmp_path, random_base):
 @pytest.mark.parametrize("sampler", SAMPLER_NAMES)
 def test_every_sampler_runs_a_study(setup, sampler):
     controller, evaluator = setup(sampler)
-    state = controller.run(evaluator, 10)
+    state = run_trials(controller, evaluator, 10)
     assert state.done == 10 and state.failed == 0 and len(evaluator.calls) == 10
     assert state.front_size >= 1 and 0 < state.hypervolume <= 0.5
     trial = controller.study.best_trials[0]
@@ -77,18 +87,18 @@ def test_every_sampler_runs_a_study(setup, sampler):
 
 def test_resume_never_reruns_trials(setup, tmp_path):
     controller, evaluator = setup()
-    controller.run(evaluator, 4)
+    run_trials(controller, evaluator, 4)
     again, evaluator2 = setup()
-    state = again.run(evaluator2, 6)
+    state = run_trials(again, evaluator2, 6)
     assert len(evaluator2.calls) == 2 and state.done == 6
-    assert again.run(evaluator2, 6).done == 6 and len(evaluator2.calls) == 2
+    assert run_trials(again, evaluator2, 6).done == 6 and len(evaluator2.calls) == 2
 
 
 def test_artifact_holds_the_patch(setup, tmp_path):
     from safetensors.torch import load_file
 
     controller, evaluator = setup()
-    controller.run(evaluator, 1)
+    run_trials(controller, evaluator, 1)
     trial = controller.study.trials[0]
     out = tmp_path / "p.safetensors"
     optuna.artifacts.download_artifact(
@@ -101,7 +111,7 @@ def test_artifact_holds_the_patch(setup, tmp_path):
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(setup):
     controller, evaluator = setup(fail_on=2)
-    state = controller.run(evaluator, 4)
+    state = run_trials(controller, evaluator, 4)
     assert state.done == 4 and state.failed == 1
     failed = [t for t in controller.study.trials if t.state == S.FAIL]
     assert failed[0].user_attrs["error"] == "RuntimeError: boom"
@@ -111,7 +121,7 @@ def test_enqueued_configs_come_first_and_are_not_duplicated(setup):
     controller, evaluator = setup()
     configs = [controller.space.preset("bn"), controller.space.preset("head")]
     assert controller.enqueue(configs + configs[:1], source="relaxation") == 2
-    controller.run(evaluator, 3)
+    run_trials(controller, evaluator, 3)
     assert evaluator.calls[:2] == [c.to_dict() for c in configs]
     assert controller.study.trials[0].user_attrs["source"] == "relaxation"
 
@@ -119,18 +129,18 @@ def test_enqueued_configs_come_first_and_are_not_duplicated(setup):
 def test_ctrl_c_fails_the_trial_and_retries_it_on_resume(setup):
     controller, evaluator = setup(interrupt_on=2)
     with pytest.raises(KeyboardInterrupt):
-        controller.run(evaluator, 3)
+        run_trials(controller, evaluator, 3)
     interrupted = controller.study.trials[1]
     assert interrupted.state == S.FAIL and "interrupted" in interrupted.user_attrs["error"]
     again, evaluator2 = setup()
-    state = again.run(evaluator2, 3)
+    state = run_trials(again, evaluator2, 3)
     assert state.done == 3 and state.failed == 0  # the retried failure does not count
     assert evaluator2.calls[0] == interrupted.user_attrs["config"]
 
 
 def test_a_trial_left_running_by_a_killed_worker_is_retried(setup, tmp_path):
     controller, evaluator = setup()
-    controller.run(evaluator, 1)
+    run_trials(controller, evaluator, 1)
     # Another process asks a trial and is killed while it runs.
     code = f"""
 import os, optuna, sys
@@ -139,16 +149,15 @@ from spotpatch.evaluators import load_base
 from spotpatch.search import StudyController
 from spotpatch.studies import open_storage
 storage = open_storage("sqlite:///{tmp_path}/s.db")
-study = optuna.load_study(study_name="t", storage=storage)
 base = load_base("spotpatch-tiny", random_init=True, device="cpu")
-trial = StudyController(study, base.space(3, granularity="stage")).ask(5)
+trial = StudyController(storage, "t", base.space(3, granularity="stage")).ask(5)
 print(trial.number, flush=True)
 os._exit(9)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     number = int(out.stdout.strip())
     assert controller.study.trials[number].state == S.RUNNING
-    state = controller.run(evaluator, 3)
+    state = run_trials(controller, evaluator, 3)
     stale = controller.study.trials[number]
     assert stale.state == S.FAIL and "worker stopped" in stale.user_attrs["error"]
     assert state.done == 3 and state.failed == 0
@@ -159,7 +168,7 @@ os._exit(9)
 def test_early_stopping_prunes_dominated_trials(setup):
     controller, evaluator = setup(early=EarlyStopping(checkpoints=(0.5,), margin=0.0))
     controller.enqueue([controller.space.preset("head")], source="test")
-    controller.run(evaluator, 12)
+    run_trials(controller, evaluator, 12)
     pruned = [t for t in controller.study.trials if t.state == S.PRUNED]
     done = [t for t in controller.study.trials if t.state == S.COMPLETE]
     assert done and all("intermediate" in t.user_attrs for t in done)

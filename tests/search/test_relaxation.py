@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import optuna
 import pytest
 
 from spotpatch.evaluators import TrainSettings
-from spotpatch.search import relax
+from spotpatch.search import relax, relaxation_record, write_relaxation
 from spotpatch.studies import evaluator_of, load_spec
 
 
@@ -47,4 +48,10 @@ def test_distinct_configs(result):
     _, out = result
     configs = out.distinct_configs()
     assert len(configs) == len(set(configs)) >= 1
-    assert out.to_json()["phases"][0]["config"] == out.phases[0].config.to_dict()
+    # As a study stores it and reads it back.
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    write_relaxation(study, out)
+    stored = relaxation_record(study)
+    assert [p.sites for p in stored.phases] == [p.config.to_dict() for p in out.phases]
+    assert [p.lam for p in stored.phases] == [p.lam for p in out.phases]
+    assert stored.steps == out.steps and stored.seconds == pytest.approx(out.seconds, abs=0.01)

@@ -17,7 +17,14 @@ import torch
 
 from spotpatch.cli import main
 from spotpatch.evaluators import coco_map, load_base, predict
-from spotpatch.search import front_points, knee_point, pareto_front
+from spotpatch.search import (
+    front_points,
+    knee_point,
+    pareto_front,
+    run_trials,
+    study_meta,
+    trial_record,
+)
 from spotpatch.spaces import load_patch, payload_bytes
 from spotpatch.studies import (
     RawSSD,
@@ -27,7 +34,6 @@ from spotpatch.studies import (
     open_controller,
     open_storage,
     predict_images,
-    study_meta,
 )
 from spotpatch.studies._setup import evaluator_of
 
@@ -52,7 +58,9 @@ def study(bench, tmp_path_factory):
     configs = [space.config_from_gates(g) for g in ({}, lora, lora | full)]
     controller = open_controller(spec, evaluator)
     assert controller.enqueue(configs, source="test") == 3
-    state = controller.run(evaluator, 3, seed=spec.seed)  # what run_study does with 1 worker
+    state = run_trials(
+        controller, evaluator, 3, seed=spec.seed
+    )  # what run_study does with 1 worker
     assert state.done == 3 and state.failed == 0
     storage = open_storage(url)
     made = load_study("glyphs", storage)
@@ -125,7 +133,7 @@ def test_an_exported_patch_reproduces_its_trial_exactly(study, tmp_path, capsys)
 
 
 def _expected(study, rule: str) -> int:
-    front = pareto_front(front_points(study.trials.values()))
+    front = pareto_front(front_points([trial_record(t) for t in study.trials.values()]))
     mid = front[len(front) // 2]
     if rule == "default":
         return next(p for p in front if p.map >= front[-1].map - 0.01 - 1e-12).number
@@ -136,7 +144,7 @@ def _expected(study, rule: str) -> int:
 
 @pytest.mark.parametrize("rule", ["default", "knee", "within=0", "min-map", "max-bytes"])
 def test_each_rule_picks_its_trial(study, tmp_path, capsys, no_test_map, rule):
-    front = pareto_front(front_points(study.trials.values()))
+    front = pareto_front(front_points([trial_record(t) for t in study.trials.values()]))
     text = {
         "min-map": f"min-map={front[len(front) // 2].map!r}",
         "max-bytes": f"max-bytes={front[0].bytes}",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from spotpatch.cli import main
-from spotpatch.dashboard._synthetic import synthetic_study
-from spotpatch.search import front_points, plan_fleet
-from spotpatch.studies import fleet_plan, open_storage, study_meta
+from spotpatch.search import front_points, plan_fleet, study_meta, trial_records
+from spotpatch.studies import fleet_plan, open_storage
+from spotpatch.testing import synthetic_study
 
 
 def test_plan_picks_one_front_point_per_study_within_the_budget(tmp_path, capsys):
@@ -17,7 +17,7 @@ def test_plan_picks_one_front_point_per_study_within_the_budget(tmp_path, capsys
     smallest = sum(min(int(t.values[1]) for t in s.trials if t.values) for s in studies)
     budget = 3 * smallest
     plan = fleet_plan(storage, budget)
-    expected = plan_fleet({s.study_name: front_points(s.trials) for s in studies}, budget)
+    expected = plan_fleet({s.study_name: front_points(trial_records(s)) for s in studies}, budget)
     assert plan.choices == expected.choices and plan.total_bytes <= budget
     assert plan.full_bytes == sum(study_meta(s).full_bytes for s in studies)
 

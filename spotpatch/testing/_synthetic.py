@@ -1,9 +1,10 @@
-"""Synthetic spotpatch studies, made in seconds without training: for the dashboard's tests and
-``benchmarks/dashboard_scale.py``.
+"""Synthetic spotpatch studies, made in seconds without training: for tests and benchmarks.
 
-A study here has the metadata, trial attributes, patch artifacts (safetensors files of zeros
-with the real tensor names and shapes of a small made-up detector) and, when warm-started, the
-relaxation record that ``spotpatch run`` writes; mAP is a noisy rising function of bytes.
+A study here is written through the same record writer as a real one
+(:mod:`spotpatch.search`'s ``completed_trial``, ``write_relaxation``, ``write_study_meta``):
+metadata, trial records, patch artifacts (safetensors files of zeros with the real tensor names
+and shapes of a small made-up detector) and, when warm-started, the relaxation record; mAP is a
+noisy rising function of bytes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,17 @@ import random
 from io import BytesIO
 from pathlib import Path
 
-from spotpatch.studies._storage import StudyMeta, create_or_load_study
+from spotpatch.evaluators import EvalResult
+from spotpatch.search import (
+    RelaxationPhase,
+    RelaxationResult,
+    StudyMeta,
+    completed_trial,
+    failed_trial,
+    write_relaxation,
+)
+from spotpatch.spaces import PatchConfig
+from spotpatch.studies import artifact_store, create_or_load_study
 
 __all__ = ["SYNTHETIC_SITES", "synthetic_study", "synthetic_site_bytes"]
 
@@ -68,13 +79,6 @@ def synthetic_site_bytes(config: dict[str, str]) -> dict[str, int]:
     return out
 
 
-def _summary(config: dict[str, str]) -> str:
-    counts: dict[str, int] = {}
-    for kind in config.values():
-        counts[kind] = counts.get(kind, 0) + 1
-    return ", ".join(f"{k} x{n}" for k, n in counts.items()) or "head only"
-
-
 def _preset(name: str) -> dict[str, str]:
     if name == "head":
         return {}
@@ -98,7 +102,6 @@ def synthetic_study(
     tensors as an artifact there. Returns the Optuna study.
     """
     import numpy as np
-    import optuna
     from safetensors.numpy import save
 
     rng = random.Random(seed)
@@ -123,11 +126,7 @@ def synthetic_study(
         warm_start="relaxation" if warm_start else "none",
     )
     study = create_or_load_study(meta, storage, sampler=None)
-    store = None
-    if artifacts:
-        from spotpatch.studies import artifact_store
-
-        store = artifact_store(artifacts)
+    store = artifact_store(artifacts) if artifacts else None
     sites = [s for s, _, _ in SYNTHETIC_SITES]
 
     def relaxed(level: float) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
@@ -150,14 +149,14 @@ def synthetic_study(
             config, probabilities = relaxed(level)
             queue.append((config, "relaxation", None))
             phases.append(
-                {
-                    "lambda": lam,
-                    "config": config,
-                    "patch_bytes": _bytes(_patch_tensors(config)),
-                    "probabilities": probabilities,
-                }
+                RelaxationPhase(
+                    lam=lam,
+                    config=PatchConfig.from_dict(config),
+                    patch_bytes=_bytes(_patch_tensors(config)),
+                    probabilities=probabilities,
+                )
             )
-        study.set_user_attr("relaxation", {"seconds": 12.0, "steps": 60, "phases": phases})
+        write_relaxation(study, RelaxationResult(phases=tuple(phases), seconds=12.0, steps=60))
     while len(queue) < trials:
         config = {}
         for site, depthwise, _ in SYNTHETIC_SITES:
@@ -173,37 +172,21 @@ def synthetic_study(
         patch_bytes = _bytes(_patch_tensors(config))
         quality = math.log(patch_bytes / head_bytes) / span
         value = min(0.95, max(0.01, 0.6 - 0.45 * math.exp(-4 * quality) + rng.gauss(0, 0.01)))
-        attrs = {
-            "map": value,
-            "map50": min(1.0, value * 1.6),
-            "patch_bytes": patch_bytes,
-            "train_seconds": 4.0 + rng.random(),
-            "eval_seconds": 1.0,
-            "config": config,
-            "summary": _summary(config),
-        }
-        if source != "sampler":
-            attrs["source"] = source
-        if preset:
-            attrs["preset"] = preset
+        artifact_id = None
         if store is not None:
             artifact_id = f"{name}-{number}".replace("/", "_")
             blob = save({k: np.zeros(s, np.float32) for k, s in _patch_tensors(config).items()})
             store.write(artifact_id, BytesIO(blob))
-            attrs["artifact_id"] = artifact_id
-        made.append(
-            optuna.trial.create_trial(
-                values=[value, float(patch_bytes)],
-                user_attrs=attrs,
-                state=optuna.trial.TrialState.COMPLETE,
-            )
+        result = EvalResult(
+            map=value,
+            map50=min(1.0, value * 1.6),
+            patch_bytes=patch_bytes,
+            train_seconds=4.0 + rng.random(),
+            eval_seconds=1.0,
+            config=PatchConfig.from_dict(config),
+            tensors={},
         )
-    for i in range(failed):
-        made.append(
-            optuna.trial.create_trial(
-                state=optuna.trial.TrialState.FAIL,
-                user_attrs={"error": f"RuntimeError: synthetic failure {i} <b>&</b>"},
-            )
-        )
+        made.append(completed_trial(result, source=source, preset=preset, artifact_id=artifact_id))
+    made += [failed_trial(f"RuntimeError: synthetic failure {i} <b>&</b>") for i in range(failed)]
     study.add_trials(made)
     return study

@@ -1,0 +1,52 @@
+"""Where a study stands, read from its trial records: counts, front, best mAP, hypervolume."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from spotpatch.search._pareto import FrontPoint, hypervolume, pareto_front
+from spotpatch.search._record import TrialRecord
+
+__all__ = ["StudyProgress", "front_points", "summarize"]
+
+
+@dataclass(frozen=True)
+class StudyProgress:
+    """Where a study stands, for progress lines and ``status``."""
+
+    done: int
+    total: int
+    failed: int
+    pruned: int
+    running: int
+    front_size: int
+    best_map: float | None
+    smallest_front_bytes: int | None
+    hypervolume: float | None
+
+
+def front_points(records: Sequence[TrialRecord]) -> list[FrontPoint]:
+    """Completed trials as (number, mAP, bytes) points."""
+    return [FrontPoint(r.number, r.map, r.patch_bytes) for r in records if r.complete]
+
+
+def summarize(records: Sequence[TrialRecord], total: int, full_bytes: int) -> StudyProgress:
+    """Where a study stands, from its trial records (``total``: the trials it is to have)."""
+    import optuna
+
+    S = optuna.trial.TrialState
+    counted = [r for r in records if r.counts_toward_total()]
+    points = front_points(records)
+    front = pareto_front(points)
+    return StudyProgress(
+        done=sum(r.state != S.RUNNING for r in counted),
+        total=total,
+        failed=sum(r.state == S.FAIL for r in counted),
+        pruned=sum(r.state == S.PRUNED for r in counted),
+        running=sum(r.state == S.RUNNING for r in counted),
+        front_size=len(front),
+        best_map=max((p.map for p in points), default=None),
+        smallest_front_bytes=front[0].bytes if front else None,
+        hypervolume=hypervolume(points, full_bytes) if points else None,
+    )

@@ -1,0 +1,474 @@
+"""The stored format of a spotpatch study: what a trial, a study and the warm start record.
+
+A study outlives the code that wrote it, so its format has one owner: this module writes it and
+reads it, and every other place asks here. Keys are constants here and nowhere else; readers get
+frozen records (:class:`TrialRecord`, :class:`StudyMeta`, :class:`RelaxationRecord`), never
+``user_attrs``. The format itself is Optuna's: trial and study user attributes (plus two trial
+system attributes for the heartbeat), so the study also opens with Optuna's own tools.
+
+A trial stores:
+
+- when asked: ``config`` ({site: kind}), ``patch_bytes``, ``preset`` (the fixed recipe it equals,
+  if any); from its enqueueing, ``source`` (``preset``, ``relaxation``, ``retry``; none for the
+  sampler's own) and ``retry_of``;
+- when told: ``map``, ``map50``, ``patch_bytes``, ``train_seconds``, ``eval_seconds``,
+  ``config``, ``summary``, ``intermediate`` ({step: mAP}), ``artifact_id`` (its patch tensors in
+  the artifact store); or ``error`` (FAIL); or ``pruned_at`` and ``intermediate`` (PRUNED);
+- system attributes ``spotpatch:heartbeat`` ({host, pid, time}) while it runs and
+  ``spotpatch:retried`` once a later trial took over its config.
+
+Imports only from ``spaces`` and ``evaluators``.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from spotpatch._errors import UserError
+from spotpatch.spaces import PatchConfig
+
+if TYPE_CHECKING:
+    from spotpatch.evaluators import EvalResult
+
+__all__ = [
+    "META_KEY",
+    "RELAXATION_KEY",
+    "SOURCES",
+    "StudyMeta",
+    "TrialRecord",
+    "RelaxationPhaseRecord",
+    "RelaxationRecord",
+    "trial_record",
+    "trial_records",
+    "study_meta",
+    "is_spotpatch_study",
+    "spotpatch_study_names",
+    "write_study_meta",
+    "relaxation_record",
+    "write_relaxation",
+    "relaxation_trials",
+    "enqueue_attrs",
+    "write_asked",
+    "write_result",
+    "write_failure",
+    "write_pruned",
+    "mark_retried",
+    "write_heartbeat",
+    "completed_trial",
+    "failed_trial",
+]
+
+# -- keys --------------------------------------------------------------------------------------
+META_KEY = "spotpatch"  # study user attribute: StudyMeta.to_json()
+RELAXATION_KEY = "relaxation"  # study user attribute: the warm start's record
+FORMAT = 1
+METRIC_NAMES = ("map", "patch_bytes")
+
+_HEARTBEAT = "spotpatch:heartbeat"  # trial system attributes
+_RETRIED = "spotpatch:retried"
+
+_CONFIG = "config"  # trial user attributes
+_PATCH_BYTES = "patch_bytes"
+_PRESET = "preset"
+_SOURCE = "source"
+_RETRY_OF = "retry_of"
+_MAP = "map"
+_MAP50 = "map50"
+_TRAIN_SECONDS = "train_seconds"
+_EVAL_SECONDS = "eval_seconds"
+_SUMMARY = "summary"
+_INTERMEDIATE = "intermediate"
+_ARTIFACT_ID = "artifact_id"
+_ERROR = "error"
+_PRUNED_AT = "pruned_at"
+
+#: Where a trial's config came from: the sampler, the warm start, a fixed recipe, or a retry of
+#: a trial that did not finish.
+SOURCES = ("sampler", "relaxation", "preset", "retry")
+_ERROR_CHARS = 2000
+
+
+# -- the study ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StudyMeta:
+    """What a study records about itself at creation: enough to export without the spec."""
+
+    task: str
+    classes: tuple[str, ...]
+    model: str
+    checkpoint: str | None
+    base_sha256: str
+    granularity: str
+    kinds: tuple[str, ...]
+    dtype: str
+    full_bytes: int
+    head_bytes: int
+    artifacts: str
+    spec: str
+    seed: int
+    train: dict[str, Any]
+    sampler: str
+    warm_start: str
+    category_ids: tuple[int, ...] | None = None  # COCO ids in class order (None: older studies)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["classes"], data["kinds"] = list(self.classes), list(self.kinds)
+        if self.category_ids is not None:
+            data["category_ids"] = list(self.category_ids)
+        return {"format": FORMAT, **data}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StudyMeta:
+        fields = {k: v for k, v in data.items() if k != "format"}
+        fields["classes"], fields["kinds"] = tuple(fields["classes"]), tuple(fields["kinds"])
+        if fields.get("category_ids") is not None:
+            fields["category_ids"] = tuple(fields["category_ids"])
+        return cls(**fields)
+
+
+def is_spotpatch_study(study) -> bool:
+    """Whether a study (or a ``FrozenStudy`` from a storage listing) was made by spotpatch."""
+    return META_KEY in study.user_attrs
+
+
+def spotpatch_study_names(storage) -> list[str]:
+    """The spotpatch studies of a storage, by name, without reading any trial."""
+    return sorted(s.study_name for s in storage.get_all_studies() if is_spotpatch_study(s))
+
+
+def study_meta(study) -> StudyMeta:
+    """The metadata a study recorded at creation."""
+    raw = study.user_attrs.get(META_KEY)
+    if raw is None:
+        raise UserError(f"study {study.study_name!r} was not made by spotpatch")
+    return StudyMeta.from_json(raw)
+
+
+def write_study_meta(study, meta: StudyMeta) -> None:
+    """Record a new study's metadata and its objectives' names."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(METRIC_NAMES))
+    study.set_user_attr(META_KEY, meta.to_json())
+
+
+# -- the warm start ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RelaxationPhaseRecord:
+    """One penalty level of the warm start: its config and per-gate kind probabilities."""
+
+    lam: float | None
+    sites: Mapping[str, str]
+    patch_bytes: int | None
+    probabilities: Mapping[str, Mapping[str, float]] = field(repr=False)
+
+    def patched_probability(self, gate: str) -> float | None:
+        """The probability that ``gate`` gets a kind other than ``shared`` (None: no gate)."""
+        table = self.probabilities.get(gate)
+        return None if table is None else 1.0 - float(table.get("shared", 0.0))
+
+
+@dataclass(frozen=True)
+class RelaxationRecord:
+    """The warm start as a study stored it: its cost and one record per penalty level."""
+
+    seconds: float
+    steps: int
+    phases: tuple[RelaxationPhaseRecord, ...]
+
+
+def write_relaxation(study, result) -> None:
+    """Store a :class:`~spotpatch.search.RelaxationResult` in its study."""
+    study.set_user_attr(
+        RELAXATION_KEY,
+        {
+            "seconds": round(result.seconds, 2),
+            "steps": result.steps,
+            "phases": [
+                {
+                    "lambda": p.lam,
+                    "config": p.config.to_dict(),
+                    "patch_bytes": p.patch_bytes,
+                    "probabilities": p.probabilities,
+                }
+                for p in result.phases
+            ],
+        },
+    )
+
+
+def relaxation_record(study) -> RelaxationRecord | None:
+    """The warm start a study stored, or None when it has none."""
+    raw = study.user_attrs.get(RELAXATION_KEY)
+    if not isinstance(raw, dict):
+        return None
+    phases = []
+    for p in raw.get("phases") or []:
+        if not isinstance(p, dict):
+            continue
+        lam = p.get("lambda")
+        size = p.get("patch_bytes")
+        phases.append(
+            RelaxationPhaseRecord(
+                lam=float(lam) if lam is not None else None,
+                sites=dict(p.get("config") or {}),
+                patch_bytes=int(size) if size is not None else None,
+                probabilities=dict(p.get("probabilities") or {}),
+            )
+        )
+    return RelaxationRecord(
+        seconds=float(raw.get("seconds") or 0.0),
+        steps=int(raw.get("steps") or 0),
+        phases=tuple(phases),
+    )
+
+
+def relaxation_trials(
+    relaxation: RelaxationRecord | None, records: Sequence[TrialRecord]
+) -> float | None:
+    """The warm start's cost in trial-equivalents: its seconds over the mean seconds (training
+    and scoring) of a completed trial. None without a warm start or a completed trial."""
+    if relaxation is None or not relaxation.seconds:
+        return None
+    costs = [r.seconds for r in records if r.complete]
+    mean = sum(costs) / len(costs) if costs else 0.0
+    return relaxation.seconds / mean if mean > 0 else None
+
+
+# -- a trial -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as stored, whatever its state.
+
+    Attributes:
+        number: the Optuna trial number.
+        state: the Optuna ``TrialState``.
+        params: the gates the sampler chose (label -> kind).
+        sites: the config as stored (site -> kind; sites not listed are shared); None before
+            the trial was asked.
+        map: val mAP in [0, 1] (completed trials).
+        map50: val AP at IoU 0.5 (None when not recorded).
+        patch_bytes: the patch payload in bytes.
+        train_seconds: wall time of training.
+        eval_seconds: wall time of the final scoring.
+        intermediate: (step, val mAP) at each early-stopping checkpoint.
+        source: one of :data:`SOURCES`.
+        preset: the fixed recipe the config equals (``head``, ``full``...), else None.
+        artifact_id: the patch tensors in the study's artifact store, else None.
+        error: why a failed trial failed.
+        pruned_at: the step an early-stopped trial stopped at.
+        retry_of: the trial whose config this one retries.
+        retried: a failed trial whose config a later trial took over.
+        heartbeat: the last stamp of the process running it ({host, pid, time}).
+        started: when it started (None while queued).
+    """
+
+    number: int
+    state: Any
+    params: Mapping[str, Any]
+    sites: Mapping[str, str] | None
+    map: float | None
+    map50: float | None
+    patch_bytes: int | None
+    train_seconds: float
+    eval_seconds: float
+    intermediate: tuple[tuple[int, float], ...]
+    source: str
+    preset: str | None
+    artifact_id: str | None
+    error: str | None
+    pruned_at: int | None
+    retry_of: int | None
+    retried: bool
+    heartbeat: Mapping[str, Any] | None
+    started: datetime | None
+
+    @property
+    def complete(self) -> bool:
+        import optuna
+
+        return self.state == optuna.trial.TrialState.COMPLETE and self.map is not None
+
+    @property
+    def seconds(self) -> float:
+        """What the trial cost: training plus final scoring."""
+        return self.train_seconds + self.eval_seconds
+
+    @functools.cached_property
+    def config(self) -> PatchConfig | None:
+        return None if self.sites is None else PatchConfig.from_dict(self.sites)
+
+    @property
+    def summary(self) -> str:
+        """The config in short (``full x3, bn x12``); ``-`` before it was asked."""
+        return "-" if self.config is None else self.config.summary()
+
+    def counts_toward_total(self) -> bool:
+        """Finished trials and running ones count; queued ones and retried failures do not."""
+        import optuna
+
+        if self.state == optuna.trial.TrialState.WAITING:
+            return False
+        return not (self.state == optuna.trial.TrialState.FAIL and self.retried)
+
+
+def _number(value: Any, kind: type) -> Any:
+    return kind(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def trial_record(trial) -> TrialRecord:
+    """A stored trial (an Optuna ``FrozenTrial``) as a :class:`TrialRecord`."""
+    import optuna
+
+    attrs = trial.user_attrs
+    values = trial.values if trial.state == optuna.trial.TrialState.COMPLETE else None
+    sites = attrs.get(_CONFIG)
+    source = attrs.get(_SOURCE)
+    if source not in SOURCES:  # older trials: presets carried no source
+        source = "preset" if source is None and attrs.get(_PRESET) else "sampler"
+    raw_steps = attrs.get(_INTERMEDIATE)
+    intermediate = (
+        tuple(sorted((int(s), float(v)) for s, v in raw_steps.items()))
+        if isinstance(raw_steps, dict)
+        else ()
+    )
+    beat = trial.system_attrs.get(_HEARTBEAT)
+    return TrialRecord(
+        number=trial.number,
+        state=trial.state,
+        params=dict(trial.params),
+        sites=dict(sites) if isinstance(sites, dict) else None,
+        map=float(values[0]) if values else _number(attrs.get(_MAP), float),
+        map50=_number(attrs.get(_MAP50), float),
+        patch_bytes=int(values[1]) if values else _number(attrs.get(_PATCH_BYTES), int),
+        train_seconds=_number(attrs.get(_TRAIN_SECONDS), float) or 0.0,
+        eval_seconds=_number(attrs.get(_EVAL_SECONDS), float) or 0.0,
+        intermediate=intermediate,
+        source=source,
+        preset=str(attrs[_PRESET]) if attrs.get(_PRESET) else None,
+        artifact_id=str(attrs[_ARTIFACT_ID]) if attrs.get(_ARTIFACT_ID) else None,
+        error=str(attrs[_ERROR]) if _ERROR in attrs else None,
+        pruned_at=_number(attrs.get(_PRUNED_AT), int),
+        retry_of=_number(attrs.get(_RETRY_OF), int),
+        retried=bool(trial.system_attrs.get(_RETRIED, False)),
+        heartbeat=beat if isinstance(beat, dict) else None,
+        started=trial.datetime_start,
+    )
+
+
+def trial_records(study) -> list[TrialRecord]:
+    """Every trial of a study, in number order."""
+    return [trial_record(t) for t in study.get_trials(deepcopy=False)]
+
+
+# -- writing a trial ---------------------------------------------------------------------------
+def enqueue_attrs(source: str, *, retry_of: int | None = None) -> dict[str, Any]:
+    """The attributes a queued trial carries (``study.enqueue_trial(..., user_attrs=)``)."""
+    attrs: dict[str, Any] = {_SOURCE: source}
+    if retry_of is not None:
+        attrs[_RETRY_OF] = retry_of
+    return attrs
+
+
+def _asked_attrs(config: PatchConfig, patch_bytes: int, preset: str | None) -> dict[str, Any]:
+    attrs: dict[str, Any] = {_CONFIG: config.to_dict(), _PATCH_BYTES: patch_bytes}
+    if preset is not None:
+        attrs[_PRESET] = preset
+    return attrs
+
+
+def _result_attrs(result: EvalResult, artifact_id: str | None) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        _MAP: result.map,
+        _MAP50: result.map50,
+        _PATCH_BYTES: result.patch_bytes,
+        _TRAIN_SECONDS: round(result.train_seconds, 3),
+        _EVAL_SECONDS: round(result.eval_seconds, 3),
+        _CONFIG: result.config.to_dict(),
+        _SUMMARY: result.config.summary(),
+        _INTERMEDIATE: {str(s): v for s, v in result.intermediate},
+    }
+    if artifact_id is not None:
+        attrs[_ARTIFACT_ID] = artifact_id
+    return attrs
+
+
+def _set_all(trial, attrs: Mapping[str, Any]) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def write_asked(trial, config: PatchConfig, patch_bytes: int, preset: str | None) -> None:
+    """Record what a just-asked trial will train."""
+    _set_all(trial, _asked_attrs(config, patch_bytes, preset))
+
+
+def write_result(trial, result: EvalResult, artifact_id: str | None) -> list[float]:
+    """Record a scored trial's metrics and config; returns the values to tell."""
+    _set_all(trial, _result_attrs(result, artifact_id))
+    return [result.map, float(result.patch_bytes)]
+
+
+def write_failure(trial, error: BaseException | str) -> None:
+    """Record why a trial failed (its exception as ``Type: message``)."""
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    trial.set_user_attr(_ERROR, text[:_ERROR_CHARS])
+
+
+def write_pruned(trial, intermediate: Sequence[tuple[int, float]]) -> None:
+    """Record an early-stopped trial: where it stopped and what it saw on the way."""
+    trial.set_user_attr(_PRUNED_AT, intermediate[-1][0])
+    trial.set_user_attr(_INTERMEDIATE, {str(s): v for s, v in intermediate})
+
+
+def mark_retried(storage, trial_id: int, why: str) -> None:
+    """Record, before failing it, that a trial did not finish and that its config is retried."""
+    storage.set_trial_user_attr(trial_id, _ERROR, f"not finished: {why}")
+    storage.set_trial_system_attr(trial_id, _RETRIED, True)
+
+
+def write_heartbeat(storage, trial_id: int, beat: Mapping[str, Any]) -> None:
+    """Stamp a running trial with the process that runs it."""
+    storage.set_trial_system_attr(trial_id, _HEARTBEAT, dict(beat))
+
+
+# -- trials made without running them (tests, benchmarks) --------------------------------------
+def completed_trial(
+    result: EvalResult,
+    *,
+    source: str = "sampler",
+    preset: str | None = None,
+    artifact_id: str | None = None,
+):
+    """A completed Optuna trial holding ``result`` as :func:`write_result` stores it, for
+    ``study.add_trials``."""
+    import optuna
+
+    attrs = {
+        **_asked_attrs(result.config, result.patch_bytes, preset),
+        **_result_attrs(result, artifact_id),
+    }
+    if source != "sampler":
+        attrs[_SOURCE] = source
+    return optuna.trial.create_trial(
+        values=[result.map, float(result.patch_bytes)],
+        user_attrs=attrs,
+        state=optuna.trial.TrialState.COMPLETE,
+    )
+
+
+def failed_trial(error: str):
+    """A failed Optuna trial with its error, as :func:`write_failure` stores it."""
+    import optuna
+
+    return optuna.trial.create_trial(
+        state=optuna.trial.TrialState.FAIL, user_attrs={_ERROR: error[:_ERROR_CHARS]}
+    )

@@ -1,0 +1,111 @@
+"""The stored format: what the record writer stores reads back the same, and trials written by
+earlier versions (no ``source`` on presets, no ``map50``) still read."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+
+from spotpatch.evaluators import EvalResult
+from spotpatch.search import (
+    StudyMeta,
+    completed_trial,
+    failed_trial,
+    relaxation_record,
+    relaxation_trials,
+    spotpatch_study_names,
+    study_meta,
+    trial_records,
+    write_study_meta,
+)
+from spotpatch.spaces import PatchConfig
+
+S = optuna.trial.TrialState
+
+
+def _meta(name: str) -> StudyMeta:
+    return StudyMeta(
+        task=name,
+        classes=("a", "b"),
+        model="spotpatch-tiny",
+        checkpoint=None,
+        base_sha256="0" * 64,
+        granularity="site",
+        kinds=("bn", "full"),
+        dtype="float32",
+        full_bytes=1000,
+        head_bytes=100,
+        artifacts="",
+        spec="",
+        seed=0,
+        train={"steps": 1},
+        sampler="nsga2",
+        warm_start="none",
+        category_ids=(3, 7),
+    )
+
+
+def _result(sites: dict[str, str], value: float, size: int) -> EvalResult:
+    config = PatchConfig.from_dict(sites)
+    return EvalResult(
+        value, value + 0.1, size, 2.0, 0.5, config, {"x": torch.zeros(1)}, ((3, 0.2),)
+    )
+
+
+def test_written_trials_read_back():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.add_trials(
+        [
+            completed_trial(_result({}, 0.3, 100), source="preset", preset="head"),
+            completed_trial(_result({"a.0": "full", "b.1": "bn"}, 0.5, 400), artifact_id="x1"),
+            failed_trial("RuntimeError: boom"),
+        ]
+    )
+    head, searched, failed = trial_records(study)
+    assert (head.source, head.preset, head.summary) == ("preset", "head", "head only")
+    assert head.complete and head.map == 0.3 and head.map50 == pytest.approx(0.4)
+    assert searched.source == "sampler" and searched.artifact_id == "x1"
+    assert searched.config == PatchConfig.from_dict({"a.0": "full", "b.1": "bn"})
+    assert searched.summary == "full x1, bn x1" and searched.patch_bytes == 400
+    assert searched.intermediate == ((3, 0.2),) and searched.seconds == pytest.approx(2.5)
+    assert not failed.complete and failed.error == "RuntimeError: boom"
+    assert failed.state == S.FAIL and failed.counts_toward_total()
+
+
+def test_trials_of_an_earlier_format_still_read():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=[0.4, 200.0],
+            user_attrs={"config": {"a.0": "bn"}, "preset": "bn", "patch_bytes": 200},
+            state=S.COMPLETE,
+        )
+    )
+    (record,) = trial_records(study)
+    assert record.source == "preset" and record.map50 is None and record.seconds == 0.0
+    assert record.map == 0.4 and record.patch_bytes == 200 and record.intermediate == ()
+
+
+def test_study_listing_keeps_spotpatch_studies_only():
+    storage = optuna.storages.InMemoryStorage()
+    for name in ("b", "a"):
+        study = optuna.create_study(
+            study_name=name, storage=storage, directions=["maximize", "minimize"]
+        )
+        write_study_meta(study, _meta(name))
+    optuna.create_study(study_name="other", storage=storage)
+    assert spotpatch_study_names(storage) == ["a", "b"]
+    study = optuna.load_study(study_name="a", storage=storage)
+    assert study_meta(study) == _meta("a") and study.metric_names == ["map", "patch_bytes"]
+
+
+def test_warm_start_cost_in_trial_equivalents():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    assert relaxation_record(study) is None
+    study.set_user_attr("relaxation", {"seconds": 5.0, "steps": 10, "phases": []})
+    study.add_trials([completed_trial(_result({}, 0.3, 100)), failed_trial("x")])
+    relaxation = relaxation_record(study)
+    assert relaxation.seconds == 5.0 and relaxation.phases == ()
+    assert relaxation_trials(relaxation, trial_records(study)) == pytest.approx(2.0)
+    assert relaxation_trials(relaxation, []) is None and relaxation_trials(None, []) is None
