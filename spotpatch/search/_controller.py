@@ -20,6 +20,7 @@ from spotpatch.search._progress import StudyProgress, summarize
 from spotpatch.search._record import (
     TrialRecord,
     enqueue_attrs,
+    queued_config,
     trial_records,
     write_asked,
     write_failure,
@@ -95,7 +96,9 @@ class StudyController:
         return summarize(self.records(), total, self.space.full_bytes())
 
     def config_of(self, trial) -> PatchConfig:
-        return self.space.config_from_gates(trial.params)
+        """The config a trial trains: the one it was queued with, else its gates'."""
+        queued = queued_config(trial)
+        return queued if queued is not None else self.space.config_from_gates(trial.params)
 
     def preset_of(self, config: PatchConfig) -> str | None:
         """The fixed recipe (``head``, ``bn``, ...) a config equals, if any."""
@@ -111,18 +114,29 @@ class StudyController:
         return host_lock(self.storage, self.study.study_name)
 
     def enqueue(self, configs: list[PatchConfig], *, source: str) -> int:
-        """Enqueue configs as the next trials (those already tried or queued are skipped)."""
-        known = {tuple(sorted(r.params.items())) for r in self.records()}
+        """Enqueue configs as the next trials (those already tried or queued are skipped).
+
+        A config the gates cannot express (a fixed recipe in a coarser space) is queued with
+        its nearest gates as params and trains as it is: a reference trial, stored and counted
+        like any other.
+        """
+        known = {self._known_config(r) for r in self.records()}
         added = 0
         for config in configs:
-            params = self.space.gates_of(config)
-            key = tuple(sorted(params.items()))
-            if key in known:
+            if config in known:
                 continue
-            self.study.enqueue_trial(params, user_attrs=enqueue_attrs(source))
-            known.add(key)
+            params = self.space.nearest_gates(config)
+            self.study.enqueue_trial(params, user_attrs=enqueue_attrs(source, config=config))
+            known.add(config)
             added += 1
         return added
+
+    def _known_config(self, record: TrialRecord) -> PatchConfig:
+        return (
+            record.config
+            if record.config is not None
+            else (self.space.config_from_gates(record.params))
+        )
 
     def recover_stale(self) -> list[int]:
         """Fail RUNNING trials whose worker is gone and enqueue their configs again."""
@@ -152,7 +166,7 @@ class StudyController:
             )
         return TrialJob(
             number=trial.number,
-            params=dict(trial.params),
+            sites=self.config_of(trial).to_dict(),
             seed=seed + trial.number,
             fractions=tuple(early.checkpoints) if early else (),
             margin=early.margin if early else 0.0,
@@ -183,7 +197,14 @@ class StudyController:
     def tell_interrupted(self, trial) -> None:
         """A trial stopped by the user (Ctrl-C): failed, and its config retried on resume."""
         self._heartbeat.remove(self._trial_id(trial))
-        retry_trial(self.study, self.storage, trial.number, trial.params, "interrupted")
+        retry_trial(
+            self.study,
+            self.storage,
+            trial.number,
+            trial.params,
+            "interrupted",
+            config=self.config_of(trial),
+        )
 
     # -- internals ----------------------------------------------------------------------------
     def _trial_id(self, trial) -> int:

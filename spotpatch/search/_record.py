@@ -53,6 +53,7 @@ __all__ = [
     "write_relaxation",
     "relaxation_trials",
     "enqueue_attrs",
+    "queued_config",
     "write_asked",
     "write_result",
     "write_failure",
@@ -370,12 +371,26 @@ def trial_records(study) -> list[TrialRecord]:
 
 
 # -- writing a trial ---------------------------------------------------------------------------
-def enqueue_attrs(source: str, *, retry_of: int | None = None) -> dict[str, Any]:
-    """The attributes a queued trial carries (``study.enqueue_trial(..., user_attrs=)``)."""
+def enqueue_attrs(
+    source: str, *, retry_of: int | None = None, config: PatchConfig | None = None
+) -> dict[str, Any]:
+    """The attributes a queued trial carries (``study.enqueue_trial(..., user_attrs=)``).
+
+    ``config`` is the config to train. The trial's params are its gates, which may only be the
+    nearest ones (a fixed recipe in a coarser space): the config, not the gates, is trained.
+    """
     attrs: dict[str, Any] = {_SOURCE: source}
     if retry_of is not None:
         attrs[_RETRY_OF] = retry_of
+    if config is not None:
+        attrs[_CONFIG] = config.to_dict()
     return attrs
+
+
+def queued_config(trial) -> PatchConfig | None:
+    """The config a running or queued trial carries, when it was queued with one."""
+    sites = trial.user_attrs.get(_CONFIG)
+    return PatchConfig.from_dict(sites) if isinstance(sites, dict) else None
 
 
 def _asked_attrs(config: PatchConfig, patch_bytes: int, preset: str | None) -> dict[str, Any]:

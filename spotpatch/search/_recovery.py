@@ -18,6 +18,7 @@ from typing import Any
 
 from spotpatch.search._heartbeat import process_alive
 from spotpatch.search._record import TrialRecord, enqueue_attrs, mark_retried
+from spotpatch.spaces import PatchConfig
 
 __all__ = ["is_stale", "retry_trial", "recover_stale"]
 
@@ -40,8 +41,17 @@ def is_stale(record: TrialRecord, stale_after: float, *, now: float | None = Non
     return now - float(beat.get("time", 0)) > stale_after
 
 
-def retry_trial(study, storage, number: int, params: Mapping[str, Any], why: str) -> bool:
-    """Fail trial ``number`` as not finished and queue its config again.
+def retry_trial(
+    study,
+    storage,
+    number: int,
+    params: Mapping[str, Any],
+    why: str,
+    *,
+    config: PatchConfig | None = None,
+) -> bool:
+    """Fail trial ``number`` as not finished and queue its config again (``config``: the one
+    it trained, when its params are only the nearest gates).
 
     Returns False (and queues nothing) when another process finished or failed it first.
     """
@@ -55,7 +65,8 @@ def retry_trial(study, storage, number: int, params: Mapping[str, Any], why: str
         study.tell(number, state=optuna.trial.TrialState.FAIL)
     except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError):
         return False
-    study.enqueue_trial(dict(params), user_attrs=enqueue_attrs("retry", retry_of=number))
+    attrs = enqueue_attrs("retry", retry_of=number, config=config)
+    study.enqueue_trial(dict(params), user_attrs=attrs)
     return True
 
 
@@ -66,7 +77,7 @@ def recover_stale(study, storage, records: Sequence[TrialRecord], stale_after: f
         r.number
         for r in records
         if is_stale(r, stale_after, now=now)
-        and retry_trial(study, storage, r.number, r.params, "its worker stopped")
+        and retry_trial(study, storage, r.number, r.params, "its worker stopped", config=r.config)
     ]
     if recovered:
         log.warning("retrying trials left running by a stopped worker: %s", recovered)

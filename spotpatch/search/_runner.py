@@ -21,6 +21,7 @@ from spotpatch.search._controller import StudyController
 from spotpatch.search._early_stopping import early_stop_callback
 from spotpatch.search._progress import StudyProgress
 from spotpatch.search._trial import TrialJob, TrialOutcome
+from spotpatch.spaces import PatchConfig
 
 __all__ = ["run_job", "run_trials"]
 
@@ -37,7 +38,7 @@ def run_job(job: TrialJob, evaluator) -> TrialOutcome:
     callback = early_stop_callback(job.reference_maps(), job.margin, seen)
     try:
         result = evaluator.evaluate(
-            evaluator.space.config_from_gates(job.params),
+            PatchConfig.from_dict(job.sites),
             callback=callback,
             fractions=job.fractions,
             seed=job.seed,

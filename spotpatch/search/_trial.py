@@ -19,8 +19,7 @@ class TrialJob:
 
     Attributes:
         number: the trial's number in its study.
-        params: the gates to score (label -> kind); the evaluator's space turns them into a
-            config.
+        sites: the config to score (site -> kind; sites not listed are shared).
         seed: the trial's training seed.
         fractions: early-stopping checkpoints, as fractions of the steps (empty: off).
         margin: how far below a reference a trial may be at a checkpoint.
@@ -28,7 +27,7 @@ class TrialJob:
     """
 
     number: int
-    params: dict[str, Any]
+    sites: dict[str, str]
     seed: int
     fractions: tuple[float, ...] = ()
     margin: float = 0.0

@@ -28,8 +28,11 @@ __all__ = [
 
 GRANULARITIES = ("site", "block", "stage")
 DTYPES = {"float32": 4, "float16": 2}
-#: The fixed recipes users compare against: what each patches on every site.
-PRESETS = ("head", "bn", "dw", "lora4", "full")
+#: The fixed recipes users compare against (the existing transfer techniques), smallest first.
+PRESETS = ("head", "bn", "dw", "lora4", "tail", "full")
+#: Module paths of the pretrained feature extractor inside torchvision detection backbones
+#: (SSD's ``features``, the FPN backbones' ``body``): what ``tail`` fine-tuning keeps shared.
+FEATURE_BODIES = ("backbone.features", "backbone.body")
 _ALL_KINDS = ("bn", "dw", "lora4", "lora8", "lora16", "full")
 
 
@@ -217,6 +220,22 @@ class PatchSpace:
             for label, sites in self.groups().items()
         }
 
+    def nearest_gates(self, config: PatchConfig) -> dict[str, str]:
+        """Gate decisions every gate offers, closest to a config that the gates may not express
+        (a fixed recipe in a coarser space): each group's strongest kind where its gate offers
+        it, else the strongest the gate offers below it."""
+        gates = {}
+        for label, wanted in self.gates_of(config).items():
+            kind = parse_kind(wanted)
+            offered = [parse_kind(c) for c in self.choices(label)]
+            below = [k for k in offered if k.strength <= kind.strength] or offered[:1]
+            gates[label] = str(max(below, key=lambda k: k.strength))
+        return gates
+
+    def expresses(self, config: PatchConfig) -> bool:
+        """Whether some gate decision gives exactly ``config``."""
+        return self.config_from_gates(self.nearest_gates(config)) == config
+
     # -- checking and presets ---------------------------------------------------------------
     def check_contains(self, config: PatchConfig, *, any_kind: bool = False) -> None:
         """Raise :class:`UserError` unless every site of the config exists and allows its kind.
@@ -233,12 +252,16 @@ class PatchSpace:
     def preset(self, name: str) -> PatchConfig:
         """A fixed recipe: ``head`` (class head only), ``bn`` (every norm), ``dw`` (depthwise
         layers and every norm), ``lora4`` (rank-4 deltas where they fit, else the closest
-        kind), ``full`` (every tensor: a full fine-tune)."""
+        kind), ``tail`` (every layer after the feature extractor trained fully, the extractor
+        shared: SSD's extra layers and heads), ``full`` (every tensor: a full fine-tune)."""
         if name not in PRESETS:
             raise UserError(f"unknown preset {name!r} (expected {', '.join(PRESETS)})")
         kinds = {}
         for s in self.sites:
-            if name == "dw" and s.depthwise:
+            if name == "tail":
+                in_body = any(s.name.startswith(f"{body}.") for body in FEATURE_BODIES)
+                kinds[s.name] = PatchKind("shared" if in_body else "full")
+            elif name == "dw" and s.depthwise:
                 kinds[s.name] = PatchKind("dw")
             else:
                 asked = {"head": "shared", "dw": "bn"}.get(name, name)
