@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from spotpatch._errors import UserError
+from spotpatch._files import read_text
 from spotpatch.spaces import PRESETS
 
 __all__ = [
@@ -212,14 +213,11 @@ def load_spec(path: str | Path) -> StudySpec:
             path, an impossible value; the message names the key.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"study file not found: {path}")
+    text = read_text(path, what="study file")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: malformed TOML ({e})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a UTF-8 text file") from None
     where, folder = str(path), path.resolve().parent
     for key in raw:
         if key not in _TOP and key not in _SCHEMA:
