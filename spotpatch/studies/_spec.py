@@ -2,7 +2,8 @@
 
 Every problem is one :class:`UserError` line that names the file and the key. Paths resolve
 relative to the spec's folder; the storage is a URL, as Optuna takes it (a relative SQLite path
-is relative to the working directory, like every Optuna tool).
+is relative to the working directory, like every Optuna tool). ``_spec_writer`` writes a spec
+back as a file. Imports from ``spaces`` and ``studies._storage``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from spotpatch._errors import UserError
 from spotpatch._files import read_text
 from spotpatch.spaces import PRESETS
+from spotpatch.studies._storage import DEFAULT_STORAGE
 
 __all__ = [
     "StudySpec",
@@ -95,7 +97,7 @@ class SearchSpec:
     warm_start: str = "relaxation"
     backend: str = "local"
     workers: int = 1
-    storage: str = "sqlite:///spotpatch.db"
+    storage: str = DEFAULT_STORAGE
     artifacts: Path | None = None
     ray_address: str | None = None
     early_stopping: bool = False
