@@ -38,7 +38,7 @@ def _kib(n: int) -> str:
 
 # -- commands ----------------------------------------------------------------------------------
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from spotpatch.evaluators import write_benchmark
+    from spotpatch.benchmark import write_benchmark
 
     out = write_benchmark(
         args.out, seed=args.seed, scale=args.scale, tasks=args.tasks or None, overwrite=args.force

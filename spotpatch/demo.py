@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from spotpatch.evaluators import BENCHMARK_TASKS, write_benchmark
+from spotpatch.benchmark import BENCHMARK_TASKS, write_benchmark
 
 __all__ = ["run_demo", "DEMO_TASKS", "DEMO_STEPS", "DEMO_TRIALS", "DEMO_BUDGET", "DEMO_RULE"]
 

@@ -19,7 +19,7 @@ def random_base():
 @pytest.fixture(scope="session")
 def bench(tmp_path_factory):
     """The bundled benchmark at a quarter of its size, for two tasks (near and far)."""
-    from spotpatch.evaluators import write_benchmark
+    from spotpatch.benchmark import write_benchmark
 
     out = tmp_path_factory.mktemp("bench") / "bench"
     return write_benchmark(out, scale=0.25, tasks=["shapes-subset", "glyphs"], progress=False)
