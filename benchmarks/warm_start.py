@@ -32,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-from spotpatch.evaluators import PatchEvaluator, TrainSettings, load_base, write_benchmark
+from spotpatch.benchmark import write_benchmark
+from spotpatch.evaluators import PatchEvaluator, TrainSettings, load_base
 from spotpatch.search import (
     EarlyStopping,
     FrontPoint,

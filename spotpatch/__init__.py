@@ -1,7 +1,10 @@
 """spotpatch: per-task patches for a shared mobile detector, searched as a multi-objective study.
 
 Rooms, in the order data flows (a room imports only from rooms before it):
-``spaces`` -> ``evaluators`` -> ``search`` -> ``studies`` -> ``dashboard``; ``cli`` is thin.
+``spaces`` -> ``evaluators`` -> ``search`` -> ``studies`` -> ``benchmark`` -> ``dashboard``.
+``_errors`` (the one error type) and ``_files`` (reading the user's files, swapping a folder in)
+serve every room. On top: ``demo``, which prepares the demo's files and names its steps, and
+``cli``, which is thin and runs those steps; nothing imports ``cli``.
 """
 
 from __future__ import annotations

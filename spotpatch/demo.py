@@ -2,25 +2,41 @@
 
 It writes the bundled benchmark, runs a warm-started study on a near, a middle and a far task
 with a small budget, then draws the dashboard, exports each task's chosen patch and plans the
-fleet under a byte budget. Each step is the ``spotpatch`` command a user would type, printed
-before it runs. Everything resumes: running the demo again reuses what is done.
+fleet under a byte budget. :func:`demo_steps` prepares the files and returns the steps, each the
+``spotpatch`` command a user would type; the CLI's ``demo`` command prints each step and runs
+it. Everything resumes: running the demo again reuses what is done.
+
+Imports from ``studies`` (the spec reader and writer) and ``benchmark``; never from the CLI.
 """
 
 from __future__ import annotations
 
 import sys
-import time
+from dataclasses import replace
 from pathlib import Path
 
-from spotpatch.evaluators import BENCHMARK_TASKS, write_benchmark
+from spotpatch.benchmark import BENCHMARK_TASKS, write_benchmark
+from spotpatch.studies import load_spec, write_spec
 
-__all__ = ["run_demo", "DEMO_TASKS", "DEMO_STEPS", "DEMO_TRIALS", "DEMO_BUDGET", "DEMO_RULE"]
+__all__ = [
+    "DEMO_BUDGET",
+    "DEMO_PRESETS",
+    "DEMO_RULE",
+    "DEMO_STEPS",
+    "DEMO_TASKS",
+    "DEMO_TRIALS",
+    "demo_spec",
+    "demo_steps",
+    "demo_summary",
+]
 
 #: Near, middle and far transfer from the base's source set.
 DEMO_TASKS = {"shapes-subset": "near", "textured": "middle", "glyphs": "far"}
 #: Training steps per trial and trials per study (the fixed head and full recipes included).
 DEMO_STEPS = 150
 DEMO_TRIALS = 12
+#: The fixed recipes each study runs first, as reference points on its front.
+DEMO_PRESETS = ("head", "full")
 #: The fleet plan's total byte budget for the three patches.
 DEMO_BUDGET = "1MiB"
 #: How the dashboard and the exports pick each task's patch: where more bytes stop paying.
@@ -44,32 +60,31 @@ def ensure_benchmark(out: Path) -> Path:
 
 
 def demo_spec(bench: Path, name: str, out: Path, storage: str) -> Path:
-    """The demo's study file for a bundled task: its benchmark spec with a small budget and
-    the ``head`` and ``full`` recipes as reference trials."""
-    text = (bench / "studies" / f"{name}.toml").read_text()
-    changes = {
-        '"../tasks/': '"../bench/tasks/',
-        "steps = 300": f"steps = {DEMO_STEPS}",
-        "trials = 24": f"trials = {DEMO_TRIALS}",
-        'storage = "sqlite:///spotpatch.db"': (
-            f'storage = "{storage}"\npresets = ["head", "full"]'
-        ),
-    }
-    for old, new in changes.items():
-        if old not in text:
-            raise RuntimeError(f"unexpected benchmark spec for {name}: no {old!r}")
-        text = text.replace(old, new)
-    path = out / "studies" / f"{name}.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
+    """The demo's study file for a bundled task, ``out/studies/NAME.toml``: its benchmark spec
+    with the demo's budget and storage and the ``head`` and ``full`` recipes run first."""
+    spec = load_spec(bench / "studies" / f"{name}.toml")
+    spec = replace(
+        spec,
+        train=replace(spec.train, steps=DEMO_STEPS),
+        search=replace(spec.search, trials=DEMO_TRIALS, storage=storage, presets=DEMO_PRESETS),
+    )
+    comment = (
+        f'The demo\'s study of the bundled benchmark task "{name}": {DEMO_TRIALS} trials of '
+        f"{DEMO_STEPS} steps, {' and '.join(DEMO_PRESETS)} first"
+    )
+    return write_spec(spec, out / "studies" / f"{name}.toml", comment=comment)
 
 
-def run_demo(out: Path) -> int:
-    """Run the demo in ``out``; returns the exit status of the first failing step, else 0."""
-    from spotpatch.cli import main
+def demo_steps(out: Path) -> list[list[str]]:
+    """Prepare the demo in ``out`` (the benchmark, one study file per task); returns its steps.
 
-    start = time.perf_counter()
+    Args:
+        out: The demo's working folder.
+
+    Returns:
+        The steps in order, each the arguments of one ``spotpatch`` command: run each study,
+        status, the dashboard, one export per task, the fleet plan.
+    """
     out = Path(out).resolve()
     bench = ensure_benchmark(out)
     storage = f"sqlite:///{out / 'spotpatch.db'}"
@@ -83,13 +98,13 @@ def run_demo(out: Path) -> int:
         patch = str(out / "patches" / name)
         steps.append(["export", name, "--storage", storage, "--select", DEMO_RULE, "--out", patch])
     steps.append(["plan", "--budget", DEMO_BUDGET, "--storage", storage])
-    for i, argv in enumerate(steps, 1):
-        _say(f"\n[demo {i}/{len(steps)}] spotpatch {' '.join(argv)}")
-        code = main(argv)
-        if code:
-            return code
-    _say(
-        f"\n[demo] done in {time.perf_counter() - start:.0f} s: open {out / 'report.html'}; "
+    return steps
+
+
+def demo_summary(out: Path, seconds: float) -> str:
+    """The demo's last line: how long it took and where its results are."""
+    out = Path(out).resolve()
+    return (
+        f"\n[demo] done in {seconds:.0f} s: open {out / 'report.html'}; "
         f"patches in {out / 'patches'}"
     )
-    return 0

@@ -1,5 +1,5 @@
 """Shared fixtures: a random-init tiny base (fast, no shipped weights needed) and a small
-generated benchmark, both built once per session."""
+generated benchmark, both built once per session, and study files of that benchmark."""
 
 from __future__ import annotations
 
@@ -19,7 +19,29 @@ def random_base():
 @pytest.fixture(scope="session")
 def bench(tmp_path_factory):
     """The bundled benchmark at a quarter of its size, for two tasks (near and far)."""
-    from spotpatch.evaluators import write_benchmark
+    from spotpatch.benchmark import write_benchmark
 
     out = tmp_path_factory.mktemp("bench") / "bench"
     return write_benchmark(out, scale=0.25, tasks=["shapes-subset", "glyphs"], progress=False)
+
+
+@pytest.fixture(scope="session")
+def bench_study(bench):
+    """Writes a study file of the benchmark fixture with some values changed; returns its path.
+
+    ``bench_study(path, "glyphs", seed=3, train={"steps": 6}, search={"storage": url})``: a
+    section's changes are a dict of its keys, other keys take their value.
+    """
+    from dataclasses import replace
+
+    from spotpatch.studies import load_spec, write_spec
+
+    def make(path, name="glyphs", **changes):
+        spec = load_spec(bench / "studies" / f"{name}.toml")
+        changes = {
+            key: replace(getattr(spec, key), **value) if isinstance(value, dict) else value
+            for key, value in changes.items()
+        }
+        return write_spec(replace(spec, **changes), path)
+
+    return make

@@ -1,16 +1,11 @@
-"""How a config is scored: COCO tasks, detectors and their bases, the patch trainer, COCO mAP
-and the bundled benchmark. Imports only from ``spaces``.
+"""How a config is scored: COCO tasks, detectors and their bases, the patch trainer and COCO mAP.
+
+Imports only from ``spaces``.
 """
 
 from __future__ import annotations
 
 from spotpatch.evaluators._base import Base, load_base, resolve_device, save_base
-from spotpatch.evaluators._benchmark import (
-    BENCHMARK_TASKS,
-    SOURCE_CLASSES,
-    BenchmarkTask,
-    write_benchmark,
-)
 from spotpatch.evaluators._coco import CocoSplit, Task, decode_image, load_split, load_task
 from spotpatch.evaluators._detectors import (
     Detector,
@@ -26,16 +21,13 @@ from spotpatch.evaluators._trainer import TrainSettings, train_detector
 
 __all__ = [
     "decode_image",
-    "BENCHMARK_TASKS",
     "Base",
-    "BenchmarkTask",
     "CocoSplit",
     "Detector",
     "EvalResult",
     "PRETRAIN_SETTINGS",
     "PatchEvaluator",
     "PretrainResult",
-    "SOURCE_CLASSES",
     "Task",
     "TrainSettings",
     "coco_map",
@@ -52,5 +44,4 @@ __all__ = [
     "resolve_device",
     "save_base",
     "train_detector",
-    "write_benchmark",
 ]

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from spotpatch._errors import UserError
+from spotpatch._files import read_text
 from spotpatch.evaluators._progress import progress_bar
 
 __all__ = ["CocoSplit", "Task", "load_split", "load_task", "quiet"]
@@ -95,14 +96,11 @@ class Task:
 
 
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError(f"annotation file not found: {path}")
+    text = read_text(path, what="annotation file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a UTF-8 JSON file") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: a COCO file is a JSON object with images and annotations")
     for key in ("images", "annotations", "categories"):

@@ -23,6 +23,7 @@ from spotpatch.studies._spec import (
     TrainSpec,
     load_spec,
 )
+from spotpatch.studies._spec_writer import spec_toml, write_spec
 from spotpatch.studies._status import StudyStatus, study_status
 from spotpatch.studies._storage import (
     DEFAULT_STORAGE,
@@ -68,5 +69,7 @@ __all__ = [
     "evaluator_of",
     "load_spec",
     "read_config",
+    "spec_toml",
     "task_of",
+    "write_spec",
 ]

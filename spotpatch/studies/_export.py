@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from spotpatch._errors import UserError
+from spotpatch._files import replace_folder
 from spotpatch.evaluators import Base, coco_map, load_base, load_split
 from spotpatch.search import DEFAULT_RULE, StudyMeta, TrialRecord, study_meta
 from spotpatch.spaces import Patch, PatchSpace, payload_bytes, save_patch
@@ -270,14 +271,4 @@ def _test_map(
 
 def _commit(stage: Path, out: Path, aside: Path) -> None:
     """Put the staged folder at ``out``, replacing an empty folder or a previous export."""
-    if out.exists():
-        if any(out.iterdir()):
-            os.rename(out, aside)  # `aside` is in the temporary folder: removed with it
-        else:
-            out.rmdir()
-    try:
-        os.rename(stage, out)
-    except OSError:
-        if aside.exists() and not out.exists():
-            os.rename(aside, out)
-        raise
+    replace_folder(stage, out, aside=aside)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from spotpatch._errors import UserError
+from spotpatch._files import read_text
 from spotpatch.evaluators import (
     Base,
     EvalResult,
@@ -70,10 +71,9 @@ def evaluator_of(
 def read_config(path: str | Path, space: PatchSpace) -> PatchConfig:
     """A config from a JSON file: ``{site: kind}``, or a ``patch.json`` (its ``sites``)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
+    text = read_text(path, what="config file")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
     if isinstance(raw, dict) and isinstance(raw.get("sites"), dict):

@@ -2,7 +2,8 @@
 
 Every problem is one :class:`UserError` line that names the file and the key. Paths resolve
 relative to the spec's folder; the storage is a URL, as Optuna takes it (a relative SQLite path
-is relative to the working directory, like every Optuna tool).
+is relative to the working directory, like every Optuna tool). ``_spec_writer`` writes a spec
+back as a file. Imports from ``spaces`` and ``studies._storage``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from spotpatch._errors import UserError
+from spotpatch._files import read_text
 from spotpatch.spaces import PRESETS
+from spotpatch.studies._storage import DEFAULT_STORAGE
 
 __all__ = [
     "StudySpec",
@@ -94,7 +97,7 @@ class SearchSpec:
     warm_start: str = "relaxation"
     backend: str = "local"
     workers: int = 1
-    storage: str = "sqlite:///spotpatch.db"
+    storage: str = DEFAULT_STORAGE
     artifacts: Path | None = None
     ray_address: str | None = None
     early_stopping: bool = False
@@ -212,14 +215,11 @@ def load_spec(path: str | Path) -> StudySpec:
             path, an impossible value; the message names the key.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"study file not found: {path}")
+    text = read_text(path, what="study file")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: malformed TOML ({e})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a UTF-8 text file") from None
     where, folder = str(path), path.resolve().parent
     for key in raw:
         if key not in _TOP and key not in _SCHEMA:

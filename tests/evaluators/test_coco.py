@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from PIL import Image
 from spotpatch import UserError
 from spotpatch.cli import main
 from spotpatch.evaluators import load_split, load_task
+from spotpatch.studies import DataSpec, StudySpec, write_spec
 
 
 def _coco(folder, n=3, bad_box=False):
@@ -40,13 +42,9 @@ def _coco(folder, n=3, bad_box=False):
     return path, images_dir, data
 
 
-def _study(tmp_path, ann, images, extra=""):
-    study = tmp_path / "study.toml"
-    study.write_text(
-        f'name = "t"\n[data]\ntrain = "{ann}"\ntrain_images = "{images}"\n'
-        f'val = "{ann}"\nval_images = "{images}"\n{extra}'
-    )
-    return study
+def _study(tmp_path, ann, images):
+    data = DataSpec(train=ann, train_images=images, val=ann, val_images=images)
+    return write_spec(StudySpec(name="t", path=Path(), data=data), tmp_path / "study.toml")
 
 
 def _fails(capsys, argv, pattern):

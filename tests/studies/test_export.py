@@ -39,17 +39,16 @@ from spotpatch.studies._setup import evaluator_of
 
 
 @pytest.fixture(scope="module")
-def study(bench, tmp_path_factory):
+def study(bench, bench_study, tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
     url = f"sqlite:///{folder}/s.db"
-    text = (bench / "studies" / "glyphs.toml").read_text()
-    text = text.replace("steps = 300", "steps = 6").replace("batch_size = 16", "batch_size = 8")
-    text = text.replace('warm_start = "relaxation"', 'warm_start = "none"')
-    # On the CPU, as the checks below score: mAP is reproduced exactly on the same device.
-    text = text.replace('model = "spotpatch-tiny"', 'model = "spotpatch-tiny"\ndevice = "cpu"')
-    text = text.replace('storage = "sqlite:///spotpatch.db"', f'storage = "{url}"')
-    spec_path = bench / "studies" / f"glyphs-{folder.name}.toml"
-    spec_path.write_text(text)
+    spec_path = bench_study(
+        bench / "studies" / f"glyphs-{folder.name}.toml",
+        # On the CPU, as the checks below score: mAP is reproduced exactly on the same device.
+        base={"device": "cpu"},
+        train={"steps": 6, "batch_size": 8},
+        search={"warm_start": "none", "storage": url},
+    )
     spec = load_spec(spec_path)
     evaluator = evaluator_of(spec, progress=False)
     space = evaluator.space

@@ -122,3 +122,96 @@ def test_the_example_specs_in_the_repository_load(bench, tmp_path):
         assert spec.name == example.stem and spec.search.warm_start == "relaxation"
         loaded += 1
     assert loaded >= 2
+
+
+def _specs(folder):
+    """Specs of every shape: the defaults, odd strings, presets and every optional key."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from spotpatch.studies import BaseSpec, DataSpec, SearchSpec, SpaceSpec, StudySpec, TrainSpec
+
+    (folder / "data" / "img").mkdir(parents=True)
+    ann = folder / "data" / "ann.json"
+    ann.write_text("{}")
+    (folder / "base.safetensors").write_text("")
+    img = folder / "data" / "img"
+    plain = StudySpec(name="pets", path=Path("unused.toml"), data=DataSpec(ann, img, ann, img))
+    return [
+        plain,
+        replace(
+            plain,
+            name='odd "name" \\ with\ttabs, ünïcødé ✓, emoji 🐕, DEL \x7f and\nnewline',
+            seed=12,
+            data=DataSpec(ann, img, ann, img, test=ann, test_images=img),
+            base=BaseSpec(
+                model="torchvision:ssdlite320_mobilenet_v3_large",
+                checkpoint=folder / "base.safetensors",
+                device="cuda:1",
+            ),
+            space=SpaceSpec(granularity="stage", kinds=("bn", "lora8", "full"), dtype="float16"),
+            train=TrainSpec(steps=7, batch_size=2, lr=1e-05, hflip=True),
+            search=SearchSpec(
+                trials=3,
+                sampler="gp",
+                warm_start="none",
+                backend="ray",
+                workers=4,
+                storage='postgresql://u:p@db/spot"patch',
+                artifacts=folder / "store" / "patches",
+                ray_address="auto",
+                early_stopping=True,
+                checkpoints=(0.5,),
+                relaxation_lambdas=(0.0, 2.0, 1e20),
+                presets=("head", "full"),
+            ),
+        ),
+        replace(plain, train=TrainSpec(lr=2.0), search=SearchSpec(presets=("bn",))),
+    ]
+
+
+@pytest.mark.parametrize("where", ["beside", "nested/deeper", ".."])
+def test_written_specs_load_back_as_they_were(tmp_path, where):
+    from dataclasses import replace
+
+    from spotpatch.studies import write_spec
+
+    folder = tmp_path / "a" / "b"
+    for i, spec in enumerate(_specs(folder)):
+        path = folder / where / f"study{i}.toml"
+        written = write_spec(spec, path)
+        assert written == path.resolve() and written.is_file()
+        assert load_spec(written) == replace(spec, path=path.resolve())
+        assert not list(written.parent.glob(".*"))  # nothing staged is left beside it
+
+
+def test_written_specs_show_the_usual_keys_and_relative_paths(tmp_path):
+    import tomllib
+
+    from spotpatch.studies import DEFAULT_STORAGE, spec_toml, write_spec
+
+    spec = _specs(tmp_path)[0]
+    path = write_spec(spec, tmp_path / "studies" / "pets.toml", comment="one\ntwo")
+    text = path.read_text()
+    assert text.startswith("# one\n# two\nname = ")
+    assert text == spec_toml(load_spec(path), comment="one\ntwo")
+    raw = tomllib.loads(text)
+    assert raw["data"]["train"] == "../data/ann.json"
+    assert raw["base"] == {"model": "spotpatch-tiny"}
+    kinds = ["bn", "dw", "lora4", "full"]
+    assert raw["space"] == {"granularity": "site", "kinds": kinds, "dtype": "float32"}
+    assert raw["train"] == {"steps": 300, "batch_size": 16, "lr": 0.003}
+    assert raw["search"] == {
+        "trials": 40,
+        "sampler": "nsga2",
+        "warm_start": "relaxation",
+        "backend": "local",
+        "workers": 1,
+        "storage": DEFAULT_STORAGE,
+    }
+
+
+def test_the_default_storage_is_defined_once():
+    from spotpatch.studies import DEFAULT_STORAGE, SearchSpec
+
+    assert SearchSpec().storage == DEFAULT_STORAGE

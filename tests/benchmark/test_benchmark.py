@@ -16,13 +16,9 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from spotpatch._errors import UserError
-from spotpatch.evaluators import _benchmark
-from spotpatch.evaluators._benchmark import (
-    BENCHMARK_TASKS,
-    SOURCE_CLASSES,
-    study_toml,
-    write_benchmark,
-)
+from spotpatch.benchmark import BENCHMARK_TASKS, SOURCE_CLASSES, study_spec, write_benchmark
+from spotpatch.benchmark._render import render_image
+from spotpatch.studies import DEFAULT_STORAGE, load_spec
 
 SCALE = 0.02
 # At SCALE: round(3000 * 0.02) = 60, round(300 * 0.02) = 6, round(512 * 0.02) = 10, and the
@@ -129,7 +125,7 @@ def test_every_class_appears(full: Path) -> None:
 @pytest.mark.parametrize("task_index", range(len(BENCHMARK_TASKS) + 1))
 def test_boxes_are_tight_around_drawn_pixels(task_index: int) -> None:
     for image_index in range(3):
-        r = _benchmark._render_image(0, task_index, 0, image_index)
+        r = render_image(0, task_index, 0, image_index)
         assert r.objects and r.image.shape == (128, 128, 3) and r.image.dtype == np.uint8
         changed = (r.composite != r.background).any(axis=2)
         union = np.zeros_like(changed)
@@ -146,7 +142,7 @@ def test_written_boxes_match_the_renderer(full: Path) -> None:
     for task_index, folder in [(0, full / "source"), (7, full / "tasks" / "glyphs")]:
         data = json.loads((folder / "train.json").read_text())
         for image_id in (1, 2):
-            r = _benchmark._render_image(0, task_index, 0, image_id - 1)
+            r = render_image(0, task_index, 0, image_id - 1)
             anns = [a for a in data["annotations"] if a["image_id"] == image_id]
             assert [(a["category_id"], tuple(a["bbox"])) for a in anns] == [
                 (o.category_id, tuple(float(v) for v in o.bbox)) for o in r.objects
@@ -213,7 +209,7 @@ def test_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Monke
             raise RuntimeError("disk full")
         return []
 
-    monkeypatch.setattr(_benchmark, "_render_job", boom)
+    monkeypatch.setattr("spotpatch.benchmark._write.render_job", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         write_benchmark(out, scale=SCALE, tasks=[], progress=False, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
@@ -230,8 +226,8 @@ def test_study_tomls_parse_and_point_at_the_data(full: Path) -> None:
     for task in BENCHMARK_TASKS:
         path = full / "studies" / f"{task.name}.toml"
         text = path.read_text()
-        assert text == study_toml(task, seed=0)
         assert text.startswith(f'# Bundled benchmark task "{task.name}" ({task.transfer} ')
+        assert load_spec(path) == study_spec(task, full, seed=0)
         spec = tomllib.loads(text)
         assert spec["name"] == task.name and spec["seed"] == 0
         for key in ("train", "val", "test"):
@@ -241,4 +237,5 @@ def test_study_tomls_parse_and_point_at_the_data(full: Path) -> None:
         assert spec["space"]["kinds"] == ["bn", "dw", "lora4", "full"]
         assert spec["train"] == {"steps": 300, "batch_size": 16, "lr": 0.003}
         assert spec["search"]["trials"] == 24 and spec["search"]["sampler"] == "nsga2"
-    assert tomllib.loads(study_toml(BENCHMARK_TASKS[0], seed=7))["seed"] == 7
+        assert spec["search"]["storage"] == DEFAULT_STORAGE
+    assert study_spec(BENCHMARK_TASKS[0], full, seed=7).seed == 7

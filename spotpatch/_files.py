@@ -1,0 +1,91 @@
+"""Reading the user's text files and replacing a folder in one step, shared by every room.
+
+Like ``_errors``, this module imports nothing from the rooms, and every room may import it.
+:func:`read_text` turns each way a file can fail to read into one :class:`UserError` line;
+parsing what was read (JSON, TOML) stays with its reader, whose messages differ.
+:func:`replace_folder` is the last step of a crash-safe write: build the new folder beside the
+target, then swap it in.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from spotpatch._errors import UserError
+
+__all__ = ["read_text", "replace_folder"]
+
+
+def read_text(path: str | Path, *, what: str = "file") -> str:
+    """The text of a UTF-8 file, or one :class:`UserError` line saying why it cannot be read.
+
+    Args:
+        path: The file.
+        what: What the file is, for the message: ``"study file"``, ``"annotation file"``...
+
+    Returns:
+        The file's text.
+
+    Raises:
+        UserError: A missing file, a folder, a file the OS refuses to read, or bytes that are
+            not UTF-8.
+
+    Example:
+        >>> read_text("no/such/spec.toml", what="study file")
+        Traceback (most recent call last):
+        ...
+        spotpatch._errors.UserError: study file not found: no/such/spec.toml
+    """
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"{what} {path} is a folder, not a file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text file") from None
+    except OSError as e:
+        raise UserError(f"{what} {path} cannot be read ({e.strerror or e})") from None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def replace_folder(staged: Path, target: Path, *, aside: Path | None = None) -> None:
+    """Put the folder ``staged`` at ``target``, replacing whatever ``target`` was.
+
+    A previous ``target`` is first renamed to ``aside``, then ``staged`` is renamed to
+    ``target``; when that rename fails, the previous ``target`` is renamed back before the error
+    propagates. Only once the new folder is in place is the previous one removed. Renames are
+    atomic only within one file system, so ``staged`` and ``aside`` should sit beside
+    ``target`` (or at least on its file system).
+
+    Args:
+        staged: The complete new folder.
+        target: Where it goes; a folder, a file or nothing.
+        aside: Where the previous ``target`` waits while ``staged`` moves in (default: a hidden
+            name beside ``target``). Anything already there is removed first: a leftover of an
+            earlier process that was killed.
+    """
+    if not target.exists() and not target.is_symlink():
+        os.replace(staged, target)
+        return
+    if aside is None:
+        aside = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if aside.exists() or aside.is_symlink():
+        _remove(aside)
+    os.replace(target, aside)
+    try:
+        os.replace(staged, target)
+    except BaseException:
+        if not target.exists():
+            os.replace(aside, target)
+        raise
+    _remove(aside)

@@ -1,0 +1,16 @@
+"""The ``spotpatch`` command: parse, call one function of a room, print.
+
+Each command is a pair, side by side: ``_add_<command>(sub)`` declares its arguments and
+``cmd_<command>(args)`` runs it. ``_data`` holds the commands that make data and bases
+(``demo-data``, ``pretrain``), ``_trials`` those that train (``evaluate``, ``run``), ``_results``
+those that read stored studies (``status``, ``export``, ``predict``, ``dashboard``, ``plan``) and
+``_main`` the parser, ``main`` and ``demo``. Choices and defaults come from the rooms' own
+constants; the rooms are imported where they are used, so ``import spotpatch.cli`` stays light.
+May import every room; no room imports it.
+"""
+
+from __future__ import annotations
+
+from spotpatch.cli._main import build_parser, main
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,119 @@
+"""The commands that train: ``evaluate`` one config and ``run`` a study."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from spotpatch.cli._text import kib, table
+
+__all__ = ["COMMANDS"]
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    from spotpatch.spaces import PRESETS
+
+    p = sub.add_parser("evaluate", help="train and score one patch config of a study")
+    p.add_argument("study", type=Path, help="the study file (STUDY.toml)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--preset", choices=PRESETS, help="a fixed recipe")
+    which.add_argument("--config", type=Path, help="a JSON file {site: kind}, or a patch.json")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from spotpatch.studies import evaluate_spec
+
+    result, evaluator = evaluate_spec(args.study, preset=args.preset, config_file=args.config)
+    what = args.preset or str(args.config)
+    record = {
+        "study": evaluator.task.name,
+        "config": what,
+        "map": result.map,
+        "map50": result.map50,
+        "patch_bytes": result.patch_bytes,
+        "train_seconds": round(result.train_seconds, 2),
+        "sites": result.config.to_dict(),
+    }
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        print(
+            table(
+                [
+                    [
+                        what,
+                        f"{result.map:.3f}",
+                        f"{result.map50:.3f}",
+                        kib(result.patch_bytes),
+                        f"{result.train_seconds:.1f}",
+                        result.config.summary(),
+                    ]
+                ],
+                ["config", "mAP", "AP50", "patch", "train s", "sites"],
+            )
+        )
+    return 0
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    from spotpatch.studies import BACKENDS
+
+    p = sub.add_parser("run", help="run or resume a task's study")
+    p.add_argument("study", type=Path, help="the study file (STUDY.toml)")
+    p.add_argument("--trials", type=int, help="trials in total (default: the spec's)")
+    p.add_argument("--backend", choices=BACKENDS, help="where trials run")
+    p.add_argument("--ray-address", help="join a running Ray cluster: auto or HOST:PORT")
+    p.add_argument("--workers", type=int, help="trials at once (local processes or Ray)")
+    p.add_argument("--storage", help="Optuna storage URL (default: the spec's)")
+    p.set_defaults(func=cmd_run)
+
+
+def _progress_line(state) -> str:
+    best = "-" if state.best_map is None else f"{state.best_map:.3f}"
+    small = "-" if state.smallest_front_bytes is None else kib(state.smallest_front_bytes)
+    extra = f", {state.failed} failed" if state.failed else ""
+    extra += f", {state.pruned} pruned" if state.pruned else ""
+    return (
+        f"trials {state.done}/{state.total}{extra} | front {state.front_size} | "
+        f"best mAP {best} | smallest front patch {small}"
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from spotpatch.studies import run_study
+
+    tty = sys.stderr.isatty()
+
+    def report(state) -> None:
+        line = _progress_line(state)
+        print(
+            f"\r{line}\033[K" if tty else line,
+            end="" if tty else "\n",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        state = run_study(
+            args.study,
+            trials=args.trials,
+            backend=args.backend,
+            workers=args.workers,
+            storage=args.storage,
+            ray_address=args.ray_address,
+            on_trial=report,
+        )
+    except KeyboardInterrupt:
+        print("\nspotpatch: stopped; run the same command again to resume", file=sys.stderr)
+        return 130
+    if tty:
+        print(file=sys.stderr)
+    print(_progress_line(state))
+    return 0
+
+
+COMMANDS = (_add_evaluate, _add_run)
