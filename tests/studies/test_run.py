@@ -9,25 +9,32 @@ import optuna
 import pytest
 
 from spotpatch.cli import main
-from spotpatch.studies import load_study, open_storage, run_study
+from spotpatch.search import trial_records
+from spotpatch.studies import evaluator_of, load_spec, load_study, open_storage, run_study
 
 
-def _spec(bench, tmp_path, name="glyphs", **search):
-    text = (bench / "studies" / f"{name}.toml").read_text()
-    text = text.replace("steps = 300", "steps = 6").replace("batch_size = 16", "batch_size = 8")
-    text = text.replace(
-        'warm_start = "relaxation"', f'warm_start = "{search.pop("warm", "none")}"'
-    )
-    text = text.replace(
-        'storage = "sqlite:///spotpatch.db"', f'storage = "sqlite:///{tmp_path}/s.db"'
-    )
-    path = bench / "studies" / f"{name}-{tmp_path.name}.toml"
-    path.write_text(text)
-    return path
+@pytest.fixture
+def study_file(bench_study, tmp_path):
+    """A bundled study at a tiny budget, on a storage of its own, without a warm start."""
+
+    def make(name="glyphs", warm="none", search=None, **changes):
+        return bench_study(
+            tmp_path / f"{name}.toml",
+            name,
+            train={"steps": 6, "batch_size": 8},
+            search={
+                "warm_start": warm,
+                "storage": f"sqlite:///{tmp_path}/s.db",
+                **(search or {}),
+            },
+            **changes,
+        )
+
+    return make
 
 
-def test_a_local_study_runs_and_resumes(bench, tmp_path, capsys):
-    spec = _spec(bench, tmp_path, warm="relaxation")
+def test_a_local_study_runs_and_resumes(study_file, tmp_path, capsys):
+    spec = study_file(warm="relaxation")
     state = run_study(spec, trials=3, progress=False)
     assert state.done == 3 and state.failed == 0
     storage = open_storage(f"sqlite:///{tmp_path}/s.db")
@@ -53,16 +60,31 @@ def test_a_local_study_runs_and_resumes(bench, tmp_path, capsys):
     assert len(plain.best_trials) >= 1 and plain.metric_names == ["map", "patch_bytes"]
 
 
-def test_a_study_with_another_space_is_refused(bench, tmp_path, capsys):
-    spec = _spec(bench, tmp_path)
+def test_a_study_with_another_space_is_refused(study_file, tmp_path, capsys):
+    spec = study_file()
     run_study(spec, trials=1, progress=False)
-    spec.write_text(spec.read_text().replace('granularity = "block"', 'granularity = "stage"'))
+    study_file(space={"granularity": "stage"})
     assert main(["run", str(spec), "--trials", "2"]) == 2
     assert "already exists with another granularity" in capsys.readouterr().err
 
 
-def test_two_local_worker_processes_share_one_study(bench, tmp_path):
-    spec = _spec(bench, tmp_path)
+def test_every_preset_runs_whatever_the_granularity(study_file, tmp_path):
+    # lora4 and tail are no gate decision of a block-granularity space: they run as they are.
+    spec = study_file(search={"presets": ("lora4", "tail")})
+    state = run_study(spec, trials=2, progress=False)
+    assert state.done == 2 and state.failed == 0
+    space = evaluator_of(load_spec(spec), progress=False).space
+    assert space.granularity == "block" and not space.expresses(space.preset("lora4"))
+    study = load_study("glyphs", open_storage(f"sqlite:///{tmp_path}/s.db"))
+    records = trial_records(study)
+    assert [(r.source, r.preset) for r in records] == [("preset", "lora4"), ("preset", "tail")]
+    for r in records:
+        assert r.config == space.preset(r.preset)
+        assert r.patch_bytes == space.patch_bytes(space.preset(r.preset))
+
+
+def test_two_local_worker_processes_share_one_study(study_file, tmp_path):
+    spec = study_file()
     state = run_study(spec, trials=3, workers=2, progress=False)
     assert state.done == 3 and state.failed == 0 and state.running == 0
     study = load_study("glyphs", open_storage(f"sqlite:///{tmp_path}/s.db"))
@@ -75,8 +97,8 @@ def test_two_local_worker_processes_share_one_study(bench, tmp_path):
 
 
 @pytest.mark.ray
-def test_two_trials_on_a_local_ray_land_in_the_same_storage(bench, tmp_path):
-    spec = _spec(bench, tmp_path, name="shapes-subset")
+def test_two_trials_on_a_local_ray_land_in_the_same_storage(study_file, tmp_path):
+    spec = study_file("shapes-subset")
     state = run_study(spec, trials=2, backend="ray", workers=2, progress=False)
     assert state.done == 2 and state.failed == 0
     study = load_study("shapes-subset", open_storage(f"sqlite:///{tmp_path}/s.db"))
@@ -105,7 +127,7 @@ def _fails_first(spec_path: str) -> _FailsFirst:
 
 
 @pytest.mark.ray
-def test_a_trial_failing_on_ray_is_recorded_with_its_error(bench, tmp_path):
+def test_a_trial_failing_on_ray_is_recorded_with_its_error(study_file, tmp_path):
     import functools
     import sys
 
@@ -116,7 +138,7 @@ def test_a_trial_failing_on_ray_is_recorded_with_its_error(bench, tmp_path):
 
     # Ray workers cannot import this test module by name: ship its code with the factory.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    spec_path = _spec(bench, tmp_path, name="shapes-subset")
+    spec_path = study_file("shapes-subset")
     spec = load_spec(spec_path)
     controller = open_controller(spec, evaluator_of(spec, progress=False))
     state = run_on_ray(
