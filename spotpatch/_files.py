@@ -2,20 +2,23 @@
 
 Like ``_errors``, this module imports nothing from the rooms, and every room may import it.
 :func:`read_text` turns each way a file can fail to read into one :class:`UserError` line;
-parsing what was read (JSON, TOML) stays with its reader, whose messages differ.
+:func:`read_json` and :func:`read_toml` parse it too, a syntax error being one more such line.
 :func:`replace_folder` is the last step of a crash-safe write: build the new folder beside the
 target, then swap it in.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import tomllib
 from pathlib import Path
+from typing import Any
 
 from spotpatch._errors import UserError
 
-__all__ = ["read_text", "replace_folder"]
+__all__ = ["read_text", "read_json", "read_toml", "replace_folder"]
 
 
 def read_text(path: str | Path, *, what: str = "file") -> str:
@@ -49,6 +52,28 @@ def read_text(path: str | Path, *, what: str = "file") -> str:
         raise UserError(f"{path}: not a UTF-8 text file") from None
     except OSError as e:
         raise UserError(f"{what} {path} cannot be read ({e.strerror or e})") from None
+
+
+def read_json(path: str | Path, *, what: str = "file") -> Any:
+    """The parsed content of a UTF-8 JSON file; one :class:`UserError` line when it cannot be
+    read (see :func:`read_text`) or is not JSON."""
+    return _parse(path, what, "JSON", json.loads, json.JSONDecodeError)
+
+
+def read_toml(path: str | Path, *, what: str = "file") -> dict[str, Any]:
+    """The parsed content of a UTF-8 TOML file; one :class:`UserError` line when it cannot be
+    read (see :func:`read_text`) or is not TOML."""
+    return _parse(path, what, "TOML", tomllib.loads, tomllib.TOMLDecodeError)
+
+
+def _parse(path, what: str, syntax: str, loads, error: type[Exception]) -> Any:
+    text = read_text(path, what=what)
+    try:
+        return loads(text)
+    except error as e:
+        where = f" at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else ""
+        detail = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
+        raise UserError(f"{path}: malformed {syntax} ({detail}{where})") from None
 
 
 def _remove(path: Path) -> None:

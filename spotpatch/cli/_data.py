@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spotpatch.cli._command import command
+
 __all__ = ["COMMANDS"]
 
 
 def _add_demo_data(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo-data",
-        help="write the bundled benchmark: a source set, 10 tasks and a study spec per task",
-    )
+    p = command(sub, cmd_demo_data)
     p.add_argument("out", type=Path, help="folder to write (must be empty or missing)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     p.add_argument(
@@ -23,10 +22,10 @@ def _add_demo_data(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tasks", nargs="+", metavar="NAME", help="only these tasks")
     p.add_argument("--force", action="store_true", help="replace a non-empty OUT")
-    p.set_defaults(func=cmd_demo_data)
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
+    """write the bundled benchmark: a source set, 10 tasks and a study spec per task"""
     from spotpatch.benchmark import write_benchmark
 
     out = write_benchmark(
@@ -39,7 +38,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     from spotpatch.evaluators import PRETRAIN_SETTINGS as DEFAULT
 
-    p = sub.add_parser("pretrain", help="train a base detector on a COCO set")
+    p = command(sub, cmd_pretrain)
     p.add_argument(
         "--data", type=Path, required=True, help="folder with train.json, train/, val.json, val/"
     )
@@ -52,10 +51,10 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, help=f"peak learning rate (default {DEFAULT.lr:g})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda...")
-    p.set_defaults(func=cmd_pretrain)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    """train a base detector on a COCO set"""
     from dataclasses import replace
 
     from spotpatch.evaluators import PRETRAIN_SETTINGS, pretrain

@@ -12,21 +12,18 @@ from pathlib import Path
 from spotpatch import __version__
 from spotpatch._errors import UserError
 from spotpatch.cli import _data, _results, _trials
+from spotpatch.cli._command import command
 
 __all__ = ["build_parser", "main"]
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="the demo: bundled benchmark, studies on 3 tasks, dashboard, exports, fleet plan",
-    )
+    p = command(sub, cmd_demo)
     p.add_argument("--out", default="demo", help="working folder (default ./demo)")
-    p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Prepare the demo, then run its steps one by one, each printed first as a user types it."""
+    """the demo: bundled benchmark, studies on 3 tasks, dashboard, exports, fleet plan"""
     from spotpatch.demo import demo_steps, demo_summary
 
     start = time.perf_counter()

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from spotpatch._errors import UserError
+from spotpatch.cli._command import command
 from spotpatch.cli._text import kib, table
 
 __all__ = ["COMMANDS"]
@@ -34,13 +35,13 @@ def _add_select(p: argparse.ArgumentParser) -> None:
 
 
 def _add_status(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("status", help="one line per study")
+    p = command(sub, cmd_status)
     _add_storage(p)
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_status)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """one line per study"""
     from spotpatch.studies import open_storage, study_status
 
     rows = study_status(open_storage(args.storage, existing=True))
@@ -74,12 +75,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "export",
-        help="write a study's chosen patch (no retraining): DIR/patch.safetensors + patch.json",
-        description="Write the patch of the trial a selection rule picks, from the tensors the "
-        "trial stored. DIR must be new, empty or an earlier export (which is replaced).",
-    )
+    p = command(sub, cmd_export)
     p.add_argument("study", metavar="STUDY_NAME", help="the study (its task's name)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the patch folder")
     _add_select(p)
@@ -91,10 +87,14 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         help="also write the patched detector as ONNX (raw head outputs and anchors, no NMS)",
     )
     p.add_argument("--json", action="store_true", help="print patch.json instead of a summary")
-    p.set_defaults(func=cmd_export)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """write a study's chosen patch (no retraining): DIR/patch.safetensors + patch.json
+
+    Write the patch of the trial a selection rule picks, from the tensors the trial stored. DIR
+    must be new, empty or an earlier export (which is replaced).
+    """
     from spotpatch.search import DEFAULT_RULE
     from spotpatch.studies import export_patch
 
@@ -122,13 +122,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     from spotpatch.studies import DEFAULT_SCORE_THRESHOLD
 
-    p = sub.add_parser(
-        "predict",
-        help="run base + an exported patch on images; COCO results JSON",
-        description="Detect with base + patch. image_id is the file stem when every stem is a "
-        "number (COCO naming), else the image's position (from 0); bbox is [x, y, w, h] in the "
-        "original image's pixels.",
-    )
+    p = command(sub, cmd_predict)
     p.add_argument("patch", type=Path, metavar="DIR", help="a folder written by export")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
     p.add_argument("--out", type=Path, help="write the results here (default: stdout)")
@@ -141,10 +135,15 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "--checkpoint", type=Path, help="base weights (default: the model's shipped weights)"
     )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda...")
-    p.set_defaults(func=cmd_predict)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """run base + an exported patch on images; COCO results JSON
+
+    Detect with base + patch. image_id is the file stem when every stem is a number (COCO
+    naming), else the image's position (from 0); bbox is [x, y, w, h] in the original image's
+    pixels.
+    """
     from spotpatch.studies import predict_images
 
     threshold = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
@@ -164,12 +163,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _add_dashboard(sub: argparse._SubParsersAction) -> None:
     from spotpatch.dashboard import DEFAULT_PORT
 
-    p = sub.add_parser(
-        "dashboard",
-        help="the Pareto dashboard: one offline HTML file, or a local server",
-        description="Every study's trials and front, search progress, where the selected patches "
-        "spend their bytes, and the fleet against one full detector per task.",
-    )
+    p = command(sub, cmd_dashboard)
     _add_storage(p)
     _add_select(p)
     where = p.add_mutually_exclusive_group(required=True)
@@ -180,10 +174,14 @@ def _add_dashboard(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--port", type=int, help=f"port for --serve (default {DEFAULT_PORT}; 0: any free one)"
     )
-    p.set_defaults(func=cmd_dashboard)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    """the Pareto dashboard: one offline HTML file, or a local server
+
+    Every study's trials and front, search progress, where the selected patches spend their
+    bytes, and the fleet against one full detector per task.
+    """
     from spotpatch.dashboard import DEFAULT_PORT, serve_dashboard, write_dashboard
     from spotpatch.search import DEFAULT_RULE
 
@@ -205,20 +203,19 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def _add_plan(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "plan",
-        help="fleet plan: one front point per study, best mean mAP within a byte budget",
-        description="Pick one Pareto-front trial per study so that the mean val mAP is as high "
-        "as possible with the patches' total bytes within the budget (solved exactly), and "
-        "compare with storing one full detector per task.",
-    )
+    p = command(sub, cmd_plan)
     p.add_argument("--budget", required=True, help="total bytes: 2000000, 1.5MB, 900KiB...")
     _add_storage(p)
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_plan)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    """fleet plan: one front point per study, best mean mAP within a byte budget
+
+    Pick one Pareto-front trial per study so that the mean val mAP is as high as possible with
+    the patches' total bytes within the budget (solved exactly), and compare with storing one
+    full detector per task.
+    """
     from spotpatch.search import parse_bytes
     from spotpatch.studies import fleet_plan, open_storage
 

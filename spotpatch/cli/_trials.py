@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from spotpatch.cli._command import command
 from spotpatch.cli._text import kib, table
 
 __all__ = ["COMMANDS"]
@@ -15,16 +16,16 @@ __all__ = ["COMMANDS"]
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     from spotpatch.spaces import PRESETS
 
-    p = sub.add_parser("evaluate", help="train and score one patch config of a study")
+    p = command(sub, cmd_evaluate)
     p.add_argument("study", type=Path, help="the study file (STUDY.toml)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--preset", choices=PRESETS, help="a fixed recipe")
     which.add_argument("--config", type=Path, help="a JSON file {site: kind}, or a patch.json")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """train and score one patch config of a study"""
     from spotpatch.studies import evaluate_spec
 
     result, evaluator = evaluate_spec(args.study, preset=args.preset, config_file=args.config)
@@ -62,14 +63,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _add_run(sub: argparse._SubParsersAction) -> None:
     from spotpatch.studies import BACKENDS
 
-    p = sub.add_parser("run", help="run or resume a task's study")
+    p = command(sub, cmd_run)
     p.add_argument("study", type=Path, help="the study file (STUDY.toml)")
     p.add_argument("--trials", type=int, help="trials in total (default: the spec's)")
     p.add_argument("--backend", choices=BACKENDS, help="where trials run")
     p.add_argument("--ray-address", help="join a running Ray cluster: auto or HOST:PORT")
     p.add_argument("--workers", type=int, help="trials at once (local processes or Ray)")
     p.add_argument("--storage", help="Optuna storage URL (default: the spec's)")
-    p.set_defaults(func=cmd_run)
 
 
 def _progress_line(state) -> str:
@@ -84,6 +84,7 @@ def _progress_line(state) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """run or resume a task's study"""
     from spotpatch.studies import run_study
 
     tty = sys.stderr.isatty()

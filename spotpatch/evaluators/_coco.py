@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import torch
 from torch import Tensor
 
 from spotpatch._errors import UserError
-from spotpatch._files import read_text
+from spotpatch._files import read_json
 from spotpatch.evaluators._progress import progress_bar
 
 __all__ = ["CocoSplit", "Task", "load_split", "load_task", "quiet"]
@@ -96,11 +95,7 @@ class Task:
 
 
 def _read_json(path: Path) -> dict:
-    text = read_text(path, what="annotation file")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+    data = read_json(path, what="annotation file")
     if not isinstance(data, dict):
         raise UserError(f"{path}: a COCO file is a JSON object with images and annotations")
     for key in ("images", "annotations", "categories"):

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from spotpatch._errors import UserError
-from spotpatch._files import read_text
+from spotpatch._files import read_json
 from spotpatch.spaces._space import PatchConfig
 
 __all__ = ["Patch", "save_patch", "load_patch", "state_sha256", "payload_bytes", "FORMAT_VERSION"]
@@ -135,11 +135,7 @@ def load_patch(path: str | Path) -> Patch:
     for p in (meta_path, tensors_path):
         if not p.is_file():
             raise UserError(f"not a patch folder: {p} not found")
-    text = read_text(meta_path, what="patch file")
-    try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{meta_path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+    meta = read_json(meta_path, what="patch file")
     try:
         if meta["format_version"] != FORMAT_VERSION:
             raise UserError(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from spotpatch._errors import UserError
-from spotpatch._files import read_text
+from spotpatch._files import read_json
 from spotpatch.evaluators import (
     Base,
     EvalResult,
@@ -71,11 +70,7 @@ def evaluator_of(
 def read_config(path: str | Path, space: PatchSpace) -> PatchConfig:
     """A config from a JSON file: ``{site: kind}``, or a ``patch.json`` (its ``sites``)."""
     path = Path(path)
-    text = read_text(path, what="config file")
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+    raw = read_json(path, what="config file")
     if isinstance(raw, dict) and isinstance(raw.get("sites"), dict):
         raw = raw["sites"]
     if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):

@@ -8,14 +8,13 @@ back as a file. Imports from ``spaces`` and ``studies._storage``.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spotpatch._errors import UserError
-from spotpatch._files import read_text
+from spotpatch._files import read_toml
 from spotpatch.spaces import PRESETS
 from spotpatch.studies._storage import DEFAULT_STORAGE
 
@@ -215,11 +214,7 @@ def load_spec(path: str | Path) -> StudySpec:
             path, an impossible value; the message names the key.
     """
     path = Path(path)
-    text = read_text(path, what="study file")
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{path}: malformed TOML ({e})") from None
+    raw = read_toml(path, what="study file")
     where, folder = str(path), path.resolve().parent
     for key in raw:
         if key not in _TOP and key not in _SCHEMA:
