@@ -64,12 +64,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     from spotpatch.studies import BACKENDS
 
     p = command(sub, cmd_run)
-    p.add_argument("study", type=Path, help="the study file (STUDY.toml)")
-    p.add_argument("--trials", type=int, help="trials in total (default: the spec's)")
+    p.add_argument("studies", nargs="+", type=Path, metavar="STUDY", help="study files (.toml)")
+    p.add_argument("--trials", type=int, help="trials in total per study (default: the spec's)")
     p.add_argument("--backend", choices=BACKENDS, help="where trials run")
     p.add_argument("--ray-address", help="join a running Ray cluster: auto or HOST:PORT")
     p.add_argument("--workers", type=int, help="trials at once (local processes or Ray)")
-    p.add_argument("--storage", help="Optuna storage URL (default: the spec's)")
+    p.add_argument("--storage", help="Optuna storage URL (default: each spec's)")
 
 
 def _progress_line(state) -> str:
@@ -83,37 +83,60 @@ def _progress_line(state) -> str:
     )
 
 
+class _ProgressBoard:
+    """One progress line per study: redrawn in place on a terminal, else a line per change."""
+
+    def __init__(self, names: list[str], tty: bool):
+        self.tty, self.drawn = tty, 0
+        self.width = max(map(len, names)) if len(names) > 1 else 0
+        self.lines = dict.fromkeys(names, "starting")
+
+    def label(self, name: str) -> str:
+        return f"{name:<{self.width}}  " if self.width else ""
+
+    def update(self, name: str, state) -> None:
+        self.lines[name] = _progress_line(state)
+        if not self.tty:
+            print(self.label(name) + self.lines[name], file=sys.stderr, flush=True)
+            return
+        up = f"\033[{self.drawn - 1}F" if self.drawn > 1 else ""
+        text = "\n".join(f"{self.label(n)}{line}\033[K" for n, line in self.lines.items())
+        print(f"{up}\r{text}", end="", file=sys.stderr, flush=True)
+        self.drawn = len(self.lines)
+
+    def close(self) -> None:
+        if self.tty and self.drawn:
+            print(file=sys.stderr)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """run or resume a task's study"""
-    from spotpatch.studies import run_study
+    """run or resume studies, one per task (several share the workers)
 
-    tty = sys.stderr.isatty()
+    Each study file keeps its own study, storage and resume; shell globs work
+    (studies/*.toml). The workers stay busy while any study has work left: warm starts, presets
+    and trials.
+    """
+    from spotpatch.studies import load_spec, run_studies
 
-    def report(state) -> None:
-        line = _progress_line(state)
-        print(
-            f"\r{line}\033[K" if tty else line,
-            end="" if tty else "\n",
-            file=sys.stderr,
-            flush=True,
-        )
-
+    names = [load_spec(path).name for path in args.studies]
+    board = _ProgressBoard(names, sys.stderr.isatty())
     try:
-        state = run_study(
-            args.study,
+        states = run_studies(
+            args.studies,
             trials=args.trials,
             backend=args.backend,
             workers=args.workers,
             storage=args.storage,
             ray_address=args.ray_address,
-            on_trial=report,
+            on_progress=board.update,
         )
     except KeyboardInterrupt:
-        print("\nspotpatch: stopped; run the same command again to resume", file=sys.stderr)
+        board.close()
+        print("spotpatch: stopped; run the same command again to resume", file=sys.stderr)
         return 130
-    if tty:
-        print(file=sys.stderr)
-    print(_progress_line(state))
+    board.close()
+    for name, state in states.items():
+        print(board.label(name) + _progress_line(state))
     return 0
 
 

@@ -12,7 +12,7 @@ Imports from ``spaces`` and ``evaluators``.
 
 from __future__ import annotations
 
-from spotpatch.search._controller import StudyController
+from spotpatch.search._controller import WAIT, WARM_START, StudyController
 from spotpatch.search._early_stopping import EarlyStopping
 from spotpatch.search._pareto import FrontPoint, hypervolume, knee_point, pareto_front
 from spotpatch.search._progress import StudyProgress, front_points, summarize
@@ -40,7 +40,7 @@ from spotpatch.search._relaxation import (
     RelaxationResult,
     relax,
 )
-from spotpatch.search._runner import run_job, run_trials
+from spotpatch.search._runner import StudyRun, run_here, run_job, run_trials
 from spotpatch.search._samplers import SAMPLER_NAMES, make_sampler
 from spotpatch.search._select import (
     DEFAULT_RULE,
@@ -69,9 +69,12 @@ __all__ = [
     "StudyController",
     "StudyMeta",
     "StudyProgress",
+    "StudyRun",
     "TrialJob",
     "TrialOutcome",
     "TrialRecord",
+    "WAIT",
+    "WARM_START",
     "completed_trial",
     "failed_trial",
     "front_points",
@@ -86,6 +89,7 @@ __all__ = [
     "relax",
     "relaxation_record",
     "relaxation_trials",
+    "run_here",
     "run_job",
     "run_on_ray",
     "run_trials",

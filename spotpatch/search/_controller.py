@@ -10,30 +10,40 @@ recovering what stopped workers left behind through :mod:`~spotpatch.search._rec
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import tempfile
 from pathlib import Path
 
 from spotpatch.search._early_stopping import EarlyStopping, early_stop_references
-from spotpatch.search._heartbeat import Heartbeat, host_lock
+from spotpatch.search._heartbeat import Heartbeat, host_lock, this_process
 from spotpatch.search._progress import StudyProgress, summarize
 from spotpatch.search._record import (
     TrialRecord,
     enqueue_attrs,
     queued_config,
+    relaxation_record,
     trial_records,
+    warm_start_claim,
     write_asked,
     write_failure,
+    write_heartbeat,
     write_pruned,
+    write_relaxation,
     write_result,
+    write_warm_start_claim,
 )
-from spotpatch.search._recovery import recover_stale, retry_trial
+from spotpatch.search._recovery import beat_is_stale, recover_stale, retry_trial
 from spotpatch.search._trial import TrialJob, TrialOutcome
 from spotpatch.spaces import PRESETS, PatchConfig, PatchSpace
 
-__all__ = ["StudyController"]
+__all__ = ["StudyController", "WARM_START", "WAIT"]
 
 log = logging.getLogger("spotpatch")
+#: :meth:`StudyController.next_work`'s answers besides a trial and None.
+WARM_START = "warm start"
+WAIT = "wait"
+_WARMING = "warm start"  # the heartbeat's key for the claim
 
 
 class StudyController:
@@ -80,7 +90,7 @@ class StudyController:
             label: CategoricalDistribution(space.choices(label)) for label in space.groups()
         }
         self._study_id = storage.get_study_id_from_name(study_name)
-        self._heartbeat = Heartbeat(storage, heartbeat)
+        self._heartbeat = Heartbeat(heartbeat)
         self._presets: dict[str, dict[str, str]] | None = None
 
     # -- reading ------------------------------------------------------------------------------
@@ -138,22 +148,72 @@ class StudyController:
             else (self.space.config_from_gates(record.params))
         )
 
-    def recover_stale(self) -> list[int]:
-        """Fail RUNNING trials whose worker is gone and enqueue their configs again."""
-        return recover_stale(self.study, self.storage, self.records(), self.stale_after)
-
     def ask(self, total: int):
         """The next trial (an Optuna ``Trial``), or None when ``total`` trials are done or
         running."""
+        return self.next_work(total)
+
+    def next_work(self, total: int, *, warm_start: bool = False):
+        """What this process should do next for the study: a trial (an Optuna ``Trial``),
+        :data:`WARM_START` (this process now holds the study's warm start: run it, then
+        :meth:`finish_warm_start`), :data:`WAIT` (another process runs the warm start and no
+        queued trial is left meanwhile), or None (the study has its ``total``).
+
+        With ``warm_start``, a study without a warm-start record runs one before the sampler
+        proposes anything; its queued trials (the presets) may run meanwhile.
+        """
+        import optuna
+
         with self.exclusive():
-            self.recover_stale()
-            if self.counted() >= total:
+            records = self.records()
+            if recover_stale(self.study, self.storage, records, self.stale_after):
+                records = self.records()
+            if sum(r.counts_toward_total() for r in records) >= total:
                 return None
+            if warm_start and relaxation_record(self.study) is None:
+                if self._claim_warm_start():
+                    return WARM_START
+                if not any(r.state == optuna.trial.TrialState.WAITING for r in records):
+                    return WAIT
             trial = self.study.ask(self.distributions)
-        self._heartbeat.add(self._trial_id(trial))
+        self._heartbeat.add(trial.number, functools.partial(self._stamp_trial, trial.number))
         config = self.config_of(trial)
         write_asked(trial, config, self.space.patch_bytes(config), self.preset_of(config))
         return trial
+
+    def claim_warm_start(self, total: int) -> bool:
+        """Take the study's warm start for this process, unless the study has its ``total``,
+        has a warm start already, or another live process runs it."""
+        with self.exclusive():
+            if self.counted() >= total or relaxation_record(self.study) is not None:
+                return False
+            return self._claim_warm_start()
+
+    def _claim_warm_start(self) -> bool:
+        claim = warm_start_claim(self.study)
+        here = this_process()
+        mine = claim is not None and (claim.get("host"), claim.get("pid")) == (
+            here["host"],
+            here["pid"],
+        )
+        if claim is None or mine or beat_is_stale(claim, self.stale_after):
+            self._heartbeat.add(_WARMING, self._stamp_claim)
+            return True
+        return False
+
+    def finish_warm_start(self, result) -> int:
+        """Store the warm start's record, queue its distinct configs as the next trials and
+        release the claim; returns how many configs were queued."""
+        with self.exclusive():
+            write_relaxation(self.study, result)
+            added = self.enqueue(result.distinct_configs(), source="relaxation")
+            self.abandon_warm_start()
+        return added
+
+    def abandon_warm_start(self) -> None:
+        """Release this process's claim on the warm start (it stopped): another may take it."""
+        self._heartbeat.remove(_WARMING)
+        write_warm_start_claim(self.study, None)
 
     def job(self, trial, seed: int) -> TrialJob:
         """What a worker needs to score ``trial`` (its seed is ``seed`` + its number)."""
@@ -192,11 +252,11 @@ class StudyController:
                 write_pruned(trial, outcome.intermediate)
                 self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         finally:
-            self._heartbeat.remove(self._trial_id(trial))
+            self._heartbeat.remove(trial.number)
 
     def tell_interrupted(self, trial) -> None:
         """A trial stopped by the user (Ctrl-C): failed, and its config retried on resume."""
-        self._heartbeat.remove(self._trial_id(trial))
+        self._heartbeat.remove(trial.number)
         retry_trial(
             self.study,
             self.storage,
@@ -207,8 +267,12 @@ class StudyController:
         )
 
     # -- internals ----------------------------------------------------------------------------
-    def _trial_id(self, trial) -> int:
-        return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
+    def _stamp_trial(self, number: int, stamp) -> None:
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+        write_heartbeat(self.storage, trial_id, stamp)
+
+    def _stamp_claim(self, stamp) -> None:
+        write_warm_start_claim(self.study, stamp)
 
     def _upload(self, trial, tensors) -> str | None:
         import optuna

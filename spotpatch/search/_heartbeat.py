@@ -1,10 +1,10 @@
-"""Liveness of running trials: a heartbeat per process, and a lock per host.
+"""Liveness of running work: a heartbeat per process, and a lock per host.
 
 Optuna's own heartbeat covers only RDB storages driven by ``optimize()``; ours works for every
-storage and backend. Every process stamps the trials it runs (host, pid, time) every
-``interval`` seconds; :mod:`spotpatch.search._recovery` reads the stamps. The host lock
-serializes asking across the processes of one machine that share a study, so two local workers
-never both decide that a study still needs a trial.
+storage and backend. Every process stamps what it runs (a trial, a study's warm start) with
+(host, pid, time) every ``interval`` seconds; :mod:`spotpatch.search._recovery` reads the stamps.
+The host lock serializes asking across the processes of one machine that share a study, so two
+local workers never both decide that a study still needs a trial.
 """
 
 from __future__ import annotations
@@ -17,15 +17,16 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
-
-from spotpatch.search._record import write_heartbeat
+from typing import Any
 
 __all__ = ["Heartbeat", "host_lock", "process_alive", "this_process"]
 
+Stamp = Callable[[Mapping[str, Any]], None]
 
-def this_process() -> dict[str, object]:
+
+def this_process() -> dict[str, Any]:
     """The stamp of this process: host, pid and the time now."""
     return {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
 
@@ -42,42 +43,44 @@ def process_alive(pid: int) -> bool:
 
 
 class Heartbeat:
-    """A daemon thread that stamps the trials this process runs, every ``interval`` seconds.
+    """A daemon thread that stamps what this process runs, every ``interval`` seconds.
 
     Example:
-        >>> beat = Heartbeat(storage, interval=20.0)  # doctest: +SKIP
-        >>> beat.add(trial_id)  # stamped now, then every 20 s until remove(trial_id)
+        >>> beat = Heartbeat(interval=20.0)  # doctest: +SKIP
+        >>> beat.add(trial_id, lambda stamp: write_heartbeat(storage, trial_id, stamp))
+        >>> beat.remove(trial_id)  # stamped at add, then every 20 s until now
     """
 
-    def __init__(self, storage, interval: float):
-        self.storage, self.interval = storage, interval
-        self.trial_ids: set[int] = set()
+    def __init__(self, interval: float):
+        self.interval = interval
+        self._stamps: dict[Hashable, Stamp] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def stamp(self, trial_id: int) -> None:
+    @staticmethod
+    def _stamp(stamp: Stamp) -> None:
         with contextlib.suppress(Exception):  # a finished trial refuses the stamp: fine
-            write_heartbeat(self.storage, trial_id, this_process())
+            stamp(this_process())
 
-    def add(self, trial_id: int) -> None:
-        self.stamp(trial_id)
+    def add(self, key: Hashable, stamp: Stamp) -> None:
+        self._stamp(stamp)
         with self._lock:
-            self.trial_ids.add(trial_id)
+            self._stamps[key] = stamp
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True)
                 self._thread.start()
 
-    def remove(self, trial_id: int) -> None:
+    def remove(self, key: Hashable) -> None:
         with self._lock:
-            self.trial_ids.discard(trial_id)
+            self._stamps.pop(key, None)
 
     def _run(self) -> None:
         while True:
             time.sleep(self.interval)
             with self._lock:
-                ids = list(self.trial_ids)
-            for trial_id in ids:
-                self.stamp(trial_id)
+                stamps = list(self._stamps.values())
+            for stamp in stamps:
+                self._stamp(stamp)
 
 
 def _lock_key(storage, study_name: str) -> str:

@@ -17,14 +17,13 @@ import logging
 import os
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
 from spotpatch._errors import UserError
-from spotpatch.search._controller import StudyController
 from spotpatch.search._progress import StudyProgress
-from spotpatch.search._runner import run_job
+from spotpatch.search._runner import StudyRun, run_job
 from spotpatch.search._trial import TrialJob, TrialOutcome
 
 __all__ = ["run_on_ray"]
@@ -60,7 +59,7 @@ class _DriverOnly:
         _DRIVER_STATE.pop(self.key, None)
 
 
-def _run_trial(config: dict, make_evaluator, sink) -> None:
+def _run_trial(config: dict, make_evaluators, sink) -> None:
     """The Tune trainable: run one trial's job on this worker, send its outcome to the driver.
 
     Tune refuses a result without the searcher's metric (it would stop the whole run), so a
@@ -69,23 +68,25 @@ def _run_trial(config: dict, make_evaluator, sink) -> None:
     import ray
     from ray import tune
 
-    if make_evaluator not in _EVALUATORS:  # a reused worker keeps its decoded task
-        _EVALUATORS[make_evaluator] = make_evaluator()
-    job = TrialJob(**config["job"])
+    index, job = config["study"], TrialJob(**config["job"])
+    make_evaluator = make_evaluators[index]
     try:
+        if make_evaluator not in _EVALUATORS:  # a reused worker keeps its decoded task
+            _EVALUATORS[make_evaluator] = make_evaluator()
         outcome = run_job(job, _EVALUATORS[make_evaluator])
     except Exception as e:  # building the evaluator failed: the trial fails with it
         outcome = TrialOutcome(error=f"{type(e).__name__}: {e}")
-    ray.get(sink.put.remote(job.number, outcome))
+    ray.get(sink.put.remote((index, job.number), outcome))
     tune.report({"map": outcome.map if outcome.map is not None else float("nan")})
 
 
-def _make_searcher(driver: _DriverOnly, total: int, seed: int, sink):
+def _make_searcher(driver: _DriverOnly, sink):
     import ray
     from ray.tune.search import Searcher
 
     class StudySearcher(Searcher):
-        """Tune asks us for configs; we ask the study, and tell it each trial's outcome."""
+        """Tune asks us for configs; we ask the study furthest from its total that has a trial
+        left, and tell each study its trials' outcomes."""
 
         def __init__(self):
             super().__init__(metric="map", mode="max")
@@ -95,53 +96,61 @@ def _make_searcher(driver: _DriverOnly, total: int, seed: int, sink):
             return driver.live
 
         def suggest(self, trial_id: str):
-            controller = driver.controller
-            trial = controller.ask(total)
-            if trial is None:
-                return Searcher.FINISHED
-            self.live[trial_id] = trial
-            return {"job": asdict(controller.job(trial, seed))}
+            runs = driver.runs
+            for index in sorted(
+                range(len(runs)), key=lambda i: runs[i].controller.counted() / runs[i].total
+            ):
+                run = runs[index]
+                trial = run.controller.ask(run.total)
+                if trial is not None:
+                    self.live[trial_id] = (index, trial)
+                    return {"study": index, "job": asdict(run.controller.job(trial, run.seed))}
+            return Searcher.FINISHED
 
         def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
-            controller, on_trial = driver.controller, driver.on_trial
-            trial = self.live.pop(trial_id, None)
-            if trial is None:
+            if trial_id not in self.live:
                 return
-            outcome = ray.get(sink.pop.remote(trial.number))
+            index, trial = self.live.pop(trial_id)
+            run = driver.runs[index]
+            outcome = ray.get(sink.pop.remote((index, trial.number)))
             if outcome is None:
                 outcome = TrialOutcome(error="the Ray trial crashed (see the Ray worker logs)")
-            controller.tell(trial, outcome)
-            if on_trial is not None:
-                on_trial(controller.progress(total))
+            run.controller.tell(trial, outcome)
+            if driver.on_progress is not None:
+                driver.on_progress(run.name, run.progress())
 
         def interrupt_live(self) -> None:
-            for trial in self.live.values():
-                driver.controller.tell_interrupted(trial)
+            for index, trial in self.live.values():
+                driver.runs[index].controller.tell_interrupted(trial)
             self.live.clear()
 
     return StudySearcher()
 
 
 def run_on_ray(
-    controller: StudyController,
-    make_evaluator: Callable[[], Any],
+    runs: Sequence[StudyRun],
+    make_evaluators: Sequence[Callable[[], Any]],
     *,
-    total: int,
     address: str | None = None,
     workers: int = 1,
     cpus_per_trial: float = 1.0,
-    seed: int = 0,
-    on_trial: Callable[[StudyProgress], None] | None = None,
-) -> StudyProgress:
-    """Run the study's remaining trials as Ray Tune trials.
+    on_progress: Callable[[str, StudyProgress], None] | None = None,
+) -> dict[str, StudyProgress]:
+    """Run the remaining trials of every study as Ray Tune trials, on one cluster.
+
+    Warm starts are not run here (run them first: :meth:`StudyController.claim_warm_start`).
 
     Args:
-        controller: the study's controller (this process asks and tells).
-        make_evaluator: a picklable factory of the task's evaluator, called once per worker.
-        total: trials in total.
+        runs: the studies (this process asks and tells for each).
+        make_evaluators: per study, a picklable factory of its evaluator, called once per
+            worker that runs one of its trials.
         address: ``auto`` or ``HOST:PORT`` joins a running cluster; None starts a local Ray.
         workers: trials at once.
         cpus_per_trial: CPUs Ray reserves per trial.
+        on_progress: called with a study's name and progress after each of its trials.
+
+    Returns:
+        Each study's progress, by name.
     """
     try:
         import ray
@@ -166,25 +175,25 @@ def run_on_ray(
             raise UserError(f"cannot join the Ray cluster at {address}: {e}") from None
 
     @ray.remote(num_cpus=0)
-    class PatchSink:
+    class OutcomeSink:
         """Holds trial outcomes from workers until the driver takes them."""
 
         def __init__(self):
-            self.data: dict[int, TrialOutcome] = {}
+            self.data: dict[tuple[int, int], TrialOutcome] = {}
 
-        def put(self, number: int, outcome: TrialOutcome) -> None:
-            self.data[number] = outcome
+        def put(self, key: tuple[int, int], outcome: TrialOutcome) -> None:
+            self.data[key] = outcome
 
-        def pop(self, number: int) -> TrialOutcome | None:
-            return self.data.pop(number, None)
+        def pop(self, key: tuple[int, int]) -> TrialOutcome | None:
+            return self.data.pop(key, None)
 
     here = ray.get_runtime_context().get_node_id()
     strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(here, soft=False)
-    sink = PatchSink.options(scheduling_strategy=strategy).remote()
-    driver = _DriverOnly(controller=controller, on_trial=on_trial, live={})
-    searcher = _make_searcher(driver, total, seed, sink)
+    sink = OutcomeSink.options(scheduling_strategy=strategy).remote()
+    driver = _DriverOnly(runs=list(runs), on_progress=on_progress, live={})
+    searcher = _make_searcher(driver, sink)
     trainable = tune.with_resources(
-        tune.with_parameters(_run_trial, make_evaluator=make_evaluator, sink=sink),
+        tune.with_parameters(_run_trial, make_evaluators=list(make_evaluators), sink=sink),
         {"cpu": cpus_per_trial},
     )
     tuner = tune.Tuner(
@@ -194,7 +203,7 @@ def run_on_ray(
             num_samples=-1,
         ),
         run_config=tune.RunConfig(
-            name=f"spotpatch-{controller.study.study_name}-{uuid.uuid4().hex[:8]}",
+            name=f"spotpatch-{uuid.uuid4().hex[:8]}",
             storage_path=os.path.join(tempfile.gettempdir(), "spotpatch-ray"),
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=0),
@@ -207,4 +216,4 @@ def run_on_ray(
         driver.release()
         if started:
             ray.shutdown()
-    return controller.progress(total)
+    return {run.name: run.progress() for run in runs}

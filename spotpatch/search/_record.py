@@ -52,6 +52,8 @@ __all__ = [
     "relaxation_record",
     "write_relaxation",
     "relaxation_trials",
+    "warm_start_claim",
+    "write_warm_start_claim",
     "enqueue_attrs",
     "queued_config",
     "write_asked",
@@ -67,6 +69,7 @@ __all__ = [
 # -- keys --------------------------------------------------------------------------------------
 META_KEY = "spotpatch"  # study user attribute: StudyMeta.to_json()
 RELAXATION_KEY = "relaxation"  # study user attribute: the warm start's record
+_WARM_START_CLAIM = "warm_start_claim"  # study user attribute: who runs the warm start now
 FORMAT = 1
 METRIC_NAMES = ("map", "patch_bytes")
 
@@ -230,6 +233,17 @@ def relaxation_record(study) -> RelaxationRecord | None:
         steps=int(raw.get("steps") or 0),
         phases=tuple(phases),
     )
+
+
+def warm_start_claim(study) -> Mapping[str, Any] | None:
+    """The stamp ({host, pid, time}) of the process running the study's warm start, if any."""
+    claim = study.user_attrs.get(_WARM_START_CLAIM)
+    return claim if isinstance(claim, dict) else None
+
+
+def write_warm_start_claim(study, stamp: Mapping[str, Any] | None) -> None:
+    """Claim the study's warm start for a process (refreshed as it runs), or release it."""
+    study.set_user_attr(_WARM_START_CLAIM, dict(stamp) if stamp is not None else None)
 
 
 def relaxation_trials(

@@ -20,9 +20,20 @@ from spotpatch.search._heartbeat import process_alive
 from spotpatch.search._record import TrialRecord, enqueue_attrs, mark_retried
 from spotpatch.spaces import PatchConfig
 
-__all__ = ["is_stale", "retry_trial", "recover_stale"]
+__all__ = ["beat_is_stale", "is_stale", "retry_trial", "recover_stale"]
 
 log = logging.getLogger("spotpatch")
+
+
+def beat_is_stale(
+    beat: Mapping[str, Any], stale_after: float, *, now: float | None = None
+) -> bool:
+    """Whether the process that stamped ``beat`` is gone: not running (same host), or silent
+    for ``stale_after`` seconds (another host)."""
+    now = time.time() if now is None else now
+    if beat.get("host") == socket.gethostname() and beat.get("pid") != os.getpid():
+        return not process_alive(int(beat["pid"]))
+    return now - float(beat.get("time", 0)) > stale_after
 
 
 def is_stale(record: TrialRecord, stale_after: float, *, now: float | None = None) -> bool:
@@ -32,13 +43,10 @@ def is_stale(record: TrialRecord, stale_after: float, *, now: float | None = Non
     if record.state != optuna.trial.TrialState.RUNNING:
         return False
     now = time.time() if now is None else now
-    beat = record.heartbeat
-    if beat is None:
+    if record.heartbeat is None:
         started = record.started.timestamp() if record.started else now
         return now - started > stale_after
-    if beat.get("host") == socket.gethostname() and beat.get("pid") != os.getpid():
-        return not process_alive(int(beat["pid"]))
-    return now - float(beat.get("time", 0)) > stale_after
+    return beat_is_stale(record.heartbeat, stale_after, now=now)
 
 
 def retry_trial(

@@ -1,4 +1,5 @@
-"""The one trial runner: a trial's job, run anywhere, and its outcome, told by the controller.
+"""The one trial runner: a trial's job, run anywhere, and its outcome, told by the controller;
+and the loop that works through one or many studies in one process.
 
 Every backend runs a trial the same way:
 
@@ -9,21 +10,24 @@ Every backend runs a trial the same way:
 3. the driver tells the outcome (:meth:`StudyController.tell`): metrics, artifact, FAIL with its
    error, or PRUNED.
 
-:func:`run_trials` is the local loop over these steps; the Ray backend ships step 2 to its
-workers and the outcome back.
+:func:`run_here` is the local loop over these steps, for any number of studies (each local
+worker process runs it too); the Ray backend ships step 2 to its workers and the outcome back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from spotpatch.search._controller import StudyController
+from spotpatch.search._controller import WAIT, WARM_START, StudyController
 from spotpatch.search._early_stopping import early_stop_callback
 from spotpatch.search._progress import StudyProgress
 from spotpatch.search._trial import TrialJob, TrialOutcome
 from spotpatch.spaces import PatchConfig
 
-__all__ = ["run_job", "run_trials"]
+__all__ = ["StudyRun", "run_job", "run_here", "run_trials"]
 
 
 def run_job(job: TrialJob, evaluator) -> TrialOutcome:
@@ -50,6 +54,103 @@ def run_job(job: TrialJob, evaluator) -> TrialOutcome:
     return TrialOutcome(result=result)
 
 
+@dataclass
+class StudyRun:
+    """One study's part in a run: its controller and total, how to score its configs and,
+    optionally, its warm start.
+
+    Attributes:
+        controller: the study's controller.
+        total: trials the study is to have.
+        make_evaluator: builds the study's evaluator (called once, when first needed).
+        seed: trial ``n`` trains with seed ``seed + n``.
+        warm_start: given the evaluator, runs the warm start (a ``RelaxationResult``); None:
+            the study has none.
+    """
+
+    controller: StudyController
+    total: int
+    make_evaluator: Callable[[], Any]
+    seed: int = 0
+    warm_start: Callable[[Any], Any] | None = None
+    _evaluator: Any = field(default=None, init=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.controller.study.study_name
+
+    def evaluator(self):
+        if self._evaluator is None:
+            self._evaluator = self.make_evaluator()
+        return self._evaluator
+
+    def progress(self) -> StudyProgress:
+        return self.controller.progress(self.total)
+
+
+def _need(run: StudyRun) -> float:
+    return run.controller.counted() / run.total
+
+
+def run_here(
+    runs: Sequence[StudyRun],
+    *,
+    on_progress: Callable[[str, StudyProgress], None] | None = None,
+    poll: float = 2.0,
+) -> dict[str, StudyProgress]:
+    """Work through ``runs`` in this process until every study has its total.
+
+    Each step takes the study furthest from its total (the first given, on a tie) that has
+    work: its warm start, or its next trial. Other processes may work on the same studies at
+    the same time (local workers, other drivers); while the only work left is another
+    process's warm start, this one waits for it. Ctrl-C fails the running trial (its config is
+    retried on resume), releases a warm start and re-raises.
+
+    Returns:
+        Every study's progress, by name.
+    """
+    active = list(runs)
+    while active:
+        waiting = False
+        for run in sorted(active, key=_need):
+            work = run.controller.next_work(run.total, warm_start=run.warm_start is not None)
+            if work is None:
+                active.remove(run)
+                run._evaluator = None  # done here: let its task go
+                break
+            if work == WAIT:
+                waiting = True
+                continue
+            _step(run, work)
+            if on_progress is not None:
+                on_progress(run.name, run.progress())
+            break
+        else:
+            if waiting:
+                time.sleep(poll)
+            else:
+                break
+    return {run.name: run.progress() for run in runs}
+
+
+def _step(run: StudyRun, work) -> None:
+    controller = run.controller
+    if work == WARM_START:
+        try:
+            result = run.warm_start(run.evaluator())
+        except BaseException:
+            controller.abandon_warm_start()
+            raise
+        controller.finish_warm_start(result)
+        return
+    try:
+        outcome = run_job(controller.job(work, run.seed), run.evaluator())
+    except KeyboardInterrupt:
+        controller.tell_interrupted(work)
+        raise
+    controller.tell(work, outcome)
+
+
 def run_trials(
     controller: StudyController,
     evaluator,
@@ -58,22 +159,13 @@ def run_trials(
     seed: int = 0,
     on_trial: Callable[[StudyProgress], None] | None = None,
 ) -> StudyProgress:
-    """Run trials in this process until the study has ``total``.
-
-    Ctrl-C fails the running trial, queues its config for the next run and re-raises.
+    """Run one study's trials in this process until it has ``total`` (no warm start).
 
     Example:
         >>> controller = StudyController(storage, "pets", space)  # doctest: +SKIP
         >>> run_trials(controller, evaluator, total=24, seed=0).done  # doctest: +SKIP
         24
     """
-    while (trial := controller.ask(total)) is not None:
-        try:
-            outcome = run_job(controller.job(trial, seed), evaluator)
-        except KeyboardInterrupt:
-            controller.tell_interrupted(trial)
-            raise
-        controller.tell(trial, outcome)
-        if on_trial is not None:
-            on_trial(controller.progress(total))
-    return controller.progress(total)
+    run = StudyRun(controller, total, lambda: evaluator, seed=seed)
+    report = None if on_trial is None else (lambda _, progress: on_trial(progress))
+    return run_here([run], on_progress=report)[run.name]

@@ -8,9 +8,16 @@ from __future__ import annotations
 from spotpatch.studies._export import export_patch
 from spotpatch.studies._onnx import RawSSD, export_onnx
 from spotpatch.studies._predict import DEFAULT_SCORE_THRESHOLD, predict_images
-from spotpatch.studies._run import open_controller, run_study
+from spotpatch.studies._run import open_controller, run_studies, run_study
 from spotpatch.studies._select import fleet_plan, selected_trial, spotpatch_studies
-from spotpatch.studies._setup import base_of, evaluate_spec, evaluator_of, read_config, task_of
+from spotpatch.studies._setup import (
+    base_of,
+    evaluate_spec,
+    evaluator_of,
+    read_config,
+    study_space,
+    task_of,
+)
 from spotpatch.studies._spec import (
     BACKENDS,
     SAMPLERS,
@@ -53,6 +60,7 @@ __all__ = [
     "open_artifact",
     "open_storage",
     "storage_url",
+    "run_studies",
     "run_study",
     "study_status",
     "BACKENDS",
@@ -70,6 +78,7 @@ __all__ = [
     "load_spec",
     "read_config",
     "spec_toml",
+    "study_space",
     "task_of",
     "write_spec",
 ]

@@ -22,9 +22,10 @@ from spotpatch._errors import UserError
 from spotpatch._files import replace_folder
 from spotpatch.evaluators import Base, coco_map, load_base, load_split
 from spotpatch.search import DEFAULT_RULE, StudyMeta, TrialRecord, study_meta
-from spotpatch.spaces import Patch, PatchSpace, payload_bytes, save_patch
+from spotpatch.spaces import Patch, payload_bytes, save_patch
 from spotpatch.studies._onnx import export_onnx
 from spotpatch.studies._select import selected_trial
+from spotpatch.studies._setup import study_space
 from spotpatch.studies._spec import StudySpec, load_spec
 from spotpatch.studies._storage import DEFAULT_STORAGE, load_study, open_artifact, open_storage
 
@@ -120,7 +121,7 @@ def export_patch(
         staged_onnx = None
         try:
             if onnx_path is not None:
-                model = base.apply_stored(patch, _space(base, meta)).model
+                model = base.apply_stored(patch, study_space(base, meta)).model
                 size = base.detector.image_size
                 if onnx_path.resolve().parent == out.resolve():
                     export_onnx(model, size, stage / onnx_path.name)  # moves with the folder
@@ -244,12 +245,6 @@ def _base_for(meta: StudyMeta, device: str, *, required: bool) -> Base | None:
     return base
 
 
-def _space(base: Base, meta: StudyMeta) -> PatchSpace:
-    return base.space(
-        len(meta.classes) + 1, kinds=meta.kinds, granularity=meta.granularity, dtype=meta.dtype
-    )
-
-
 def _test_map(
     patch: Patch, meta: StudyMeta, base: Base, spec: StudySpec, progress: bool | None
 ) -> float | None:
@@ -264,7 +259,7 @@ def _test_map(
     if tuple(cats.values()) != meta.classes:
         log.warning("test split classes differ from the study's: exporting without test mAP")
         return None
-    applied = base.apply_stored(patch, _space(base, meta))
+    applied = base.apply_stored(patch, study_space(base, meta))
     value, _ = coco_map(applied.model, split, tuple(cats), progress=progress)
     return value
 

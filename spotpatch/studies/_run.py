@@ -1,4 +1,8 @@
-"""Running a study: open or resume it, warm-start it once, then trials on a backend."""
+"""Running studies: open or resume each, then their warm starts and trials on a backend.
+
+One command may run many studies (one per task): each keeps its own spec, storage and resume,
+and they share the workers (local processes, or one Ray cluster).
+"""
 
 from __future__ import annotations
 
@@ -18,22 +22,23 @@ from spotpatch.search import (
     StudyController,
     StudyMeta,
     StudyProgress,
+    StudyRun,
     make_sampler,
     relax,
-    relaxation_record,
-    run_trials,
-    write_relaxation,
+    run_here,
+    study_meta,
 )
-from spotpatch.studies._setup import evaluator_of
-from spotpatch.studies._spec import StudySpec, load_spec
+from spotpatch.studies._setup import base_of, evaluator_of, study_space
+from spotpatch.studies._spec import BACKENDS, StudySpec, load_spec
 from spotpatch.studies._storage import (
     artifact_store,
     artifacts_dir_for,
     create_or_load_study,
+    load_study,
     open_storage,
 )
 
-__all__ = ["run_study", "open_controller"]
+__all__ = ["run_studies", "run_study", "open_controller"]
 
 log = logging.getLogger("spotpatch")
 
@@ -66,43 +71,30 @@ def _meta(spec: StudySpec, evaluator: PatchEvaluator) -> StudyMeta:
     )
 
 
-def open_controller(spec: StudySpec, evaluator: PatchEvaluator) -> StudyController:
-    """The study of a spec (created on first use), behind its controller."""
+def open_controller(spec: StudySpec, evaluator: PatchEvaluator | None = None) -> StudyController:
+    """The study of a spec behind its controller: created on first use from the evaluator's
+    task and space; without an evaluator the study must exist, and its space is rebuilt from
+    what it recorded (a worker that reads its task only when it first trains)."""
     storage = open_storage(spec.search.storage)
-    meta = _meta(spec, evaluator)
     sampler = make_sampler(spec.search.sampler, spec.seed)
-    create_or_load_study(meta, storage, sampler)
+    if evaluator is not None:
+        meta = _meta(spec, evaluator)
+        create_or_load_study(meta, storage, sampler)
+        space = evaluator.space
+    else:
+        meta = study_meta(load_study(spec.name, storage))
+        space = study_space(base_of(spec), meta)
     early = (
         EarlyStopping(checkpoints=spec.search.checkpoints) if spec.search.early_stopping else None
     )
     return StudyController(
         storage,
         meta.task,
-        evaluator.space,
+        space,
         sampler=sampler,
         artifact_store=artifact_store(meta.artifacts),
         early_stopping=early,
     )
-
-
-def _warm_start(spec: StudySpec, evaluator: PatchEvaluator, controller: StudyController) -> None:
-    """Run the gate relaxation once per study and enqueue its configs as the first trials."""
-    study = controller.study
-    with controller.exclusive():
-        if relaxation_record(study) is not None:
-            return
-        result = relax(
-            evaluator.base,
-            evaluator.task,
-            evaluator.space,
-            evaluator.settings,
-            lambdas=spec.search.relaxation_lambdas,
-            seed=spec.seed,
-            progress=evaluator.progress,
-        )
-        write_relaxation(study, result)
-        added = controller.enqueue(result.distinct_configs(), source="relaxation")
-    log.info("warm start: %d configs from the gate relaxation (%.0f s)", added, result.seconds)
 
 
 def _enqueue_presets(
@@ -115,22 +107,19 @@ def _enqueue_presets(
         controller.enqueue(configs, source="preset")
 
 
-def _evaluator_for(spec_path: str, overrides: dict) -> PatchEvaluator:
-    """A worker's evaluator for a spec (picklable by reference, for Ray and local workers)."""
-    return evaluator_of(_override(load_spec(spec_path), **overrides), progress=False)
-
-
-def _worker(spec_path: str, overrides: dict, total: int, threads: int) -> None:
-    """One local worker process: its own evaluator, the shared study."""
-    import torch
-
-    torch.set_num_threads(threads)
-    spec = _override(load_spec(spec_path), **overrides)
-    evaluator = _evaluator_for(spec_path, overrides)
-    try:
-        run_trials(open_controller(spec, evaluator), evaluator, total, seed=spec.seed)
-    except KeyboardInterrupt:
-        pass
+def _relax(spec: StudySpec, evaluator: PatchEvaluator):
+    """The study's warm start: the gate relaxation, once per study."""
+    result = relax(
+        evaluator.base,
+        evaluator.task,
+        evaluator.space,
+        evaluator.settings,
+        lambdas=spec.search.relaxation_lambdas,
+        seed=spec.seed,
+        progress=evaluator.progress,
+    )
+    log.info("warm start of %s: %.0f s", spec.name, result.seconds)
+    return result
 
 
 def _override(spec: StudySpec, **changes) -> StudySpec:
@@ -138,8 +127,60 @@ def _override(spec: StudySpec, **changes) -> StudySpec:
     return replace(spec, search=replace(spec.search, **changes)) if changes else spec
 
 
-def run_study(
-    spec_path: str | Path,
+def _specs(spec_paths, overrides: dict) -> list[StudySpec]:
+    specs = [_override(load_spec(p), **overrides) for p in spec_paths]
+    if not specs:
+        raise UserError("give at least one study file")
+    seen: dict[tuple[str, str], Path] = {}
+    for spec in specs:
+        key = (spec.name, spec.search.storage)
+        if key in seen:
+            raise UserError(
+                f"{spec.path} and {seen[key]} are both study {spec.name!r} in "
+                f"{spec.search.storage}: give each study file once"
+            )
+        seen[key] = spec.path
+    for key in ("backend", "workers", "ray_address"):
+        values = {getattr(s.search, key) for s in specs}
+        if len(values) > 1:
+            raise UserError(
+                f"the study files disagree on search.{key} ({', '.join(map(str, values))}): "
+                f"give --{key.replace('_', '-')} for the whole run"
+            )
+    return specs
+
+
+def _study_run(spec: StudySpec, controller: StudyController, evaluator=None) -> StudyRun:
+    """A spec's part in a run; its evaluator is the one given, else built when first needed."""
+    if evaluator is not None:
+        make = functools.partial(_same, evaluator)
+    else:
+        make = functools.partial(evaluator_of, spec, progress=False)
+    warm = spec.search.warm_start == "relaxation"
+    return StudyRun(
+        controller,
+        spec.search.trials,
+        make,
+        seed=spec.seed,
+        warm_start=functools.partial(_relax, spec) if warm else None,
+    )
+
+
+def _same(value):
+    return value
+
+
+def _setup(spec: StudySpec, progress: bool | None) -> tuple[StudyController, PatchEvaluator]:
+    """Open (or create) a spec's study and queue its presets."""
+    evaluator = evaluator_of(spec, progress=progress)
+    controller = open_controller(spec, evaluator)
+    if spec.search.presets and controller.counted() < spec.search.trials:
+        _enqueue_presets(spec, evaluator, controller)
+    return controller, evaluator
+
+
+def run_studies(
+    spec_paths,
     *,
     trials: int | None = None,
     backend: str | None = None,
@@ -147,12 +188,18 @@ def run_study(
     storage: str | None = None,
     ray_address: str | None = None,
     progress: bool | None = None,
-    on_trial: Callable[[StudyProgress], None] | None = None,
-) -> StudyProgress:
-    """Run (or resume) a study until it has ``trials`` trials in total.
+    on_progress: Callable[[str, StudyProgress], None] | None = None,
+) -> dict[str, StudyProgress]:
+    """Run (or resume) studies until each has its trials in total.
 
-    Completed trials are never run again; trials a stopped run left behind are retried.
-    Arguments override the spec's ``[search]`` values.
+    Completed trials are never run again; trials and warm starts a stopped run left behind are
+    retried. Arguments override every spec's ``[search]`` values. The workers stay busy while
+    any study has work left (its warm start, its presets, its trials): with the local backend,
+    each of ``workers`` processes takes the next piece of work of the study furthest from its
+    total; with Ray, the warm starts run here and the trials of every study share the cluster.
+
+    Returns:
+        Each study's progress, by name, in the order given.
     """
     overrides = {
         "trials": trials,
@@ -164,52 +211,92 @@ def run_study(
     for key in ("trials", "workers"):
         if overrides[key] is not None and overrides[key] < 1:
             raise UserError(f"--{key} must be at least 1, got {overrides[key]}")
-    if backend is not None and backend not in ("local", "ray"):
-        raise UserError(f"--backend must be local or ray, got {backend!r}")
-    spec = _override(load_spec(spec_path), **overrides)
-    evaluator = evaluator_of(spec, progress=progress)
-    controller = open_controller(spec, evaluator)
-    total = spec.search.trials
-    if spec.search.presets and controller.counted() < total:
-        _enqueue_presets(spec, evaluator, controller)
-    if spec.search.warm_start == "relaxation" and controller.counted() < total:
-        _warm_start(spec, evaluator, controller)
-    if spec.search.backend == "ray":
-        from spotpatch.search import run_on_ray
-
-        return run_on_ray(
-            controller,
-            functools.partial(_evaluator_for, str(spec.path), overrides),
-            total=total,
-            address=spec.search.ray_address,
-            workers=spec.search.workers,
-            seed=spec.seed,
-            on_trial=on_trial,
-        )
-    if spec.search.workers == 1:
-        return run_trials(controller, evaluator, total, seed=spec.seed, on_trial=on_trial)
-    return _run_workers(spec, overrides, controller, total, on_trial)
+    if backend is not None and backend not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    specs = _specs(spec_paths, overrides)
+    prepared = [_setup(spec, progress) for spec in specs]
+    first = specs[0].search
+    if first.backend == "ray":
+        runs = [_study_run(s, c, e) for s, (c, e) in zip(specs, prepared, strict=True)]
+        return _run_ray(specs, runs, overrides, on_progress)
+    if first.workers == 1:
+        runs = [_study_run(s, c, e) for s, (c, e) in zip(specs, prepared, strict=True)]
+        return run_here(runs, on_progress=on_progress)
+    runs = [_study_run(s, c) for s, (c, _) in zip(specs, prepared, strict=True)]
+    del prepared  # the workers read their own tasks
+    return _run_workers(specs, runs, overrides, on_progress)
 
 
-def _run_workers(spec, overrides, controller, total, on_trial) -> StudyProgress:
-    """``workers`` processes share the study's storage; this one reports progress."""
-    k = spec.search.workers
+def run_study(
+    spec_path: str | Path,
+    *,
+    on_trial: Callable[[StudyProgress], None] | None = None,
+    **options,
+) -> StudyProgress:
+    """Run (or resume) one study until it has its trials in total (see :func:`run_studies`)."""
+    report = None if on_trial is None else (lambda _, state: on_trial(state))
+    return next(iter(run_studies([spec_path], on_progress=report, **options).values()))
+
+
+def _evaluator_for(spec_path: str, overrides: dict) -> PatchEvaluator:
+    """A worker's evaluator for a spec (picklable by reference, for Ray and local workers)."""
+    return evaluator_of(_override(load_spec(spec_path), **overrides), progress=False)
+
+
+def _run_ray(specs, runs, overrides, on_progress) -> dict[str, StudyProgress]:
+    """Warm starts here, one study after another; then every study's trials on one cluster."""
+    from spotpatch.search import run_on_ray
+
+    for run in runs:
+        if run.warm_start is not None and run.controller.claim_warm_start(run.total):
+            try:
+                result = run.warm_start(run.evaluator())
+            except BaseException:
+                run.controller.abandon_warm_start()
+                raise
+            run.controller.finish_warm_start(result)
+        run._evaluator = None
+    first = specs[0].search
+    return run_on_ray(
+        runs,
+        [functools.partial(_evaluator_for, str(s.path), overrides) for s in specs],
+        address=first.ray_address,
+        workers=first.workers,
+        on_progress=on_progress,
+    )
+
+
+def _worker(spec_paths: list[str], overrides: dict, threads: int) -> None:
+    """One local worker process: its own evaluators, the shared studies."""
+    import torch
+
+    torch.set_num_threads(threads)
+    specs = [_override(load_spec(p), **overrides) for p in spec_paths]
+    runs = [_study_run(spec, open_controller(spec)) for spec in specs]
+    try:
+        run_here(runs)
+    except KeyboardInterrupt:
+        pass
+
+
+def _run_workers(specs, runs, overrides, on_progress) -> dict[str, StudyProgress]:
+    """``workers`` processes share the studies' storages; this one reports progress."""
+    k = specs[0].search.workers
     threads = max(1, (os.cpu_count() or 1) // k)
     context = multiprocessing.get_context("spawn")
-    procs = [
-        context.Process(target=_worker, args=(str(spec.path), overrides, total, threads))
-        for _ in range(k)
-    ]
+    paths = [str(s.path) for s in specs]
+    procs = [context.Process(target=_worker, args=(paths, overrides, threads)) for _ in range(k)]
     for p in procs:
         p.start()
-    last = None
+    last: dict[str, StudyProgress] = {}
     try:
         while any(p.is_alive() for p in procs):
             time.sleep(2.0)
-            state = controller.progress(total)
-            if on_trial is not None and state != last:
-                on_trial(state)
-                last = state
+            for run in runs:
+                state = run.progress()
+                if on_progress is not None and last.get(run.name) != state:
+                    on_progress(run.name, state)
+                    last[run.name] = state
     except KeyboardInterrupt:
         for p in procs:
             p.join(timeout=30)
@@ -221,4 +308,4 @@ def _run_workers(spec, overrides, controller, total, on_trial) -> StudyProgress:
     failed = [p.exitcode for p in procs if p.exitcode not in (0, None)]
     if failed:
         log.warning("%d worker(s) exited with an error (exit codes %s)", len(failed), failed)
-    return controller.progress(total)
+    return {run.name: run.progress() for run in runs}

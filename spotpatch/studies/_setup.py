@@ -16,14 +16,22 @@ from spotpatch.evaluators import (
     load_base,
     load_task,
 )
+from spotpatch.search import StudyMeta
 from spotpatch.spaces import PatchConfig, PatchSpace
 from spotpatch.studies._spec import StudySpec, load_spec
 
-__all__ = ["base_of", "task_of", "evaluator_of", "read_config", "evaluate_spec"]
+__all__ = ["base_of", "study_space", "task_of", "evaluator_of", "read_config", "evaluate_spec"]
 
 
 def base_of(spec: StudySpec) -> Base:
     return load_base(spec.base.model, spec.base.checkpoint, device=spec.base.device)
+
+
+def study_space(base: Base, meta: StudyMeta) -> PatchSpace:
+    """The patch space a study searched, rebuilt from its metadata (no task needed)."""
+    return base.space(
+        len(meta.classes) + 1, kinds=meta.kinds, granularity=meta.granularity, dtype=meta.dtype
+    )
 
 
 def task_of(spec: StudySpec, *, progress: bool | None = None) -> Task:

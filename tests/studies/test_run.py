@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import optuna
 import pytest
 
 from spotpatch.cli import main
 from spotpatch.search import trial_records
-from spotpatch.studies import evaluator_of, load_spec, load_study, open_storage, run_study
+from spotpatch.studies import (
+    evaluator_of,
+    load_spec,
+    load_study,
+    open_storage,
+    run_studies,
+    run_study,
+)
 
 
 @pytest.fixture
@@ -96,6 +107,44 @@ def test_two_local_worker_processes_share_one_study(study_file, tmp_path):
     assert None not in pids and os.getpid() not in pids
 
 
+def _complete(storage_url: str, name: str) -> list:
+    study = load_study(name, open_storage(storage_url))
+    return [r for r in trial_records(study) if r.complete]
+
+
+def test_studies_share_two_workers_and_resume_after_a_kill(study_file, tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    # One warm-started study with presets, one cold: warm start, presets and trials are work.
+    files = [
+        study_file("glyphs", warm="relaxation", search={"presets": ("head",)}),
+        study_file("shapes-subset"),
+    ]
+    states = run_studies(files, trials=3, workers=2, progress=False)
+    assert list(states) == ["glyphs", "shapes-subset"]
+    for name, state in states.items():
+        assert (state.done, state.failed, state.running) == (3, 0, 0)
+        assert len(_complete(url, name)) == 3  # each reached its total and none went over
+    glyphs = trial_records(load_study("glyphs", open_storage(url)))
+    assert glyphs[0].preset == "head" and {r.source for r in glyphs} >= {"preset", "relaxation"}
+    # A run killed (driver and workers) while it trains resumes where it stopped.
+    cmd = [sys.executable, "-m", "spotpatch", "run", *map(str, files), "--trials", "5"]
+    proc = subprocess.Popen([*cmd, "--workers", "2"], start_new_session=True, cwd=tmp_path)
+    deadline = time.monotonic() + 300
+    while sum(len(_complete(url, n)) for n in states) < 7 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = {n: {r.number for r in _complete(url, n)} for n in states}
+    assert main(["run", *map(str, files), "--trials", "5", "--workers", "2"]) == 0
+    for name in states:
+        complete = _complete(url, name)
+        assert len(complete) == 5
+        assert done_before[name] <= {r.number for r in complete}  # none lost
+        left = [r for r in trial_records(load_study(name, open_storage(url))) if r.retried]
+        retried = {r.retry_of for r in complete if r.source == "retry"}
+        assert {r.number for r in left} <= retried  # every stopped trial's config ran again
+
+
 @pytest.mark.ray
 def test_two_trials_on_a_local_ray_land_in_the_same_storage(study_file, tmp_path):
     spec = study_file("shapes-subset")
@@ -122,6 +171,10 @@ class _FailsFirst:
         return self.inner.evaluate(config, seed=seed, **options)
 
 
+def _no_evaluator():
+    raise AssertionError("the driver does not score trials on Ray")
+
+
 def _fails_first(spec_path: str) -> _FailsFirst:
     return _FailsFirst(spec_path)
 
@@ -133,21 +186,20 @@ def test_a_trial_failing_on_ray_is_recorded_with_its_error(study_file, tmp_path)
 
     import ray.cloudpickle
 
-    from spotpatch.search import run_on_ray
-    from spotpatch.studies import evaluator_of, load_spec, open_controller
+    from spotpatch.search import StudyRun, run_on_ray
+    from spotpatch.studies import open_controller
 
     # Ray workers cannot import this test module by name: ship its code with the factory.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     spec_path = study_file("shapes-subset")
     spec = load_spec(spec_path)
     controller = open_controller(spec, evaluator_of(spec, progress=False))
-    state = run_on_ray(
-        controller,
-        functools.partial(_fails_first, str(spec_path)),
-        total=2,
+    states = run_on_ray(
+        [StudyRun(controller, 2, _no_evaluator, seed=spec.seed)],
+        [functools.partial(_fails_first, str(spec_path))],
         workers=1,
-        seed=spec.seed,
     )
+    state = states["shapes-subset"]
     assert state.failed == 1 and state.done == 2
     study = load_study("shapes-subset", open_storage(f"sqlite:///{tmp_path}/s.db"))
     first, second = study.trials[:2]
