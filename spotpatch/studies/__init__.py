@@ -8,6 +8,16 @@ from __future__ import annotations
 from spotpatch.studies._export import export_patch
 from spotpatch.studies._onnx import RawSSD, export_onnx
 from spotpatch.studies._predict import DEFAULT_SCORE_THRESHOLD, predict_images
+from spotpatch.studies._report import (
+    MATCH_TOLERANCE,
+    FleetReport,
+    ReportClaims,
+    ReportRow,
+    TechniqueResult,
+    fleet_report,
+    report_markdown,
+    report_of,
+)
 from spotpatch.studies._run import open_controller, run_studies, run_study
 from spotpatch.studies._select import fleet_plan, selected_trial, spotpatch_studies
 from spotpatch.studies._setup import (
@@ -43,6 +53,14 @@ from spotpatch.studies._storage import (
 )
 
 __all__ = [
+    "MATCH_TOLERANCE",
+    "FleetReport",
+    "ReportClaims",
+    "ReportRow",
+    "TechniqueResult",
+    "fleet_report",
+    "report_markdown",
+    "report_of",
     "DEFAULT_SCORE_THRESHOLD",
     "RawSSD",
     "export_onnx",

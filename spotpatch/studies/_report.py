@@ -1,0 +1,317 @@
+"""The comparison across tasks: every technique (preset) against the selected searched patch.
+
+One row per study, ordered by difficulty (the full fine-tune's mAP minus the head-only mAP, both
+measured in the study), then the claims the paper makes, computed from the rows:
+
+- (a) *matched*: in how many studies the searched trials (presets left out) match or beat every
+  preset run there. A preset is matched when some searched trial has mAP at least the preset's
+  minus :data:`MATCH_TOLERANCE` with no more bytes. Studies without presets do not count.
+- (b) *size*: the mean and the largest patch bytes of the selected searched patches, as a % of
+  the full detector, and their mean mAP difference to the full fine-tune.
+- (c) *difficulty*: Spearman's rho (with its p-value) between difficulty and the selected
+  patch's bytes %: does the patch grow with the task's difficulty? Studies without both the
+  head-only and the full fine-tune are left out, with a note.
+
+"Searched" trials are the completed ones that the search proposed (the warm start and the
+sampler), retries of them included; the trials queued as presets, and their retries, are left
+out. The selected searched patch is the one the selection rule picks among them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from spotpatch._errors import UserError
+from spotpatch.search import (
+    DEFAULT_RULE,
+    FrontPoint,
+    TrialRecord,
+    parse_rule,
+    select_point,
+    study_meta,
+    trial_records,
+)
+from spotpatch.spaces import PRESETS
+from spotpatch.studies._select import spotpatch_studies
+
+__all__ = [
+    "MATCH_TOLERANCE",
+    "TechniqueResult",
+    "ReportRow",
+    "ReportClaims",
+    "FleetReport",
+    "fleet_report",
+    "report_of",
+    "report_markdown",
+]
+
+#: How far below a preset's mAP a searched trial may be and still match it (mAP in [0, 1]).
+MATCH_TOLERANCE = 0.005
+
+
+@dataclass(frozen=True)
+class TechniqueResult:
+    """A patch in the table: its trial, val mAP, bytes and bytes as a % of the full detector."""
+
+    trial: int
+    map: float
+    bytes: int
+    bytes_pct: float
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One study's row.
+
+    Attributes:
+        study: the study (its task).
+        difficulty: full fine-tune mAP minus head-only mAP (None without both).
+        techniques: preset name -> its best completed trial in the study.
+        selected: the searched patch the rule picks (None: no searched trial, or none fits).
+        delta_vs_full: the selected patch's mAP minus the full fine-tune's (None without both).
+        unmatched: the presets no searched trial matches (see :data:`MATCH_TOLERANCE`).
+        note: why ``selected`` is None, when it is.
+    """
+
+    study: str
+    difficulty: float | None
+    techniques: dict[str, TechniqueResult]
+    selected: TechniqueResult | None
+    delta_vs_full: float | None
+    unmatched: tuple[str, ...]
+    note: str | None = None
+
+    @property
+    def has_presets(self) -> bool:
+        return bool(self.techniques)
+
+    @property
+    def matches_presets(self) -> bool | None:
+        """Whether searched trials match or beat every preset (None: the study ran none)."""
+        return not self.unmatched if self.has_presets else None
+
+
+@dataclass(frozen=True)
+class ReportClaims:
+    """The summary claims, computed from the rows.
+
+    Attributes:
+        matched: studies whose searched trials match or beat every preset.
+        with_presets: studies that ran at least one preset (the denominator of ``matched``).
+        mean_bytes_pct: mean bytes % of the selected patches (None: no selected patch).
+        max_bytes_pct: the largest of them.
+        mean_delta_vs_full: mean mAP difference of the selected patches to the full fine-tune.
+        rho: Spearman's rho of difficulty against the selected patch's bytes % (None: fewer
+            than 3 studies have both, or one side is constant).
+        p_value: its two-sided p-value.
+        correlated: the studies ``rho`` is computed on.
+        notes: one line per study left out of a claim, saying why.
+    """
+
+    matched: int
+    with_presets: int
+    mean_bytes_pct: float | None
+    max_bytes_pct: float | None
+    mean_delta_vs_full: float | None
+    rho: float | None
+    p_value: float | None
+    correlated: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FleetReport:
+    """The comparison across tasks (see the module docstring)."""
+
+    rule: str
+    techniques: tuple[str, ...]
+    rows: tuple[ReportRow, ...]
+    claims: ReportClaims
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "techniques": list(self.techniques),
+            "rows": [asdict(r) for r in self.rows],
+            "claims": asdict(self.claims),
+        }
+
+
+def _result(record: TrialRecord, full_bytes: int) -> TechniqueResult:
+    return TechniqueResult(
+        trial=record.number,
+        map=record.map,
+        bytes=record.patch_bytes,
+        bytes_pct=100.0 * record.patch_bytes / full_bytes,
+    )
+
+
+def _queued_as_preset(records: Sequence[TrialRecord]) -> set[int]:
+    """The trials queued as presets, and the retries of those."""
+    by_number = {r.number: r for r in records}
+    out = set()
+    for r in records:
+        origin = r
+        while origin.source == "retry" and origin.retry_of in by_number:
+            origin = by_number[origin.retry_of]
+        if origin.source == "preset":
+            out.add(r.number)
+    return out
+
+
+def report_row(name: str, records: Sequence[TrialRecord], full_bytes: int, rule) -> ReportRow:
+    """One study's row, from its trial records."""
+    queued_as_preset = _queued_as_preset(records)
+    complete = [r for r in records if r.complete]
+    techniques: dict[str, TechniqueResult] = {}
+    for preset in PRESETS:
+        runs = [r for r in complete if r.preset == preset and r.number in queued_as_preset]
+        if runs:  # a preset retried: its best run
+            techniques[preset] = _result(max(runs, key=lambda r: (r.map, -r.number)), full_bytes)
+    searched = [r for r in complete if r.number not in queued_as_preset]
+    unmatched = tuple(
+        preset
+        for preset, t in techniques.items()
+        if not any(
+            r.map >= t.map - MATCH_TOLERANCE - 1e-12 and r.patch_bytes <= t.bytes for r in searched
+        )
+    )
+    selected, note = None, None
+    if not searched:
+        note = "no searched trial yet"
+    else:
+        points = [FrontPoint(r.number, r.map, r.patch_bytes) for r in searched]
+        try:
+            point = select_point(points, rule, full_bytes)
+        except UserError as e:
+            note = str(e)
+        else:
+            selected = _result(next(r for r in searched if r.number == point.number), full_bytes)
+    head, full = techniques.get("head"), techniques.get("full")
+    return ReportRow(
+        study=name,
+        difficulty=full.map - head.map if head and full else None,
+        techniques=techniques,
+        selected=selected,
+        delta_vs_full=selected.map - full.map if selected and full else None,
+        unmatched=unmatched,
+        note=note,
+    )
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def report_claims(rows: Sequence[ReportRow]) -> ReportClaims:
+    """The claims (a), (b) and (c) from the rows."""
+    notes = []
+    with_presets = [r for r in rows if r.has_presets]
+    notes += [f"{r.study}: no preset was run; left out of (a)" for r in rows if not r.has_presets]
+    chosen = [r for r in rows if r.selected is not None]
+    notes += [f"{r.study}: no selected patch ({r.note}); left out of (b) and (c)" for r in rows
+              if r.selected is None]  # fmt: skip
+    pairs = [r for r in chosen if r.difficulty is not None]
+    notes += [
+        f"{r.study}: no head-only and full fine-tune pair to measure difficulty; left out of (c)"
+        for r in chosen
+        if r.difficulty is None
+    ]
+    rho = p_value = None
+    if len(pairs) >= 3:
+        from scipy.stats import spearmanr
+
+        result = spearmanr([r.difficulty for r in pairs], [r.selected.bytes_pct for r in pairs])
+        if math.isfinite(result.statistic):
+            rho, p_value = float(result.statistic), float(result.pvalue)
+    deltas = [r.delta_vs_full for r in chosen if r.delta_vs_full is not None]
+    sizes = [r.selected.bytes_pct for r in chosen]
+    return ReportClaims(
+        matched=sum(bool(r.matches_presets) for r in with_presets),
+        with_presets=len(with_presets),
+        mean_bytes_pct=_mean(sizes),
+        max_bytes_pct=max(sizes) if sizes else None,
+        mean_delta_vs_full=_mean(deltas),
+        rho=rho,
+        p_value=p_value,
+        correlated=tuple(r.study for r in pairs),
+        notes=tuple(notes),
+    )
+
+
+def report_of(studies: Sequence, rule: str = DEFAULT_RULE) -> FleetReport:
+    """The report of some studies (Optuna studies made by spotpatch)."""
+    parsed = parse_rule(rule)
+    rows = [
+        report_row(s.study_name, trial_records(s), study_meta(s).full_bytes, parsed)
+        for s in studies
+    ]
+    # Easiest first; studies without a difficulty last, by name.
+    rows.sort(key=lambda r: (r.difficulty is None, r.difficulty or 0.0, r.study))
+    used = {name for r in rows for name in r.techniques}
+    return FleetReport(
+        rule=str(parsed),
+        techniques=tuple(p for p in PRESETS if p in used),
+        rows=tuple(rows),
+        claims=report_claims(rows),
+    )
+
+
+def fleet_report(storage, rule: str = DEFAULT_RULE) -> FleetReport:
+    """The report of every spotpatch study in a storage.
+
+    Raises:
+        UserError: a bad rule, or no spotpatch study in the storage.
+    """
+    studies = spotpatch_studies(storage)
+    if not studies:
+        raise UserError("no spotpatch study in this storage: run one with `spotpatch run`")
+    return report_of(studies, rule)
+
+
+# -- as text -----------------------------------------------------------------------------------
+def _cell(t: TechniqueResult | None) -> str:
+    return "-" if t is None else f"{t.map:.3f} ({t.bytes_pct:.1f} %)"
+
+
+def _number(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def report_markdown(report: FleetReport) -> str:
+    """The report as Markdown: the table (val mAP and bytes % of the full detector per
+    technique, the selected searched patch and its difference to the full fine-tune), then the
+    claims."""
+    head = ["study", "difficulty", *report.techniques, f"searched ({report.rule})", "Δ vs full"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in report.rows:
+        cells = [
+            r.study,
+            _number(r.difficulty, ".3f"),
+            *(_cell(r.techniques.get(t)) for t in report.techniques),
+            _cell(r.selected),
+            _number(None if r.delta_vs_full is None else 100 * r.delta_vs_full, "+.1f"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    c = report.claims
+    rho = "-"
+    if c.rho is not None:
+        rho = f"{c.rho:.2f} (p = {c.p_value:.3g}, {len(c.correlated)} studies)"
+    delta = None if c.mean_delta_vs_full is None else 100 * c.mean_delta_vs_full
+    lines += [
+        "",
+        "Cells: val mAP (patch bytes as a % of the full detector); Δ in mAP points.",
+        "",
+        f"- (a) searched trials match or beat every preset in {c.matched} of {c.with_presets} "
+        f"studies (a preset is matched by a searched trial with mAP >= its mAP - "
+        f"{MATCH_TOLERANCE} and no more bytes)",
+        f"- (b) selected patches: mean {_number(c.mean_bytes_pct, '.1f')} %, largest "
+        f"{_number(c.max_bytes_pct, '.1f')} % of the full detector; mean Δ mAP vs full "
+        f"fine-tuning {_number(delta, '+.1f')} points",
+        f"- (c) Spearman ρ of difficulty vs the selected patch's bytes: {rho}",
+    ]
+    lines += [f"- {note}" for note in c.notes]
+    return "\n".join(lines) + "\n"
