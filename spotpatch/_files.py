@@ -18,7 +18,7 @@ from typing import Any
 
 from spotpatch._errors import UserError
 
-__all__ = ["read_text", "read_json", "read_toml", "replace_folder"]
+__all__ = ["read_text", "read_json", "read_toml", "write_text", "replace_folder"]
 
 
 def read_text(path: str | Path, *, what: str = "file") -> str:
@@ -74,6 +74,28 @@ def _parse(path, what: str, syntax: str, loads, error: type[Exception]) -> Any:
         where = f" at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else ""
         detail = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
         raise UserError(f"{path}: malformed {syntax} ({detail}{where})") from None
+
+
+def write_text(path: str | Path, text: str, *, what: str = "--out") -> Path:
+    """Write a UTF-8 file crash-safely (beside it, then renamed into place); returns its path.
+
+    Raises:
+        UserError: ``path`` is a folder, its folder does not exist, or it cannot be written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} is a folder, not a file: {path}")
+    if not path.parent.is_dir():
+        raise UserError(f"folder not found for {what}: {path.parent}")
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        staged.write_text(text, encoding="utf-8")
+        os.replace(staged, path)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        staged.unlink(missing_ok=True)
+    return path
 
 
 def _remove(path: Path) -> None:

@@ -236,4 +236,46 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = (_add_status, _add_export, _add_predict, _add_dashboard, _add_plan)
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = command(sub, cmd_report)
+    _add_storage(p)
+    _add_select(p)
+    p.add_argument(
+        "--out", type=Path, metavar="FILE", help="write it to FILE.md (Markdown) or FILE.html"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """the comparison across tasks: every technique against the selected searched patch
+
+    One row per study, ordered by difficulty (full fine-tune mAP minus head-only mAP): val mAP
+    and bytes (% of the full detector) of each preset run in the study and of the searched patch
+    the rule picks among the searched trials, then the claims: (a) in how many studies the
+    searched trials match or beat every preset, (b) the selected patches' mean and largest size
+    and mean mAP difference to full fine-tuning, (c) Spearman's rho of difficulty vs size.
+    """
+    from spotpatch._files import write_text
+    from spotpatch.search import DEFAULT_RULE
+    from spotpatch.studies import fleet_report, open_storage, report_markdown
+
+    suffix = args.out.suffix.lower() if args.out is not None else None
+    if suffix not in (None, ".md", ".html"):
+        raise UserError(f"--out must end in .md or .html, got {args.out}")
+    report = fleet_report(open_storage(args.storage, existing=True), args.select or DEFAULT_RULE)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    elif args.out is None:
+        print(report_markdown(report), end="")
+    if suffix == ".md":
+        write_text(args.out, report_markdown(report))
+    elif suffix == ".html":
+        from spotpatch.dashboard import write_report_html
+
+        write_report_html(report, args.out)
+    if args.out is not None and not args.json:
+        print(f"wrote the report of {len(report.rows)} studies to {args.out}")
+    return 0
+
+
+COMMANDS = (_add_status, _add_export, _add_predict, _add_dashboard, _add_plan, _add_report)

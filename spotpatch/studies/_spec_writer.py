@@ -26,6 +26,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from spotpatch._files import write_text
 from spotpatch.studies._spec import StudySpec
 
 __all__ = ["spec_toml", "write_spec"]
@@ -121,10 +122,4 @@ def write_spec(spec: StudySpec, path: str | Path, *, comment: str | None = None)
     path = Path(path).resolve()
     text = spec_toml(dataclasses.replace(spec, path=path), comment=comment)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        staged.write_text(text, encoding="utf-8")
-        os.replace(staged, path)
-    finally:
-        staged.unlink(missing_ok=True)
-    return path
+    return write_text(path, text, what="study file")

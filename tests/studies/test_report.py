@@ -1,0 +1,122 @@
+"""The report across tasks on studies with known results: rows, ordering and the three claims,
+ties at the matching tolerance included, and a study without presets."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+
+from spotpatch.cli import main
+from spotpatch.evaluators import EvalResult
+from spotpatch.search import StudyMeta, completed_trial
+from spotpatch.spaces import PatchConfig
+from spotpatch.studies import create_or_load_study, fleet_report, open_storage
+
+FULL = 1000
+# study -> trials as (preset or None for a searched trial, val mAP, bytes)
+STUDIES = {
+    "near": [("head", 0.600, 100), ("full", 0.650, 1000), (None, 0.595, 100), (None, 0.650, 400)],
+    "mid": [
+        ("head", 0.300, 100),
+        ("bn", 0.400, 200),
+        ("full", 0.600, 1000),
+        (None, 0.394, 200),  # 0.006 below bn: not a match
+        (None, 0.300, 100),
+        (None, 0.600, 600),
+    ],
+    "far": [("head", 0.100, 100), ("full", 0.700, 1000), (None, 0.650, 800)],
+    "no-presets": [(None, 0.500, 300)],
+}
+
+
+def _meta(name: str) -> StudyMeta:
+    return StudyMeta(
+        task=name,
+        classes=("a",),
+        model="synthetic",
+        checkpoint=None,
+        base_sha256="0" * 64,
+        granularity="site",
+        kinds=("bn", "full"),
+        dtype="float32",
+        full_bytes=FULL,
+        head_bytes=100,
+        artifacts="",
+        spec="",
+        seed=0,
+        train={},
+        sampler="nsga2",
+        warm_start="none",
+    )
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('report')}/s.db"
+    storage = open_storage(url)
+    for name, trials in STUDIES.items():
+        study = create_or_load_study(_meta(name), storage, sampler=None)
+        study.add_trials(
+            [
+                completed_trial(
+                    EvalResult(m, m, size, 1.0, 0.1, PatchConfig({}), {}),
+                    source="preset" if preset else "sampler",
+                    preset=preset,
+                )
+                for preset, m, size in trials
+            ]
+        )
+    optuna.create_study(study_name="not-ours", storage=storage)
+    return url
+
+
+def test_rows_in_order_of_difficulty(url):
+    report = fleet_report(open_storage(url))
+    assert [r.study for r in report.rows] == ["near", "mid", "far", "no-presets"]
+    assert report.techniques == ("head", "bn", "full")
+    near, mid, far, none = report.rows
+    assert near.difficulty == pytest.approx(0.05) and far.difficulty == pytest.approx(0.6)
+    assert none.difficulty is None and none.techniques == {}
+    assert mid.techniques["bn"].map == 0.4 and mid.techniques["bn"].bytes_pct == 20.0
+    # within=1.0 among the searched trials only: the smallest within 0.01 of their best.
+    assert (near.selected.bytes, mid.selected.bytes, far.selected.bytes) == (400, 600, 800)
+    assert near.delta_vs_full == pytest.approx(0.0)
+    assert far.delta_vs_full == pytest.approx(-0.05)
+    # Ties at the tolerance match (near: 0.595 vs head 0.600, same bytes); 0.006 below does not.
+    assert near.unmatched == () and near.matches_presets is True
+    assert mid.unmatched == ("bn",)
+    assert far.unmatched == ("head", "full")
+    assert none.matches_presets is None
+
+
+def test_claims(url):
+    claims = fleet_report(open_storage(url)).claims
+    assert (claims.matched, claims.with_presets) == (1, 3)
+    assert claims.mean_bytes_pct == pytest.approx((40 + 60 + 80 + 30) / 4)
+    assert claims.max_bytes_pct == pytest.approx(80.0)
+    assert claims.mean_delta_vs_full == pytest.approx(-0.05 / 3)
+    assert claims.correlated == ("near", "mid", "far")
+    assert claims.rho == pytest.approx(1.0)
+    assert any(n.startswith("no-presets:") and "(c)" in n for n in claims.notes)
+
+
+def test_a_rule_that_nothing_meets_leaves_the_study_out(url):
+    report = fleet_report(open_storage(url), "min-map=0.66")
+    assert [r.study for r in report.rows if r.selected] == []
+    assert report.claims.mean_bytes_pct is None and report.claims.rho is None
+    assert all("0.66" in r.note for r in report.rows)
+
+
+def test_report_command(url, tmp_path, capsys):
+    assert main(["report", "--storage", url, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["claims"]["matched"] == 1 and len(data["rows"]) == 4
+    out = tmp_path / "report.md"
+    assert main(["report", "--storage", url, "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "| near | 0.050 | 0.600 (10.0 %) |" in text
+    assert "in 1 of 3 studies" in text and "ρ" in text
+    assert main(["report", "--storage", url, "--out", str(tmp_path / "r.txt")]) == 2
+    assert "must end in .md or .html" in capsys.readouterr().err
