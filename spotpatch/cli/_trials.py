@@ -83,6 +83,9 @@ def _progress_line(state) -> str:
     )
 
 
+_RUN_OPTIONS = ("trials", "backend", "workers", "storage", "ray_address")
+
+
 class _ProgressBoard:
     """One progress line per study: redrawn in place on a terminal, else a line per change."""
 
@@ -121,15 +124,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     names = [load_spec(path).name for path in args.studies]
     board = _ProgressBoard(names, sys.stderr.isatty())
     try:
-        states = run_studies(
-            args.studies,
-            trials=args.trials,
-            backend=args.backend,
-            workers=args.workers,
-            storage=args.storage,
-            ray_address=args.ray_address,
-            on_progress=board.update,
-        )
+        options = {k: getattr(args, k) for k in _RUN_OPTIONS}
+        states = run_studies(args.studies, on_progress=board.update, **options)
     except KeyboardInterrupt:
         board.close()
         print("spotpatch: stopped; run the same command again to resume", file=sys.stderr)

@@ -38,9 +38,9 @@ from spotpatch.studies._storage import (
     open_storage,
 )
 
-__all__ = ["run_studies", "run_study", "open_controller"]
-
 log = logging.getLogger("spotpatch")
+
+__all__ = ["run_studies", "run_study", "open_controller"]
 
 
 def _meta(spec: StudySpec, evaluator: PatchEvaluator) -> StudyMeta:
