@@ -28,7 +28,10 @@ def test_demo_specs_are_the_benchmark_specs_with_the_demo_budget(bench, tmp_path
     assert replace(spec.train, steps=bundled.train.steps) == bundled.train
     assert (
         replace(
-            spec.search, trials=bundled.search.trials, storage=bundled.search.storage, presets=()
+            spec.search,
+            trials=bundled.search.trials,
+            storage=bundled.search.storage,
+            presets=bundled.search.presets,
         )
         == bundled.search
     )

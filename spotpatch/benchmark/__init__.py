@@ -6,8 +6,9 @@ tasks* that range from near transfer (a subset of the source classes) to far tra
 it to disk with one study file per task (:func:`study_spec`); the same seed and scale give
 byte-identical files.
 
-Imports from ``studies`` (the study spec and its writer) and ``evaluators`` (the progress bar
-only); nothing imports it but the CLI, the demo, the tests and the benchmark scripts.
+Imports from ``studies`` (the study spec and its writer), ``spaces`` (the presets) and
+``evaluators`` (the progress bar only); nothing imports it but the CLI, the demo, the tests and
+the benchmark scripts.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from spotpatch.benchmark._coco import Split, coco_json
 from spotpatch.benchmark._render import render_job
 from spotpatch.benchmark._tasks import BENCHMARK_TASKS, SOURCE_CLASSES, BenchmarkTask
 from spotpatch.evaluators import progress_bar
+from spotpatch.spaces import PRESETS
 from spotpatch.studies import DataSpec, SearchSpec, SpaceSpec, StudySpec, write_spec
 
 __all__ = ["study_spec", "write_benchmark"]
@@ -40,8 +41,9 @@ def study_spec(task: BenchmarkTask, root: Path, *, seed: int = 0) -> StudySpec:
 
     Returns:
         The spec the benchmark writes for the task: its train, val and test splits, block gates
-        and 24 trials; the rest is the spec's defaults (the shipped base, kinds bn, dw, lora4 and
-        full, 300 steps per trial, warm-started NSGA-II on the default storage).
+        and 24 trials, every preset (the existing techniques, which the report compares) among
+        them; the rest is the spec's defaults (the shipped base, kinds bn, dw, lora4 and full,
+        300 steps per trial, warm-started NSGA-II on the default storage).
 
     Example:
         >>> spec = study_spec(BENCHMARK_TASKS[0], Path("bench"))
@@ -62,7 +64,7 @@ def study_spec(task: BenchmarkTask, root: Path, *, seed: int = 0) -> StudySpec:
             test_images=folder / "test",
         ),
         space=SpaceSpec(granularity="block"),
-        search=SearchSpec(trials=24),
+        search=SearchSpec(trials=24, presets=PRESETS),
     )
 
 

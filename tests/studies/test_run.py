@@ -34,6 +34,7 @@ def study_file(bench_study, tmp_path):
             name,
             train={"steps": 6, "batch_size": 8},
             search={
+                "presets": (),
                 "warm_start": warm,
                 "storage": f"sqlite:///{tmp_path}/s.db",
                 **(search or {}),
