@@ -1,0 +1,97 @@
+"""The comparison across all ten bundled tasks, as `spotpatch report` prints it.
+
+Every task gets the same budget: ``--steps`` per trial (150 by default, the demo's) and
+``--trials`` per study (24), counting the presets (every technique) and the warm start's
+configs. The ten study files go to one ``spotpatch run``; then ``spotpatch report`` writes the
+table and the claims. Everything resumes: run it again to finish a stopped run.
+
+    python benchmarks/reproduce.py --out runs/reproduce --workers 2
+
+Writes ``OUT/report.md``, ``OUT/report.json`` and ``OUT/run.json`` (wall time, machine,
+settings), and prints the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from spotpatch.benchmark import BENCHMARK_TASKS, write_benchmark
+from spotpatch.cli import main
+from spotpatch.studies import fleet_report, load_spec, open_storage, report_markdown, write_spec
+
+
+def _machine(device: str) -> str:
+    cpu = f"{os.cpu_count()} CPU cores ({platform.machine()})"
+    if device != "cpu" and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, {cpu}, torch {torch.__version__}"
+    return f"{cpu}, no GPU used, torch {torch.__version__}"
+
+
+def study_files(out: Path, *, steps: int, trials: int, device: str, seed: int) -> list[Path]:
+    """The bundled benchmark under ``out/bench`` (written once) and one study file per task
+    under ``out/studies``, all on one storage, at one budget."""
+    bench = out / "bench"
+    if not all((bench / "studies" / f"{t.name}.toml").is_file() for t in BENCHMARK_TASKS):
+        write_benchmark(bench, seed=seed, overwrite=True)
+    storage = f"sqlite:///{out / 'spotpatch.db'}"
+    files = []
+    for task in BENCHMARK_TASKS:
+        spec = load_spec(bench / "studies" / f"{task.name}.toml")
+        spec = replace(
+            spec,
+            base=replace(spec.base, device=device),
+            train=replace(spec.train, steps=steps),
+            search=replace(spec.search, trials=trials, storage=storage),
+        )
+        files.append(write_spec(spec, out / "studies" / f"{task.name}.toml"))
+    return files
+
+
+def main_(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/reproduce"))
+    parser.add_argument("--steps", type=int, default=150, help="steps per trial (default 150)")
+    parser.add_argument("--trials", type=int, default=24, help="trials per task (default 24)")
+    parser.add_argument("--workers", type=int, default=1, help="trials at once (default 1)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
+    parser.add_argument("--seed", type=int, default=0, help="benchmark seed (default 0)")
+    args = parser.parse_args(argv)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    files = study_files(
+        out, steps=args.steps, trials=args.trials, device=args.device, seed=args.seed
+    )
+    start = time.perf_counter()
+    code = main(["run", *map(str, files), "--workers", str(args.workers)])
+    seconds = time.perf_counter() - start
+    if code:
+        return code
+    report = fleet_report(open_storage(f"sqlite:///{out / 'spotpatch.db'}", existing=True))
+    text = report_markdown(report)
+    (out / "report.md").write_text(text, encoding="utf-8")
+    (out / "report.json").write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
+    run = {
+        "seconds": round(seconds, 1),
+        "machine": _machine(args.device),
+        "steps": args.steps,
+        "trials": args.trials,
+        "workers": args.workers,
+        "tasks": len(files),
+    }
+    (out / "run.json").write_text(json.dumps(run, indent=2), encoding="utf-8")
+    print(text)
+    print(f"{len(files)} studies x {args.trials} trials at {args.steps} steps, "
+          f"{args.workers} workers: {seconds:.0f} s on {run['machine']}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main_())
