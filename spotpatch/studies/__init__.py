@@ -1,4 +1,6 @@
-"""One study per task: the TOML spec, its storage, resuming and exporting the chosen patch.
+"""One study per task: the TOML spec (read and written), its storage and artifacts, running
+many studies at once (resuming each), selection, the fleet plan, the report across tasks, and
+exporting the chosen patch.
 
 Imports from ``spaces``, ``evaluators`` and ``search``.
 """
