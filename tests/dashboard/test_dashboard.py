@@ -27,7 +27,7 @@ from spotpatch.dashboard import (
     trials_scatter,
     write_dashboard,
 )
-from spotpatch.dashboard._html import script_json
+from spotpatch.dashboard._page import script_json
 from spotpatch.dashboard._site_bytes import HEAD, attribute_tensors
 from spotpatch.search import DEFAULT_RULE, front_points, hypervolume, study_meta, trial_records
 from spotpatch.studies import load_study, open_storage, selected_trial
