@@ -23,6 +23,7 @@ from spotpatch.dashboard._figures import (
 from spotpatch.dashboard._fleet_figures import fleet_figure
 from spotpatch.dashboard._page import PageFigures, html_document
 from spotpatch.dashboard._page import page_text as _e
+from spotpatch.dashboard._report_page import across_section
 from spotpatch.search import DEFAULT_RULE
 
 __all__ = ["render_dashboard", "write_dashboard"]
@@ -104,6 +105,7 @@ def render_dashboard(data: DashboardData, *, note: str = "") -> str:
         f"{len(data.studies)} studies · generated {_e(data.generated)}"
         f"{' · ' + _e(note) if note else ''}</p></header>",
         _fleet_section(data, page),
+        across_section(data.across, page),
         "<section><h2>Search progress</h2>",
         page.figure(hypervolume_figure(data.hypervolume)),
         "</section><section><h2>Placement</h2>",
