@@ -1,5 +1,5 @@
 """What the dashboard shows, computed from stored studies: plain records, no plotting here
-(placement and bytes per site have modules of their own).
+(placement, bytes per site and the report across tasks have modules of their own).
 
 Every record is drawn by one function of ``_figures``; the tests check these records and the
 browser test checks the drawing.
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from spotpatch._errors import UserError
+from spotpatch.dashboard._across import AcrossTasks, across_tasks
 from spotpatch.dashboard._placement import Placement, placement
 from spotpatch.dashboard._site_bytes import SiteBytes, site_bytes
 from spotpatch.search import (
@@ -29,7 +30,7 @@ from spotpatch.search import (
     study_meta,
     trial_records,
 )
-from spotpatch.studies import storage_url
+from spotpatch.studies import report_of, storage_url
 
 __all__ = [
     "TrialPoint",
@@ -165,6 +166,7 @@ class DashboardData:
     hypervolume: tuple[HypervolumeSeries, ...]
     placement: Placement
     fleet: FleetView
+    across: AcrossTasks
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -328,4 +330,5 @@ def dashboard_data(storage, rule: str) -> DashboardData:
         ),
         placement=placement(studies, [p.scatter.selected for p in panels], records=all_records),
         fleet=fleet_view([p.name for p in panels], [p.meta for p in panels], chosen, rule),
+        across=across_tasks(report_of(studies, rule)),
     )

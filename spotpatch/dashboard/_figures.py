@@ -1,4 +1,6 @@
-"""Drawing the dashboard's records as Plotly figures: one function per record of ``_data``.
+"""Drawing the dashboard's records as Plotly figures: one function per record (those of one
+study, search progress and placement here; the fleet and the report across tasks in
+``_fleet_figures``, which shares this module's layout and text helpers).
 
 Plotly reads a small HTML subset in every text it draws (titles, ticks, legends, hovers), so
 each string that comes from a study goes through :func:`plot_text` first: ``<`` shows as ``<``
@@ -10,18 +12,19 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from spotpatch.dashboard._data import FleetView, HypervolumeSeries, TrialsScatter
+from spotpatch.dashboard._data import HypervolumeSeries, TrialsScatter
 from spotpatch.dashboard._placement import Placement, kind_strength
 from spotpatch.dashboard._site_bytes import SiteBytes
 
 __all__ = [
     "plot_text",
+    "base_layout",
+    "kib",
     "scatter_figure",
     "hypervolume_figure",
     "placement_figure",
     "relaxation_figure",
     "site_bytes_figure",
-    "fleet_figure",
 ]
 
 #: Colors per kind family, weakest to strongest (shared is the base's own tensors).
@@ -48,7 +51,8 @@ def plot_text(value: object) -> str:
     return html.escape(str(value), quote=False)
 
 
-def _layout(title: str, **extra) -> dict:
+def base_layout(title: str, **extra) -> dict:
+    """The layout every figure starts from: ``title`` (already :func:`plot_text`) and ``extra``."""
     return {
         "title": {"text": title},
         "template": "plotly_white",
@@ -58,7 +62,8 @@ def _layout(title: str, **extra) -> dict:
     }
 
 
-def _kib(n: float) -> str:
+def kib(n: float) -> str:
+    """Bytes in KiB, for hover text."""
     return f"{n / 1024:,.1f} KiB"
 
 
@@ -82,7 +87,7 @@ def scatter_figure(scatter: TrialsScatter):
         ap50 = f" (AP50 {p.map50:.3f})" if p.map50 is not None else ""
         what = f"<br>preset: {plot_text(p.preset)}" if p.preset else ""
         return (
-            f"trial {p.number}: mAP {p.map:.4f}{ap50}<br>{p.bytes:,} bytes ({_kib(p.bytes)})"
+            f"trial {p.number}: mAP {p.map:.4f}{ap50}<br>{p.bytes:,} bytes ({kib(p.bytes)})"
             f"<br>{plot_text(p.summary)}<br>source: {plot_text(p.source)}{what}"
         )
 
@@ -150,7 +155,7 @@ def scatter_figure(scatter: TrialsScatter):
         )
     )
     fig.update_layout(
-        _layout(
+        base_layout(
             f"{plot_text(scatter.study)}: {len(scatter.points)} trials, "
             f"front of {len(scatter.front)}",
             xaxis=BYTES_AXIS,
@@ -188,7 +193,7 @@ def hypervolume_figure(series: Sequence[HypervolumeSeries]):
             )
         )
     fig.update_layout(
-        _layout(
+        base_layout(
             "Hypervolume as trials finish (solid: warm-started, dotted: cold)",
             xaxis={"title": {"text": "trials asked"}},
             yaxis={"title": {"text": "hypervolume"}, "rangemode": "tozero"},
@@ -239,7 +244,7 @@ def placement_figure(data: Placement):
         )
     )
     fig.update_layout(
-        _layout(
+        base_layout(
             "Placement: the kind each task's selected patch gives each site",
             xaxis={"tickangle": -60, "tickfont": {"size": 9}, "type": "category"},
             yaxis={"type": "category", "autorange": "reversed"},
@@ -275,7 +280,7 @@ def relaxation_figure(data: Placement):
         )
     )
     fig.update_layout(
-        _layout(
+        base_layout(
             "Warm start: the relaxation's probability of patching each gate "
             "(phase closest in size to the selected patch)",
             xaxis={"tickangle": -60, "tickfont": {"size": 9}, "type": "category"},
@@ -311,7 +316,7 @@ def site_bytes_figure(data: SiteBytes):
             )
         )
     fig.update_layout(
-        _layout(
+        base_layout(
             f"{plot_text(data.study)}: bytes per site of trial {data.trial} "
             f"({data.total:,} bytes)",
             xaxis=BYTES_AXIS,
@@ -324,51 +329,6 @@ def site_bytes_figure(data: SiteBytes):
             },
             barmode="overlay",
             height=160 + 16 * len(data.labels),
-        )
-    )
-    return fig
-
-
-def fleet_figure(data: FleetView):
-    """Per task and in total: the selected patch against a full detector (None: no task)."""
-    import plotly.graph_objects as go
-
-    if not data.tasks:
-        return None
-    names = [plot_text(t) for t in data.tasks] + ["all tasks"]
-    patches = [*data.patch_bytes, data.total_patch_bytes]
-    fulls = [*data.full_bytes, data.total_full_bytes]
-    maps = [f"trial {n}, mAP {m:.3f}" for n, m in zip(data.trials, data.maps, strict=True)]
-    maps.append(f"{len(data.tasks)} patches")
-    fig = go.Figure(
-        [
-            go.Bar(
-                x=names,
-                y=patches,
-                name=f"selected patch ({plot_text(data.rule)})",
-                marker={"color": "#4c72b0"},
-                hovertext=[
-                    f"{b:,} bytes ({_kib(b)})<br>{m}" for b, m in zip(patches, maps, strict=True)
-                ],
-                hoverinfo="x+text",
-            ),
-            go.Bar(
-                x=names,
-                y=fulls,
-                name="full detector per task",
-                marker={"color": "#c44e52"},
-                hovertext=[f"{b:,} bytes ({_kib(b)})" for b in fulls],
-                hoverinfo="x+text",
-            ),
-        ]
-    )
-    fig.update_layout(
-        _layout(
-            "Fleet: selected patches against one full detector per task",
-            yaxis={"type": "log", "title": {"text": "bytes (log)"}},
-            xaxis={"type": "category"},
-            barmode="group",
-            height=420,
         )
     )
     return fig

@@ -1,5 +1,5 @@
-"""The dashboard on synthetic studies (no training): its records, the page, the server, the CLI
-and, where Chromium is installed, the drawing in a headless browser."""
+"""The dashboard on synthetic studies (no training): its records, the page, the report's page,
+the server, the CLI and, where Chromium is installed, the drawing in a headless browser."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from spotpatch._errors import UserError
 from spotpatch.cli import main
 from spotpatch.dashboard import (
     HOST,
+    across_tasks,
     dashboard_data,
     hypervolume_series,
     make_server,
@@ -26,11 +28,13 @@ from spotpatch.dashboard import (
     site_bytes,
     trials_scatter,
     write_dashboard,
+    write_report_html,
 )
-from spotpatch.dashboard._html import script_json
+from spotpatch.dashboard._fleet_figures import difficulty_figure
+from spotpatch.dashboard._page import script_json
 from spotpatch.dashboard._site_bytes import HEAD, attribute_tensors
 from spotpatch.search import DEFAULT_RULE, front_points, hypervolume, study_meta, trial_records
-from spotpatch.studies import load_study, open_storage, selected_trial
+from spotpatch.studies import fleet_report, load_study, open_storage, selected_trial
 from spotpatch.testing import (
     find_chromium,
     load_in_chromium,
@@ -63,8 +67,26 @@ def storage(url):
 
 
 @pytest.fixture(scope="module")
+def data(storage):
+    return dashboard_data(storage, DEFAULT_RULE)
+
+
+@pytest.fixture(scope="module")
 def page(url, tmp_path_factory) -> Path:
     return write_dashboard(url, tmp_path_factory.mktemp("page") / "dashboard.html")
+
+
+@pytest.fixture(scope="module")
+def report_page(storage, tmp_path_factory) -> Path:
+    report = fleet_report(storage, DEFAULT_RULE)
+    return write_report_html(report, tmp_path_factory.mktemp("report") / "report.html")
+
+
+def _across(text: str) -> str:
+    """The "Across tasks" section of a page (or of a DOM dump)."""
+    found = re.search(r'<section id="across-tasks">.*?</section>', text, re.S)
+    assert found, "no Across tasks section"
+    return found[0]
 
 
 def _dominated(p, q) -> bool:
@@ -168,8 +190,7 @@ def test_placement_kinds_and_relaxation(storage):
         assert value == pytest.approx(1 - phase["probabilities"][gate]["shared"])
 
 
-def test_fleet_totals(storage):
-    data = dashboard_data(storage, DEFAULT_RULE)
+def test_fleet_totals(storage, data):
     fleet = data.fleet
     assert set(fleet.tasks) == {"pets", "pets-cold", EVIL} and fleet.missing == ("just-started",)
     picked = {
@@ -189,6 +210,65 @@ def test_fleet_totals(storage):
     assert empty.site_bytes.note == "no selected trial"
     row = data.placement.tasks.index("just-started")
     assert all(k is None for k in data.placement.kinds[row])
+
+
+def test_across_tasks_lays_out_the_report(storage, data):
+    report = fleet_report(storage, DEFAULT_RULE)
+    across = across_tasks(report)
+    assert across.rule == report.rule and across.techniques == ("head", "full")
+    assert [r.study for r in across.rows] == [r.study for r in report.rows]
+    # Easiest first; the study without trials has no difficulty and comes last.
+    known = [r.difficulty for r in across.rows if r.difficulty is not None]
+    assert known == sorted(known) and len(known) == 3
+    last = across.rows[-1]
+    assert (last.study, last.techniques, last.selected) == ("just-started", (None, None), None)
+    for row in across.rows[:-1]:
+        study = load_study(row.study, storage)
+        records = {r.number: r for r in trial_records(study)}
+        full_bytes = study_meta(study).full_bytes
+        head, full = row.techniques
+        assert (head.trial, full.trial) == (0, 1)  # the synthetic study's presets
+        for cell in (head, full, row.selected):
+            record = records[cell.trial]
+            assert (cell.map, cell.bytes) == (record.map, record.patch_bytes)
+            assert cell.bytes_pct == pytest.approx(100 * cell.bytes / full_bytes)
+        assert records[row.selected.trial].source != "preset"
+        assert row.difficulty == pytest.approx(full.map - head.map)
+        assert row.delta_points == pytest.approx(100 * (row.selected.map - full.map))
+    rows = across.rows[:-1]
+    assert [(p.study, p.difficulty, p.bytes_pct, p.map) for p in across.points] == [
+        (r.study, r.difficulty, r.selected.bytes_pct, r.selected.map) for r in rows
+    ]
+    assert (across.rho, across.p_value) == (report.claims.rho, report.claims.p_value)
+    assert across.rho is not None
+    a, b, c = across.claims
+    claims = report.claims
+    assert a.startswith("(a)") and f"in {claims.matched} of {claims.with_presets} " in a
+    assert b.startswith("(b)") and f"{claims.mean_bytes_pct:.1f} %" in b
+    assert f"{claims.max_bytes_pct:.1f} %" in b
+    assert c.startswith("(c)") and f"{claims.rho:.2f} (p = {claims.p_value:.3g}" in c
+    assert across.notes == claims.notes and all("just-started" in n for n in across.notes)
+    # The dashboard computes the same record from the studies it loaded.
+    assert data.across == across
+
+
+def test_across_tasks_when_nothing_is_selected(storage):
+    across = across_tasks(fleet_report(storage, "min-map=0.99"))
+    assert len(across.rows) == 4 and all(r.selected is None for r in across.rows)
+    assert across.points == () and across.rho is None and across.p_value is None
+    assert "not computed" in across.claims[2] and "take - % of" in across.claims[1]
+    left_out = [n for n in across.notes if "left out of (b) and (c)" in n]
+    assert {n.split(": no selected patch")[0] for n in left_out} == {r.study for r in across.rows}
+    assert difficulty_figure(across) is None
+
+
+def test_difficulty_figure_titles_rho_and_escapes_names(data):
+    fig = difficulty_figure(data.across)
+    title = fig.layout.title.text
+    assert f"ρ = {data.across.rho:.2f}" in title and f"p = {data.across.p_value:.3g}" in title
+    labels = list(fig.data[0].text)
+    assert len(labels) == len(data.across.points) == 3
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in labels and EVIL not in labels
 
 
 # -- the page ----------------------------------------------------------------------------------
@@ -216,12 +296,52 @@ def test_script_json_cannot_close_the_block():
     assert "</" not in safe and "<" not in safe and json.loads(safe) == json.loads(raw)
 
 
-def test_page_is_self_contained(page):
-    text = page.read_text(encoding="utf-8")
+def test_across_section_escapes_study_names_and_notes(page, report_page, storage, tmp_path):
+    for written in (page, report_page):
+        section = _across(written.read_text(encoding="utf-8"))
+        assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>" in section
+        assert EVIL not in section and 'class="plot"' in section
+    # Nothing selected: each study is left out of (b) and (c) by a note that names it.
+    strict = write_report_html(fleet_report(storage, "min-map=0.99"), tmp_path / "strict.html")
+    text = strict.read_text(encoding="utf-8")
+    section = _across(text)
+    assert "<li>&lt;script&gt;alert(1)&lt;/script&gt;: no selected patch" in section
+    assert "<script>alert(1)" not in text
+    assert 'data-plots-expected="0"' in text and "No study has both" in section
+
+
+@pytest.mark.parametrize("which", ["page", "report_page"])
+def test_page_is_self_contained(which, request):
+    text = request.getfixturevalue(which).read_text(encoding="utf-8")
     assert not re.search(r"<script[^>]*\bsrc=", text)
     assert not re.search(r"<link[^>]*\bhref=", text)
     assert "Plotly.newPlot" in text and len(text) > 3_000_000  # plotly.js inlined, once
     assert text.count("<script") == 3 + int(re.search(r'data-plots-expected="(\d+)"', text)[1])
+
+
+def test_write_report_html_refuses_bad_paths_and_writes_whole(storage, tmp_path, monkeypatch):
+    report = fleet_report(storage, DEFAULT_RULE)
+    with pytest.raises(UserError, match="folder, not a file"):
+        write_report_html(report, tmp_path)
+    with pytest.raises(UserError, match="folder not found"):
+        write_report_html(report, tmp_path / "missing" / "report.html")
+    out = tmp_path / "report.html"
+    out.write_text("old", encoding="utf-8")
+    assert write_report_html(report, str(out)) == out
+    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # nothing left beside it
+
+    # A write that fails before the rename leaves the previous page whole, and nothing beside.
+    out.write_text("old", encoding="utf-8")
+
+    def refuse(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("spotpatch._files.os.replace", refuse)
+    with pytest.raises(UserError, match="cannot write .*No space left"):
+        write_report_html(report, out)
+    assert out.read_text(encoding="utf-8") == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
 
 
 # -- the CLI and the server --------------------------------------------------------------------
@@ -300,6 +420,17 @@ def test_page_draws_every_plot_in_headless_chromium(page, chromium):
     assert load.plots_expected and load.plots_drawn == load.plots_expected
     assert "data-pwned" not in load.dom
     assert "<h2>&lt;script&gt;alert(1)&lt;/script&gt;</h2>" in load.dom
+    # The Across tasks scatter is one of the plots drawn.
+    assert "js-plotly-plot" in _across(load.dom) and "main-svg" in _across(load.dom)
+
+
+def test_report_page_draws_its_plot_in_headless_chromium(report_page, chromium):
+    load = load_in_chromium(report_page, chromium=chromium, timeout=120)
+    assert load.errors == ()
+    assert load.plots_expected == load.plots_drawn == 1
+    section = _across(load.dom)
+    assert "main-svg" in section and "data-pwned" not in load.dom
+    assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>" in section
 
 
 def test_browser_check_sees_a_broken_plot(page, tmp_path, chromium):

@@ -1,0 +1,121 @@
+"""The report across tasks as the dashboard shows it: a plain record, no plotting here.
+
+:func:`across_tasks` lays a :class:`~spotpatch.studies.FleetReport` out as the section draws
+it: the table's cells in column order, the difference to the full fine-tune in mAP points, the
+claims as sentences with the report's notes, and the points of the difficulty scatter. The
+numbers are the report's own (``studies`` computes them); only their layout is decided here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spotpatch.studies import MATCH_TOLERANCE, FleetReport, ReportClaims, TechniqueResult
+
+__all__ = ["AcrossRow", "DifficultyPoint", "AcrossTasks", "across_tasks", "number_text"]
+
+
+@dataclass(frozen=True)
+class AcrossRow:
+    """One study's row of the table.
+
+    Attributes:
+        study: the study (its task).
+        difficulty: full fine-tune mAP minus head-only mAP (None without both).
+        techniques: the best run of each technique, in the order of
+            :attr:`AcrossTasks.techniques` (None: the study did not run it).
+        selected: the searched patch the rule picks (None: none, see ``note``).
+        delta_points: ``selected``'s mAP minus the full fine-tune's, in mAP points (x100).
+        note: why ``selected`` is None, when it is.
+    """
+
+    study: str
+    difficulty: float | None
+    techniques: tuple[TechniqueResult | None, ...]
+    selected: TechniqueResult | None
+    delta_points: float | None
+    note: str | None
+
+
+@dataclass(frozen=True)
+class DifficultyPoint:
+    """A study in the difficulty scatter: it has both a difficulty and a selected patch."""
+
+    study: str
+    difficulty: float
+    bytes_pct: float
+    map: float
+
+
+@dataclass(frozen=True)
+class AcrossTasks:
+    """The "Across tasks" section: the table, the claims, and difficulty against patch size.
+
+    Example:
+        >>> data = across_tasks(fleet_report(storage, "within=1.0"))  # doctest: +SKIP
+        >>> data.techniques, [r.study for r in data.rows]  # doctest: +SKIP
+        (('head', 'full'), ['pets', 'birds'])
+    """
+
+    rule: str
+    techniques: tuple[str, ...]
+    rows: tuple[AcrossRow, ...]
+    claims: tuple[str, str, str]
+    notes: tuple[str, ...]
+    points: tuple[DifficultyPoint, ...]
+    rho: float | None
+    p_value: float | None
+
+
+def number_text(value: float | None, spec: str) -> str:
+    """``value`` in ``spec`` (a format spec), or ``-`` for None."""
+    return "-" if value is None else format(value, spec)
+
+
+def _claims(c: ReportClaims) -> tuple[str, str, str]:
+    """The claims (a), (b) and (c) in words, with their numbers."""
+    delta = None if c.mean_delta_vs_full is None else 100 * c.mean_delta_vs_full
+    if c.rho is None:
+        rho = "not computed (it needs 3 studies with both, and neither side constant)"
+    else:
+        rho = f"{c.rho:.2f} (p = {c.p_value:.3g}, over {len(c.correlated)} studies)"
+    return (
+        f"(a) The searched trials match or beat every preset in {c.matched} of "
+        f"{c.with_presets} studies that ran presets (a searched trial matches a preset with "
+        f"no more bytes and an mAP at most {MATCH_TOLERANCE} below).",
+        f"(b) The selected patches take {number_text(c.mean_bytes_pct, '.1f')} % of the full "
+        f"detector's bytes on average, {number_text(c.max_bytes_pct, '.1f')} % at most; their mAP "
+        f"is {number_text(delta, '+.1f')} points from the full fine-tune's on average.",
+        f"(c) Spearman's ρ of difficulty against the selected patch's bytes: {rho}.",
+    )
+
+
+def across_tasks(report: FleetReport) -> AcrossTasks:
+    """The section's record of ``report``: rows in the report's order (by difficulty)."""
+    rows = tuple(
+        AcrossRow(
+            study=r.study,
+            difficulty=r.difficulty,
+            techniques=tuple(r.techniques.get(t) for t in report.techniques),
+            selected=r.selected,
+            delta_points=None if r.delta_vs_full is None else 100 * r.delta_vs_full,
+            note=r.note,
+        )
+        for r in report.rows
+    )
+    points = tuple(
+        DifficultyPoint(r.study, r.difficulty, r.selected.bytes_pct, r.selected.map)
+        for r in rows
+        if r.difficulty is not None and r.selected is not None
+    )
+    claims = report.claims
+    return AcrossTasks(
+        rule=report.rule,
+        techniques=report.techniques,
+        rows=rows,
+        claims=_claims(claims),
+        notes=claims.notes,
+        points=points,
+        rho=claims.rho,
+        p_value=claims.p_value,
+    )
