@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spotpatch.studies import MATCH_TOLERANCE, FleetReport, ReportClaims, TechniqueResult
+from spotpatch.studies import FleetReport, TechniqueResult, claim_lines
 
 __all__ = ["AcrossRow", "DifficultyPoint", "AcrossTasks", "across_tasks", "number_text"]
 
@@ -72,24 +72,6 @@ def number_text(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _claims(c: ReportClaims) -> tuple[str, str, str]:
-    """The claims (a), (b) and (c) in words, with their numbers."""
-    delta = None if c.mean_delta_vs_full is None else 100 * c.mean_delta_vs_full
-    if c.rho is None:
-        rho = "not computed (it needs 3 studies with both, and neither side constant)"
-    else:
-        rho = f"{c.rho:.2f} (p = {c.p_value:.3g}, over {len(c.correlated)} studies)"
-    return (
-        f"(a) The searched trials match or beat every preset in {c.matched} of "
-        f"{c.with_presets} studies that ran presets (a searched trial matches a preset with "
-        f"no more bytes and an mAP at most {MATCH_TOLERANCE} below).",
-        f"(b) The selected patches take {number_text(c.mean_bytes_pct, '.1f')} % of the full "
-        f"detector's bytes on average, {number_text(c.max_bytes_pct, '.1f')} % at most; their mAP "
-        f"is {number_text(delta, '+.1f')} points from the full fine-tune's on average.",
-        f"(c) Spearman's ρ of difficulty against the selected patch's bytes: {rho}.",
-    )
-
-
 def across_tasks(report: FleetReport) -> AcrossTasks:
     """The section's record of ``report``: rows in the report's order (by difficulty)."""
     rows = tuple(
@@ -113,7 +95,7 @@ def across_tasks(report: FleetReport) -> AcrossTasks:
         rule=report.rule,
         techniques=report.techniques,
         rows=rows,
-        claims=_claims(claims),
+        claims=claim_lines(claims),
         notes=claims.notes,
         points=points,
         rho=claims.rho,

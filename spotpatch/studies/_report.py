@@ -46,6 +46,7 @@ __all__ = [
     "fleet_report",
     "report_of",
     "report_markdown",
+    "claim_lines",
 ]
 
 #: How far below a preset's mAP a searched trial may be and still match it (mAP in [0, 1]).
@@ -281,6 +282,24 @@ def _number(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def claim_lines(c: ReportClaims) -> tuple[str, str, str]:
+    """The claims (a), (b) and (c) in words, with their numbers."""
+    delta = None if c.mean_delta_vs_full is None else 100 * c.mean_delta_vs_full
+    if c.rho is None:
+        rho = "not computed (it needs 3 studies with both, and neither side constant)"
+    else:
+        rho = f"{c.rho:.2f} (p = {c.p_value:.3g}, over {len(c.correlated)} studies)"
+    return (
+        f"(a) The searched trials match or beat every preset in {c.matched} of "
+        f"{c.with_presets} studies that ran presets (a searched trial matches a preset with "
+        f"no more bytes and an mAP at most {MATCH_TOLERANCE} below).",
+        f"(b) The selected patches take {_number(c.mean_bytes_pct, '.1f')} % of the full "
+        f"detector's bytes on average, {_number(c.max_bytes_pct, '.1f')} % at most; their mAP "
+        f"is {_number(delta, '+.1f')} points from the full fine-tune's on average.",
+        f"(c) Spearman's ρ of difficulty against the selected patch's bytes: {rho}.",
+    )
+
+
 def report_markdown(report: FleetReport) -> str:
     """The report as Markdown: the table (val mAP and bytes % of the full detector per
     technique, the selected searched patch and its difference to the full fine-tune), then the
@@ -297,21 +316,7 @@ def report_markdown(report: FleetReport) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     c = report.claims
-    rho = "-"
-    if c.rho is not None:
-        rho = f"{c.rho:.2f} (p = {c.p_value:.3g}, {len(c.correlated)} studies)"
-    delta = None if c.mean_delta_vs_full is None else 100 * c.mean_delta_vs_full
-    lines += [
-        "",
-        "Cells: val mAP (patch bytes as a % of the full detector); Δ in mAP points.",
-        "",
-        f"- (a) searched trials match or beat every preset in {c.matched} of {c.with_presets} "
-        f"studies (a preset is matched by a searched trial with mAP >= its mAP - "
-        f"{MATCH_TOLERANCE} and no more bytes)",
-        f"- (b) selected patches: mean {_number(c.mean_bytes_pct, '.1f')} %, largest "
-        f"{_number(c.max_bytes_pct, '.1f')} % of the full detector; mean Δ mAP vs full "
-        f"fine-tuning {_number(delta, '+.1f')} points",
-        f"- (c) Spearman ρ of difficulty vs the selected patch's bytes: {rho}",
-    ]
+    lines += ["", "Cells: val mAP (patch bytes as a % of the full detector); Δ in mAP points.", ""]
+    lines += [f"- {line}" for line in claim_lines(c)]
     lines += [f"- {note}" for note in c.notes]
     return "\n".join(lines) + "\n"

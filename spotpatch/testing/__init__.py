@@ -9,13 +9,19 @@ and says whether every plot drew. Imports from any room.
 from __future__ import annotations
 
 from spotpatch.testing._browser import BrowserLoad, find_chromium, load_in_chromium
-from spotpatch.testing._synthetic import SYNTHETIC_SITES, synthetic_site_bytes, synthetic_study
+from spotpatch.testing._synthetic import (
+    SYNTHETIC_SITES,
+    synthetic_meta,
+    synthetic_site_bytes,
+    synthetic_study,
+)
 
 __all__ = [
     "SYNTHETIC_SITES",
     "BrowserLoad",
     "find_chromium",
     "load_in_chromium",
+    "synthetic_meta",
     "synthetic_site_bytes",
     "synthetic_study",
 ]

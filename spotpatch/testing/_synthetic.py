@@ -26,7 +26,7 @@ from spotpatch.search import (
 from spotpatch.spaces import PatchConfig
 from spotpatch.studies import artifact_store, create_or_load_study
 
-__all__ = ["SYNTHETIC_SITES", "synthetic_study", "synthetic_site_bytes"]
+__all__ = ["SYNTHETIC_SITES", "synthetic_meta", "synthetic_study", "synthetic_site_bytes"]
 
 #: (site, depthwise, channels): a made-up stack of conv layers, each followed by its norm.
 SYNTHETIC_SITES = tuple(
@@ -85,6 +85,30 @@ def _preset(name: str) -> dict[str, str]:
     return {s: ("bn" if name == "dw" and not dw else name) for s, dw, _ in SYNTHETIC_SITES}
 
 
+def synthetic_meta(name: str, **changes) -> StudyMeta:
+    """The metadata of a made-up study called ``name`` (a site-granularity space of a
+    ``synthetic`` model, no artifact folder); ``changes`` replace any field."""
+    fields = {
+        "task": name,
+        "classes": ("cat", "dog"),
+        "model": "synthetic",
+        "checkpoint": None,
+        "base_sha256": "0" * 64,
+        "granularity": "site",
+        "kinds": ("bn", "dw", "lora4", "full"),
+        "dtype": "float32",
+        "full_bytes": 1000,
+        "head_bytes": 100,
+        "artifacts": "",
+        "spec": "",
+        "seed": 0,
+        "train": {"steps": 10, "batch_size": 4, "lr": 0.01, "hflip": True},
+        "sampler": "nsga2",
+        "warm_start": "none",
+    }
+    return StudyMeta(**{**fields, **changes})
+
+
 def synthetic_study(
     storage,
     name: str,
@@ -107,22 +131,13 @@ def synthetic_study(
     rng = random.Random(seed)
     full = _preset("full")
     full_bytes, head_bytes = _bytes(_patch_tensors(full)), _bytes(_HEAD)
-    meta = StudyMeta(
-        task=name,
+    meta = synthetic_meta(
+        name,
         classes=classes,
-        model="synthetic",
-        checkpoint=None,
-        base_sha256="0" * 64,
-        granularity="site",
-        kinds=("bn", "dw", "lora4", "full"),
-        dtype="float32",
         full_bytes=full_bytes,
         head_bytes=head_bytes,
         artifacts=str(Path(artifacts).resolve()) if artifacts else "",
-        spec="",
         seed=seed,
-        train={"steps": 10, "batch_size": 4, "lr": 0.01, "hflip": True},
-        sampler="nsga2",
         warm_start="relaxation" if warm_start else "none",
     )
     study = create_or_load_study(meta, storage, sampler=None)

@@ -20,28 +20,18 @@ from spotpatch.search import (
     write_study_meta,
 )
 from spotpatch.spaces import PatchConfig
+from spotpatch.testing import synthetic_meta
 
 S = optuna.trial.TrialState
 
 
 def _meta(name: str) -> StudyMeta:
-    return StudyMeta(
-        task=name,
+    return synthetic_meta(
+        name,
         classes=("a", "b"),
         model="spotpatch-tiny",
-        checkpoint=None,
-        base_sha256="0" * 64,
-        granularity="site",
         kinds=("bn", "full"),
-        dtype="float32",
-        full_bytes=1000,
-        head_bytes=100,
-        artifacts="",
-        spec="",
-        seed=0,
         train={"steps": 1},
-        sampler="nsga2",
-        warm_start="none",
         category_ids=(3, 7),
     )
 

@@ -13,6 +13,7 @@ from spotpatch.evaluators import EvalResult
 from spotpatch.search import StudyMeta, completed_trial
 from spotpatch.spaces import PatchConfig
 from spotpatch.studies import create_or_load_study, fleet_report, open_storage
+from spotpatch.testing import synthetic_meta
 
 FULL = 1000
 # study -> trials as (preset or None for a searched trial, val mAP, bytes)
@@ -32,24 +33,7 @@ STUDIES = {
 
 
 def _meta(name: str) -> StudyMeta:
-    return StudyMeta(
-        task=name,
-        classes=("a",),
-        model="synthetic",
-        checkpoint=None,
-        base_sha256="0" * 64,
-        granularity="site",
-        kinds=("bn", "full"),
-        dtype="float32",
-        full_bytes=FULL,
-        head_bytes=100,
-        artifacts="",
-        spec="",
-        seed=0,
-        train={},
-        sampler="nsga2",
-        warm_start="none",
-    )
+    return synthetic_meta(name, classes=("a",), full_bytes=FULL, kinds=("bn", "full"), train={})
 
 
 @pytest.fixture(scope="module")
