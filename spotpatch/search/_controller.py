@@ -151,13 +151,16 @@ class StudyController:
     def ask(self, total: int):
         """The next trial (an Optuna ``Trial``), or None when ``total`` trials are done or
         running."""
-        return self.next_work(total)
+        work = self.next_work(total, waits=False)
+        return None if work == WAIT else work
 
-    def next_work(self, total: int, *, warm_start: bool = False):
+    def next_work(self, total: int, *, warm_start: bool = False, waits: bool = True):
         """What this process should do next for the study: a trial (an Optuna ``Trial``),
         :data:`WARM_START` (this process now holds the study's warm start: run it, then
         :meth:`finish_warm_start`), :data:`WAIT` (another process runs the warm start and no
-        queued trial is left meanwhile), or None (the study has its ``total``).
+        queued trial is left meanwhile, or the study has its ``total`` only once the trials now
+        running finish), or None (the study has its ``total`` and nothing runs; with
+        ``waits=False``, as soon as it has its ``total``).
 
         With ``warm_start``, a study without a warm-start record runs one before the sampler
         proposes anything; its queued trials (the presets) may run meanwhile.
@@ -169,14 +172,17 @@ class StudyController:
             if recover_stale(self.study, self.storage, records, self.stale_after):
                 records = self.records()
             if sum(r.counts_toward_total() for r in records) >= total:
-                return None
+                # Done once nothing runs: a running trial may still fail and need a retry.
+                running = any(r.state == optuna.trial.TrialState.RUNNING for r in records)
+                return WAIT if running and waits else None
             if warm_start and relaxation_record(self.study) is None:
                 if self._claim_warm_start():
                     return WARM_START
                 if not any(r.state == optuna.trial.TrialState.WAITING for r in records):
                     return WAIT
             trial = self.study.ask(self.distributions)
-        self._heartbeat.add(trial.number, functools.partial(self._stamp_trial, trial.number))
+            # Stamped before the lock goes: a RUNNING trial always names its process.
+            self._heartbeat.add(trial.number, functools.partial(self._stamp_trial, trial.number))
         config = self.config_of(trial)
         write_asked(trial, config, self.space.patch_bytes(config), self.preset_of(config))
         return trial

@@ -32,14 +32,19 @@ def this_process() -> dict[str, Any]:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process of this host is still running."""
+    """Whether a process of this host is still running (a zombie, killed but not yet reaped by
+    its parent, is not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): the signal's answer stands
 
 
 class Heartbeat:

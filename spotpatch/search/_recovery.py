@@ -23,6 +23,7 @@ from spotpatch.spaces import PatchConfig
 __all__ = ["beat_is_stale", "is_stale", "retry_trial", "recover_stale"]
 
 log = logging.getLogger("spotpatch")
+_UNSTAMPED_GRACE = 30.0  # seconds
 
 
 def beat_is_stale(
@@ -44,8 +45,10 @@ def is_stale(record: TrialRecord, stale_after: float, *, now: float | None = Non
         return False
     now = time.time() if now is None else now
     if record.heartbeat is None:
+        # A trial is stamped as soon as it is asked (under the host lock): one with no stamp
+        # after a short grace lost its process between the two.
         started = record.started.timestamp() if record.started else now
-        return now - started > stale_after
+        return now - started > min(stale_after, _UNSTAMPED_GRACE)
     return beat_is_stale(record.heartbeat, stale_after, now=now)
 
 
