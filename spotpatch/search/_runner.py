@@ -87,6 +87,20 @@ class StudyRun:
     def progress(self) -> StudyProgress:
         return self.controller.progress(self.total)
 
+    def release(self) -> None:
+        """Let the evaluator (and its decoded task) go: this process is done with the study."""
+        self._evaluator = None
+
+    def run_warm_start(self) -> None:
+        """Run the warm start this process claimed and store it; a claim that fails or is
+        interrupted is released for another process to take."""
+        try:
+            result = self.warm_start(self.evaluator())
+        except BaseException:
+            self.controller.abandon_warm_start()
+            raise
+        self.controller.finish_warm_start(result)
+
 
 def _need(run: StudyRun) -> float:
     return run.controller.counted() / run.total
@@ -116,7 +130,7 @@ def run_here(
             work = run.controller.next_work(run.total, warm_start=run.warm_start is not None)
             if work is None:
                 active.remove(run)
-                run._evaluator = None  # done here: let its task go
+                run.release()
                 break
             if work == WAIT:
                 waiting = True
@@ -136,12 +150,7 @@ def run_here(
 def _step(run: StudyRun, work) -> None:
     controller = run.controller
     if work == WARM_START:
-        try:
-            result = run.warm_start(run.evaluator())
-        except BaseException:
-            controller.abandon_warm_start()
-            raise
-        controller.finish_warm_start(result)
+        run.run_warm_start()
         return
     try:
         outcome = run_job(controller.job(work, run.seed), run.evaluator())

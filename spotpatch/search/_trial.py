@@ -47,12 +47,5 @@ class TrialOutcome:
     intermediate: tuple[tuple[int, float], ...] = ()
 
     @property
-    def state(self) -> str:
-        """``complete``, ``failed`` or ``pruned``."""
-        if self.result is not None:
-            return "complete"
-        return "failed" if self.error is not None else "pruned"
-
-    @property
     def map(self) -> float | None:
         return None if self.result is None else self.result.map

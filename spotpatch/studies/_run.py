@@ -218,13 +218,13 @@ def run_studies(
     first = specs[0].search
     if first.backend == "ray":
         runs = [_study_run(s, c, e) for s, (c, e) in zip(specs, prepared, strict=True)]
-        return _run_ray(specs, runs, overrides, on_progress)
+        return _run_ray(specs, runs, on_progress)
     if first.workers == 1:
         runs = [_study_run(s, c, e) for s, (c, e) in zip(specs, prepared, strict=True)]
         return run_here(runs, on_progress=on_progress)
     runs = [_study_run(s, c) for s, (c, _) in zip(specs, prepared, strict=True)]
     del prepared  # the workers read their own tasks
-    return _run_workers(specs, runs, overrides, on_progress)
+    return _run_workers(specs, runs, on_progress)
 
 
 def run_study(
@@ -238,40 +238,29 @@ def run_study(
     return next(iter(run_studies([spec_path], on_progress=report, **options).values()))
 
 
-def _evaluator_for(spec_path: str, overrides: dict) -> PatchEvaluator:
-    """A worker's evaluator for a spec (picklable by reference, for Ray and local workers)."""
-    return evaluator_of(_override(load_spec(spec_path), **overrides), progress=False)
-
-
-def _run_ray(specs, runs, overrides, on_progress) -> dict[str, StudyProgress]:
+def _run_ray(specs, runs, on_progress) -> dict[str, StudyProgress]:
     """Warm starts here, one study after another; then every study's trials on one cluster."""
     from spotpatch.search import run_on_ray
 
     for run in runs:
         if run.warm_start is not None and run.controller.claim_warm_start(run.total):
-            try:
-                result = run.warm_start(run.evaluator())
-            except BaseException:
-                run.controller.abandon_warm_start()
-                raise
-            run.controller.finish_warm_start(result)
-        run._evaluator = None
+            run.run_warm_start()
+        run.release()
     first = specs[0].search
     return run_on_ray(
         runs,
-        [functools.partial(_evaluator_for, str(s.path), overrides) for s in specs],
+        [functools.partial(evaluator_of, s, progress=False) for s in specs],
         address=first.ray_address,
         workers=first.workers,
         on_progress=on_progress,
     )
 
 
-def _worker(spec_paths: list[str], overrides: dict, threads: int) -> None:
+def _worker(specs: list[StudySpec], threads: int) -> None:
     """One local worker process: its own evaluators, the shared studies."""
     import torch
 
     torch.set_num_threads(threads)
-    specs = [_override(load_spec(p), **overrides) for p in spec_paths]
     runs = [_study_run(spec, open_controller(spec)) for spec in specs]
     try:
         run_here(runs)
@@ -279,13 +268,12 @@ def _worker(spec_paths: list[str], overrides: dict, threads: int) -> None:
         pass
 
 
-def _run_workers(specs, runs, overrides, on_progress) -> dict[str, StudyProgress]:
+def _run_workers(specs, runs, on_progress) -> dict[str, StudyProgress]:
     """``workers`` processes share the studies' storages; this one reports progress."""
     k = specs[0].search.workers
     threads = max(1, (os.cpu_count() or 1) // k)
     context = multiprocessing.get_context("spawn")
-    paths = [str(s.path) for s in specs]
-    procs = [context.Process(target=_worker, args=(paths, overrides, threads)) for _ in range(k)]
+    procs = [context.Process(target=_worker, args=(specs, threads)) for _ in range(k)]
     for p in procs:
         p.start()
     last: dict[str, StudyProgress] = {}
