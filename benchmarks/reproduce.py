@@ -25,6 +25,7 @@ import torch
 
 from spotpatch.benchmark import BENCHMARK_TASKS, write_benchmark
 from spotpatch.cli import main
+from spotpatch.spaces import PRESETS
 from spotpatch.studies import fleet_report, load_spec, open_storage, report_markdown, write_spec
 
 
@@ -35,21 +36,43 @@ def _machine(device: str) -> str:
     return f"{cpu}, no GPU used, torch {torch.__version__}"
 
 
-def study_files(out: Path, *, steps: int, trials: int, device: str, seed: int) -> list[Path]:
+def study_files(
+    out: Path,
+    *,
+    steps: int,
+    trials: int,
+    device: str,
+    seed: int,
+    tasks: list[str] | None = None,
+    sampler: str | None = None,
+    lambdas: tuple[float, ...] | None = None,
+    presets: tuple[str, ...] | None = None,
+) -> list[Path]:
     """The bundled benchmark under ``out/bench`` (written once) and one study file per task
-    under ``out/studies``, all on one storage, at one budget."""
+    under ``out/studies``, all on one storage, at one budget. ``tasks`` (default: all ten),
+    ``sampler``, ``lambdas`` (the warm start's penalty path) and ``presets`` replace the
+    bundled specs'."""
     bench = out / "bench"
     if not all((bench / "studies" / f"{t.name}.toml").is_file() for t in BENCHMARK_TASKS):
         write_benchmark(bench, seed=seed, overwrite=True)
     storage = f"sqlite:///{out / 'spotpatch.db'}"
     files = []
     for task in BENCHMARK_TASKS:
+        if tasks and task.name not in tasks:
+            continue
         spec = load_spec(bench / "studies" / f"{task.name}.toml")
+        search = replace(spec.search, trials=trials, storage=storage)
+        if sampler is not None:
+            search = replace(search, sampler=sampler)
+        if lambdas is not None:
+            search = replace(search, relaxation_lambdas=lambdas)
+        if presets is not None:
+            search = replace(search, presets=presets)
         spec = replace(
             spec,
             base=replace(spec.base, device=device),
             train=replace(spec.train, steps=steps),
-            search=replace(spec.search, trials=trials, storage=storage),
+            search=search,
         )
         files.append(write_spec(spec, out / "studies" / f"{task.name}.toml"))
     return files
@@ -63,11 +86,35 @@ def main_(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="trials at once (default 1)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
     parser.add_argument("--seed", type=int, default=0, help="benchmark seed (default 0)")
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=[t.name for t in BENCHMARK_TASKS],
+        help="only these tasks (default: all ten)",
+    )
+    parser.add_argument("--sampler", help="the sampler of every study (default: the specs')")
+    parser.add_argument(
+        "--lambdas",
+        type=float,
+        nargs="+",
+        help="the warm start's penalty path (default: the specs')",
+    )
+    parser.add_argument(
+        "--presets", nargs="+", choices=PRESETS, help="the presets (default: the specs', all)"
+    )
     args = parser.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     files = study_files(
-        out, steps=args.steps, trials=args.trials, device=args.device, seed=args.seed
+        out,
+        steps=args.steps,
+        trials=args.trials,
+        device=args.device,
+        seed=args.seed,
+        tasks=args.tasks,
+        sampler=args.sampler,
+        lambdas=tuple(args.lambdas) if args.lambdas else None,
+        presets=tuple(args.presets) if args.presets else None,
     )
     start = time.perf_counter()
     code = main(["run", *map(str, files), "--workers", str(args.workers)])
@@ -85,6 +132,9 @@ def main_(argv: list[str] | None = None) -> int:
         "trials": args.trials,
         "workers": args.workers,
         "tasks": len(files),
+        "sampler": args.sampler,
+        "lambdas": args.lambdas,
+        "presets": args.presets,
     }
     (out / "run.json").write_text(json.dumps(run, indent=2), encoding="utf-8")
     print(text)

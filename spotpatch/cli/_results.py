@@ -1,5 +1,6 @@
-"""The commands that read stored studies: ``status``, ``export``, ``predict``, ``dashboard`` and
-``plan``, with their shared ``--storage`` and ``--select`` options."""
+"""The commands that read stored studies: ``status``, ``export``, ``predict``, ``dashboard``,
+``plan``, ``report`` and ``confirm`` (which retrains), with their shared ``--storage`` and
+``--select`` options."""
 
 from __future__ import annotations
 
@@ -278,4 +279,75 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = (_add_status, _add_export, _add_predict, _add_dashboard, _add_plan, _add_report)
+def _add_confirm(sub: argparse._SubParsersAction) -> None:
+    from spotpatch.spaces import PRESETS
+
+    p = command(sub, cmd_confirm)
+    p.add_argument("study", metavar="STUDY_NAME", help="the study (its task's name)")
+    _add_select(p)
+    p.add_argument("--seeds", type=int, default=3, help="retrainings per config (default 3)")
+    p.add_argument(
+        "--preset",
+        action="append",
+        default=[],
+        choices=PRESETS,
+        help="also retrain this fixed recipe (repeatable)",
+    )
+    _add_storage(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    """retrain the selected patch and the full fine-tune with new seeds: mean ± sd of each
+
+    The searched patch the rule picks (presets left out, as in `report`), the full fine-tune
+    and each --preset train again SEEDS times at the study's budget, with seeds no trial used.
+    Every run is stored in the study: a stopped confirm resumes, a larger --seeds adds runs,
+    and `report` then uses the means.
+    """
+    from spotpatch.search import DEFAULT_RULE
+    from spotpatch.studies import confirm_study
+
+    def said(label: str, seed: int, value: float) -> None:
+        if not args.json:
+            print(f"{label} seed {seed}: mAP {value:.3f}", flush=True)
+
+    result = confirm_study(
+        args.study,
+        storage=args.storage,
+        rule=args.select or DEFAULT_RULE,
+        seeds=args.seeds,
+        presets=args.preset,
+        on_run=said,
+    )
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+        return 0
+    rows = [
+        [
+            c.label,
+            "-" if c.trial is None else str(c.trial),
+            kib(c.patch_bytes),
+            f"{c.mean:.3f} ± {c.sd:.3f}",
+            str(len(c.maps)),
+        ]
+        for c in result.configs
+    ]
+    print(table(rows, ["config", "trial", "patch", "val mAP", "seeds"]))
+    v = result.versus_full
+    print(
+        f"selected vs full: {100 * v.delta:+.1f} ± {100 * v.delta_sd:.1f} mAP points "
+        f"({v.seeds} seeds each)"
+    )
+    return 0
+
+
+COMMANDS = (
+    _add_status,
+    _add_export,
+    _add_predict,
+    _add_dashboard,
+    _add_plan,
+    _add_report,
+    _add_confirm,
+)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spotpatch.studies import FleetReport, TechniqueResult, claim_lines
+from spotpatch.studies import FleetReport, TechniqueResult, claim_lines, delta_text
 
 __all__ = ["AcrossRow", "DifficultyPoint", "AcrossTasks", "across_tasks", "number_text"]
 
@@ -25,7 +25,8 @@ class AcrossRow:
         techniques: the best run of each technique, in the order of
             :attr:`AcrossTasks.techniques` (None: the study did not run it).
         selected: the searched patch the rule picks (None: none, see ``note``).
-        delta_points: ``selected``'s mAP minus the full fine-tune's, in mAP points (x100).
+        delta: ``selected``'s mAP minus the full fine-tune's, in mAP points, as the report
+            prints it (with its spread and seeds where ``spotpatch confirm`` retrained both).
         note: why ``selected`` is None, when it is.
     """
 
@@ -33,7 +34,7 @@ class AcrossRow:
     difficulty: float | None
     techniques: tuple[TechniqueResult | None, ...]
     selected: TechniqueResult | None
-    delta_points: float | None
+    delta: str
     note: str | None
 
 
@@ -80,7 +81,7 @@ def across_tasks(report: FleetReport) -> AcrossTasks:
             difficulty=r.difficulty,
             techniques=tuple(r.techniques.get(t) for t in report.techniques),
             selected=r.selected,
-            delta_points=None if r.delta_vs_full is None else 100 * r.delta_vs_full,
+            delta=delta_text(r),
             note=r.note,
         )
         for r in report.rows

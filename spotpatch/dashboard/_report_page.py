@@ -39,7 +39,7 @@ def _table(data: AcrossTasks) -> str:
     rows = "".join(
         f"<tr><td>{_e(r.study)}</td><td>{number_text(r.difficulty, '.3f')}</td>"
         + "".join(_cell(t) for t in r.techniques)
-        + f"{_cell(r.selected)}<td>{number_text(r.delta_points, '+.1f')}</td></tr>"
+        + f"{_cell(r.selected)}<td>{_e(r.delta)}</td></tr>"
         for r in data.rows
     )
     header = "".join(f"<th>{_e(h)}</th>" for h in head)

@@ -18,11 +18,13 @@ from spotpatch.search._pareto import FrontPoint, hypervolume, knee_point, pareto
 from spotpatch.search._progress import StudyProgress, front_points, summarize
 from spotpatch.search._record import (
     SOURCES,
+    ConfirmRun,
     RelaxationPhaseRecord,
     RelaxationRecord,
     StudyMeta,
     TrialRecord,
     completed_trial,
+    confirm_runs,
     failed_trial,
     is_spotpatch_study,
     relaxation_record,
@@ -31,6 +33,7 @@ from spotpatch.search._record import (
     study_meta,
     trial_record,
     trial_records,
+    write_confirm_run,
     write_relaxation,
     write_study_meta,
 )
@@ -56,6 +59,7 @@ from spotpatch.search._trial import TrialJob, TrialOutcome
 __all__ = [
     "DEFAULT_LAMBDAS",
     "DEFAULT_RULE",
+    "ConfirmRun",
     "EarlyStopping",
     "FleetPlan",
     "FrontPoint",
@@ -76,6 +80,7 @@ __all__ = [
     "WAIT",
     "WARM_START",
     "completed_trial",
+    "confirm_runs",
     "failed_trial",
     "front_points",
     "hypervolume",
@@ -99,6 +104,7 @@ __all__ = [
     "summarize",
     "trial_record",
     "trial_records",
+    "write_confirm_run",
     "write_relaxation",
     "write_study_meta",
 ]

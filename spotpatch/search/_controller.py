@@ -26,6 +26,7 @@ from spotpatch.search._record import (
     trial_records,
     warm_start_claim,
     write_asked,
+    write_duplicate,
     write_failure,
     write_heartbeat,
     write_pruned,
@@ -44,6 +45,9 @@ log = logging.getLogger("spotpatch")
 WARM_START = "warm start"
 WAIT = "wait"
 _WARMING = "warm start"  # the heartbeat's key for the claim
+#: Proposals of already-trained configs in a row before one is trained anyway (a sampler stuck
+#: in a space it has exhausted still ends).
+MAX_DUPLICATES = 32
 
 
 class StudyController:
@@ -180,12 +184,25 @@ class StudyController:
                     return WARM_START
                 if not any(r.state == optuna.trial.TrialState.WAITING for r in records):
                     return WAIT
-            trial = self.study.ask(self.distributions)
+            trial = self._ask_new(records)
             # Stamped before the lock goes: a RUNNING trial always names its process.
             self._heartbeat.add(trial.number, functools.partial(self._stamp_trial, trial.number))
         config = self.config_of(trial)
         write_asked(trial, config, self.space.patch_bytes(config), self.preset_of(config))
         return trial
+
+    def _ask_new(self, records: list[TrialRecord]):
+        """Ask the sampler for a config not trained yet: a proposal of a trained config is told
+        that trial's stored result (the sampler learns from it) and the sampler asked again."""
+        trained = {r.config: r for r in records if r.complete and r.config is not None}
+        for _ in range(MAX_DUPLICATES):
+            trial = self.study.ask(self.distributions)
+            earlier = trained.get(self.config_of(trial))
+            if earlier is None:
+                return trial
+            log.info("trial %d proposes trial %d's config again", trial.number, earlier.number)
+            self.study.tell(trial, values=write_duplicate(trial, earlier))
+        return self.study.ask(self.distributions)
 
     def claim_warm_start(self, total: int) -> bool:
         """Take the study's warm start for this process, unless the study has its ``total``,

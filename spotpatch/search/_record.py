@@ -14,6 +14,9 @@ A trial stores:
 - when told: ``map``, ``map50``, ``patch_bytes``, ``train_seconds``, ``eval_seconds``,
   ``config``, ``summary``, ``intermediate`` ({step: mAP}), ``artifact_id`` (its patch tensors in
   the artifact store); or ``error`` (FAIL); or ``pruned_at`` and ``intermediate`` (PRUNED);
+- a config the sampler proposed again is not trained twice: its trial is told the stored result
+  and records ``duplicate_of`` (the trial that trained it);
+- (study) ``confirm_runs``: configs retrained with other seeds by ``spotpatch confirm``;
 - system attributes ``spotpatch:heartbeat`` ({host, pid, time}) while it runs and
   ``spotpatch:retried`` once a later trial took over its config.
 
@@ -54,12 +57,16 @@ __all__ = [
     "relaxation_trials",
     "warm_start_claim",
     "write_warm_start_claim",
+    "ConfirmRun",
+    "confirm_runs",
+    "write_confirm_run",
     "enqueue_attrs",
     "queued_config",
     "write_asked",
     "write_result",
     "write_failure",
     "write_pruned",
+    "write_duplicate",
     "mark_retried",
     "write_heartbeat",
     "completed_trial",
@@ -70,6 +77,7 @@ __all__ = [
 META_KEY = "spotpatch"  # study user attribute: StudyMeta.to_json()
 RELAXATION_KEY = "relaxation"  # study user attribute: the warm start's record
 _WARM_START_CLAIM = "warm_start_claim"  # study user attribute: who runs the warm start now
+_CONFIRM_RUNS = "confirm_runs"  # study user attribute: configs retrained with other seeds
 FORMAT = 1
 METRIC_NAMES = ("map", "patch_bytes")
 
@@ -90,6 +98,7 @@ _INTERMEDIATE = "intermediate"
 _ARTIFACT_ID = "artifact_id"
 _ERROR = "error"
 _PRUNED_AT = "pruned_at"
+_DUPLICATE_OF = "duplicate_of"
 
 #: Where a trial's config came from: the sampler, the warm start, a fixed recipe, or a retry of
 #: a trial that did not finish.
@@ -258,6 +267,45 @@ def relaxation_trials(
     return relaxation.seconds / mean if mean > 0 else None
 
 
+# -- configs retrained with other seeds (``spotpatch confirm``) --------------------------------
+@dataclass(frozen=True)
+class ConfirmRun:
+    """One retraining of a config with another seed, outside the search."""
+
+    sites: Mapping[str, str]
+    seed: int
+    map: float
+    patch_bytes: int
+
+    @functools.cached_property
+    def config(self) -> PatchConfig:
+        return PatchConfig.from_dict(self.sites)
+
+
+def confirm_runs(study) -> tuple[ConfirmRun, ...]:
+    """Every retraining a study stored, in the order they ran."""
+    raw = study.user_attrs.get(_CONFIRM_RUNS)
+    runs = []
+    for r in raw if isinstance(raw, list) else ():
+        try:
+            runs.append(
+                ConfirmRun(dict(r["sites"]), int(r["seed"]), float(r["map"]), int(r["bytes"]))
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+    return tuple(runs)
+
+
+def write_confirm_run(study, run: ConfirmRun) -> None:
+    """Add a retraining to the study's record (one process confirms a study at a time)."""
+    raw = study.user_attrs.get(_CONFIRM_RUNS)
+    runs = list(raw) if isinstance(raw, list) else []
+    runs.append(
+        {"sites": dict(run.sites), "seed": run.seed, "map": run.map, "bytes": run.patch_bytes}
+    )
+    study.set_user_attr(_CONFIRM_RUNS, runs)
+
+
 # -- a trial -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TrialRecord:
@@ -281,6 +329,8 @@ class TrialRecord:
         error: why a failed trial failed.
         pruned_at: the step an early-stopped trial stopped at.
         retry_of: the trial whose config this one retries.
+        duplicate_of: the trial that trained this config, when the sampler proposed it again
+            (this trial holds that one's result and trained nothing).
         retried: a failed trial whose config a later trial took over.
         heartbeat: the last stamp of the process running it ({host, pid, time}).
         started: when it started (None while queued).
@@ -302,15 +352,21 @@ class TrialRecord:
     error: str | None
     pruned_at: int | None
     retry_of: int | None
+    duplicate_of: int | None
     retried: bool
     heartbeat: Mapping[str, Any] | None
     started: datetime | None
 
     @property
     def complete(self) -> bool:
+        """Trained and scored (a duplicate's copied result aside)."""
         import optuna
 
-        return self.state == optuna.trial.TrialState.COMPLETE and self.map is not None
+        return (
+            self.state == optuna.trial.TrialState.COMPLETE
+            and self.map is not None
+            and self.duplicate_of is None
+        )
 
     @property
     def seconds(self) -> float:
@@ -327,10 +383,11 @@ class TrialRecord:
         return "-" if self.config is None else self.config.summary()
 
     def counts_toward_total(self) -> bool:
-        """Finished trials and running ones count; queued ones and retried failures do not."""
+        """Finished trials and running ones count; queued ones, retried failures and
+        duplicates (nothing trained) do not."""
         import optuna
 
-        if self.state == optuna.trial.TrialState.WAITING:
+        if self.state == optuna.trial.TrialState.WAITING or self.duplicate_of is not None:
             return False
         return not (self.state == optuna.trial.TrialState.FAIL and self.retried)
 
@@ -373,6 +430,7 @@ def trial_record(trial) -> TrialRecord:
         error=str(attrs[_ERROR]) if _ERROR in attrs else None,
         pruned_at=_number(attrs.get(_PRUNED_AT), int),
         retry_of=_number(attrs.get(_RETRY_OF), int),
+        duplicate_of=_number(attrs.get(_DUPLICATE_OF), int),
         retried=bool(trial.system_attrs.get(_RETRIED, False)),
         heartbeat=beat if isinstance(beat, dict) else None,
         started=trial.datetime_start,
@@ -456,6 +514,19 @@ def write_pruned(trial, intermediate: Sequence[tuple[int, float]]) -> None:
     """Record an early-stopped trial: where it stopped and what it saw on the way."""
     trial.set_user_attr(_PRUNED_AT, intermediate[-1][0])
     trial.set_user_attr(_INTERMEDIATE, {str(s): v for s, v in intermediate})
+
+
+def write_duplicate(trial, of: TrialRecord) -> list[float]:
+    """Record that ``trial`` proposes the config that trial ``of`` trained: it holds that
+    trial's result and trains nothing. Returns the values to tell."""
+    attrs: dict[str, Any] = {_DUPLICATE_OF: of.number, _MAP: of.map, _CONFIG: dict(of.sites or {})}
+    attrs[_PATCH_BYTES] = of.patch_bytes
+    if of.map50 is not None:
+        attrs[_MAP50] = of.map50
+    if of.artifact_id is not None:
+        attrs[_ARTIFACT_ID] = of.artifact_id
+    _set_all(trial, attrs)
+    return [float(of.map), float(of.patch_bytes)]
 
 
 def mark_retried(storage, trial_id: int, why: str) -> None:

@@ -70,6 +70,8 @@ def relax(
     lambdas: Sequence[float] = DEFAULT_LAMBDAS,
     steps: int | None = None,
     seed: int = 0,
+    hard: bool = True,
+    gate_lr: float = GATE_LR,
     progress: bool | None = None,
 ) -> RelaxationResult:
     """Run the gate relaxation for one task and read off a config per penalty level.
@@ -82,6 +84,9 @@ def relax(
         lambdas: penalty levels, applied in increasing order in equal phases of the run.
         steps: length of the whole run (default: one trial's steps).
         seed: seeds the head, deltas, Gumbel noise and batch order.
+        hard: straight-through draws (one kind per gate in the forward); otherwise every
+            kind mixes in with its Gumbel-softmax weight, so every delta trains at each step.
+        gate_lr: the gate logits' learning rate.
     """
     lambdas = sorted(lambdas)
     total = steps or settings.steps
@@ -100,7 +105,7 @@ def relax(
             # Temperature decays geometrically over the whole run, 1.0 -> 0.1.
             tau = math.exp(math.log(0.1) * (step - 1) / max(1, total - 1))
             state["lam"] = lambdas[min((step - 1) // phase_len, len(lambdas) - 1)]
-            mixed.sample(tau)
+            mixed.sample(tau, hard=hard, noise=True)
 
         def end_of_phase(step: int) -> None:
             config = mixed.freeze()
@@ -115,7 +120,7 @@ def relax(
 
         groups = [
             {"params": mixed.delta_parameters + mixed.head_parameters},
-            {"params": mixed.logits, "lr": GATE_LR},
+            {"params": mixed.logits, "lr": gate_lr},
         ]
         start = time.perf_counter()
         train_detector(

@@ -6,13 +6,15 @@ from spotpatch._errors import UserError
 
 __all__ = ["make_sampler", "SAMPLER_NAMES"]
 
-SAMPLER_NAMES = ("nsga2", "tpe", "gp", "random")
+SAMPLER_NAMES = ("nsga2", "neighbours", "tpe", "gp", "random")
 
 
 def make_sampler(name: str, seed: int, *, population: int = 8):
     """An Optuna sampler for a two-objective study.
 
-    ``nsga2``: NSGA-II with a small population (our trials are expensive); ``tpe``:
+    ``nsga2``: NSGA-II with a small population (our trials are expensive); ``neighbours``:
+    neighbours of the front's configs, guided by the warm start, with NSGA-II for a quarter of
+    the trials (:class:`~spotpatch.search._neighbours.NeighbourSampler`); ``tpe``:
     multivariate multi-objective TPE; ``gp``: Optuna's GPSampler (log-EHVI), made for small
     budgets of expensive trials; ``random``: the baseline.
     """
@@ -31,6 +33,11 @@ def _make(name: str, seed: int, population: int):
 
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
+    if name == "neighbours":
+        from spotpatch.search._neighbours import NeighbourSampler
+
+        base = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
+        return NeighbourSampler(base, seed=seed)
     if name == "tpe":
         return optuna.samplers.TPESampler(
             multivariate=True,

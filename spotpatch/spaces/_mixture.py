@@ -157,14 +157,18 @@ class MixedPatch:
         self.delta_parameters += [norm.delta_weight, norm.delta_bias]
 
     # -- the gates ----------------------------------------------------------------------------
-    def sample(self, temperature: float, *, hard: bool = True) -> None:
-        """Draw each gate's weights for the next forward: Gumbel-softmax at ``temperature``,
-        one-hot in the forward and soft in the backward when ``hard`` (straight-through);
-        ``hard=False`` uses the plain softmax (no noise)."""
+    def sample(self, temperature: float, *, hard: bool = True, noise: bool | None = None) -> None:
+        """Draw each gate's weights for the next forward: a Gumbel-softmax at ``temperature``.
+
+        ``hard``: one-hot in the forward and soft in the backward (straight-through);
+        otherwise the soft weights themselves. ``noise`` (default: ``hard``): add Gumbel noise;
+        without it the weights are the plain softmax.
+        """
+        noise = hard if noise is None else noise
         weights = []
         for logits in self.logits:
-            if hard:
-                weights.append(F.gumbel_softmax(logits, tau=temperature, hard=True))
+            if noise:
+                weights.append(F.gumbel_softmax(logits, tau=temperature, hard=hard))
             else:
                 weights.append(F.softmax(logits / temperature, dim=0))
         self.set_weights(weights)

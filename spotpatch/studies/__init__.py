@@ -1,22 +1,30 @@
 """One study per task: the TOML spec (read and written), its storage and artifacts, running
 many studies at once (resuming each), selection, the fleet plan, the report across tasks, and
-exporting the chosen patch.
+exporting the chosen patch, retraining the selected patch with other seeds (``confirm``).
 
 Imports from ``spaces``, ``evaluators`` and ``search``.
 """
 
 from __future__ import annotations
 
+from spotpatch.studies._confirm import (
+    CONFIRM_SEED,
+    Confirmation,
+    ConfirmedConfig,
+    confirm_study,
+)
 from spotpatch.studies._export import export_patch
 from spotpatch.studies._onnx import RawSSD, export_onnx
 from spotpatch.studies._predict import DEFAULT_SCORE_THRESHOLD, predict_images
 from spotpatch.studies._report import (
     MATCH_TOLERANCE,
+    Confirmed,
     FleetReport,
     ReportClaims,
     ReportRow,
     TechniqueResult,
     claim_lines,
+    delta_text,
     fleet_report,
     report_markdown,
     report_of,
@@ -56,12 +64,18 @@ from spotpatch.studies._storage import (
 )
 
 __all__ = [
+    "CONFIRM_SEED",
+    "Confirmation",
+    "ConfirmedConfig",
+    "confirm_study",
     "MATCH_TOLERANCE",
     "FleetReport",
     "ReportClaims",
     "ReportRow",
     "TechniqueResult",
     "claim_lines",
+    "Confirmed",
+    "delta_text",
     "fleet_report",
     "report_markdown",
     "report_of",

@@ -25,8 +25,8 @@ from spotpatch.search import DEFAULT_RULE, StudyMeta, TrialRecord, study_meta
 from spotpatch.spaces import Patch, payload_bytes, save_patch
 from spotpatch.studies._onnx import export_onnx
 from spotpatch.studies._select import selected_trial
-from spotpatch.studies._setup import study_space
-from spotpatch.studies._spec import StudySpec, load_spec
+from spotpatch.studies._setup import recorded_spec, study_space
+from spotpatch.studies._spec import StudySpec
 from spotpatch.studies._storage import DEFAULT_STORAGE, load_study, open_artifact, open_storage
 
 __all__ = ["export_patch"]
@@ -203,14 +203,10 @@ def _trial_patch(study, record: TrialRecord, meta: StudyMeta, storage, scratch: 
 
 
 def _recorded_spec(meta: StudyMeta) -> StudySpec | None:
-    path = Path(meta.spec)
-    if not path.is_file():
-        log.warning("study spec %s is gone: exporting without test mAP", path)
-        return None
     try:
-        return load_spec(path)
+        return recorded_spec(meta)
     except UserError as e:
-        log.warning("study spec no longer reads (%s): exporting without test mAP", e)
+        log.warning("%s: exporting without test mAP", e)
         return None
 
 

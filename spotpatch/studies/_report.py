@@ -15,20 +15,27 @@ measured in the study), then the claims the paper makes, computed from the rows:
 "Searched" trials are the completed ones that the search proposed (the warm start and the
 sampler), retries of them included; the trials queued as presets, and their retries, are left
 out. The selected searched patch is the one the selection rule picks among them.
+
+Where ``spotpatch confirm`` retrained the selected patch and the full fine-tune with other
+seeds, the difference to the full fine-tune is the difference of their mean mAPs, shown with
+its standard deviation and the number of seeds; elsewhere it is the difference of single runs.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from spotpatch._errors import UserError
 from spotpatch.search import (
     DEFAULT_RULE,
+    ConfirmRun,
     FrontPoint,
     TrialRecord,
+    confirm_runs,
     parse_rule,
     select_point,
     study_meta,
@@ -40,6 +47,7 @@ from spotpatch.studies._select import spotpatch_studies
 __all__ = [
     "MATCH_TOLERANCE",
     "TechniqueResult",
+    "Confirmed",
     "ReportRow",
     "ReportClaims",
     "FleetReport",
@@ -47,6 +55,10 @@ __all__ = [
     "report_of",
     "report_markdown",
     "claim_lines",
+    "confirmed",
+    "delta_text",
+    "preset_runs",
+    "selected_searched",
 ]
 
 #: How far below a preset's mAP a searched trial may be and still match it (mAP in [0, 1]).
@@ -64,6 +76,52 @@ class TechniqueResult:
 
 
 @dataclass(frozen=True)
+class Confirmed:
+    """The selected patch and the full fine-tune retrained with other seeds.
+
+    Attributes:
+        seeds: retrainings of each (the fewer of the two, when they differ).
+        selected_map: the selected patch's mean val mAP over its retrainings.
+        selected_sd: their standard deviation (0 for one run).
+        full_map: the full fine-tune's mean val mAP.
+        full_sd: its standard deviation.
+        delta: ``selected_map - full_map``.
+        delta_sd: the standard deviation of that difference of means.
+    """
+
+    seeds: int
+    selected_map: float
+    selected_sd: float
+    full_map: float
+    full_sd: float
+    delta: float
+    delta_sd: float
+
+
+def confirmed(
+    runs: Sequence[ConfirmRun], selected: Mapping[str, str], full: Mapping[str, str]
+) -> Confirmed | None:
+    """The retrainings of two configs (site -> kind) summed up; None unless both have some."""
+    mine = [r.map for r in runs if dict(r.sites) == dict(selected)]
+    theirs = [r.map for r in runs if dict(r.sites) == dict(full)]
+    if not mine or not theirs:
+        return None
+
+    def sd(values: list[float]) -> float:
+        return statistics.stdev(values) if len(values) > 1 else 0.0
+
+    return Confirmed(
+        seeds=min(len(mine), len(theirs)),
+        selected_map=statistics.fmean(mine),
+        selected_sd=sd(mine),
+        full_map=statistics.fmean(theirs),
+        full_sd=sd(theirs),
+        delta=statistics.fmean(mine) - statistics.fmean(theirs),
+        delta_sd=math.sqrt(sd(mine) ** 2 / len(mine) + sd(theirs) ** 2 / len(theirs)),
+    )
+
+
+@dataclass(frozen=True)
 class ReportRow:
     """One study's row.
 
@@ -72,9 +130,11 @@ class ReportRow:
         difficulty: full fine-tune mAP minus head-only mAP (None without both).
         techniques: preset name -> its best completed trial in the study.
         selected: the searched patch the rule picks (None: no searched trial, or none fits).
-        delta_vs_full: the selected patch's mAP minus the full fine-tune's (None without both).
+        delta_vs_full: the selected patch's mAP minus the full fine-tune's (None without both):
+            their mean mAPs over retrainings where ``confirmed``, single runs elsewhere.
         unmatched: the presets no searched trial matches (see :data:`MATCH_TOLERANCE`).
         note: why ``selected`` is None, when it is.
+        confirmed: the retrainings of the selected patch and the full fine-tune, if any.
     """
 
     study: str
@@ -84,6 +144,7 @@ class ReportRow:
     delta_vs_full: float | None
     unmatched: tuple[str, ...]
     note: str | None = None
+    confirmed: Confirmed | None = None
 
     @property
     def has_presets(self) -> bool:
@@ -163,16 +224,49 @@ def _queued_as_preset(records: Sequence[TrialRecord]) -> set[int]:
     return out
 
 
-def report_row(name: str, records: Sequence[TrialRecord], full_bytes: int, rule) -> ReportRow:
-    """One study's row, from its trial records."""
+def selected_searched(
+    records: Sequence[TrialRecord], full_bytes: int, rule
+) -> tuple[TrialRecord | None, str | None]:
+    """The searched trial the rule picks (presets left out), or None and why not."""
     queued_as_preset = _queued_as_preset(records)
-    complete = [r for r in records if r.complete]
-    techniques: dict[str, TechniqueResult] = {}
+    searched = [r for r in records if r.complete and r.number not in queued_as_preset]
+    if not searched:
+        return None, "no searched trial yet"
+    points = [FrontPoint(r.number, r.map, r.patch_bytes) for r in searched]
+    try:
+        point = select_point(points, rule, full_bytes)
+    except UserError as e:
+        return None, str(e)
+    return next(r for r in searched if r.number == point.number), None
+
+
+def preset_runs(records: Sequence[TrialRecord]) -> dict[str, TrialRecord]:
+    """Each preset's best completed trial among those queued as presets."""
+    queued_as_preset = _queued_as_preset(records)
+    best: dict[str, TrialRecord] = {}
     for preset in PRESETS:
-        runs = [r for r in complete if r.preset == preset and r.number in queued_as_preset]
+        runs = [
+            r
+            for r in records
+            if r.complete and r.preset == preset and r.number in queued_as_preset
+        ]
         if runs:  # a preset retried: its best run
-            techniques[preset] = _result(max(runs, key=lambda r: (r.map, -r.number)), full_bytes)
-    searched = [r for r in complete if r.number not in queued_as_preset]
+            best[preset] = max(runs, key=lambda r: (r.map, -r.number))
+    return best
+
+
+def report_row(
+    name: str,
+    records: Sequence[TrialRecord],
+    full_bytes: int,
+    rule,
+    runs: Sequence[ConfirmRun] = (),
+) -> ReportRow:
+    """One study's row, from its trial records (and its retrainings, ``runs``)."""
+    queued_as_preset = _queued_as_preset(records)
+    presets = preset_runs(records)
+    techniques = {p: _result(r, full_bytes) for p, r in presets.items()}
+    searched = [r for r in records if r.complete and r.number not in queued_as_preset]
     unmatched = tuple(
         preset
         for preset, t in techniques.items()
@@ -180,26 +274,26 @@ def report_row(name: str, records: Sequence[TrialRecord], full_bytes: int, rule)
             r.map >= t.map - MATCH_TOLERANCE - 1e-12 and r.patch_bytes <= t.bytes for r in searched
         )
     )
-    selected, note = None, None
-    if not searched:
-        note = "no searched trial yet"
-    else:
-        points = [FrontPoint(r.number, r.map, r.patch_bytes) for r in searched]
-        try:
-            point = select_point(points, rule, full_bytes)
-        except UserError as e:
-            note = str(e)
-        else:
-            selected = _result(next(r for r in searched if r.number == point.number), full_bytes)
+    chosen, note = selected_searched(records, full_bytes, rule)
+    selected = _result(chosen, full_bytes) if chosen is not None else None
     head, full = techniques.get("head"), techniques.get("full")
+    check = None
+    if chosen is not None and "full" in presets:
+        check = confirmed(runs, chosen.sites or {}, presets["full"].sites or {})
+    delta = None
+    if check is not None:
+        delta = check.delta
+    elif selected and full:
+        delta = selected.map - full.map
     return ReportRow(
         study=name,
         difficulty=full.map - head.map if head and full else None,
         techniques=techniques,
         selected=selected,
-        delta_vs_full=selected.map - full.map if selected and full else None,
+        delta_vs_full=delta,
         unmatched=unmatched,
         note=note,
+        confirmed=check,
     )
 
 
@@ -247,7 +341,9 @@ def report_of(studies: Sequence, rule: str = DEFAULT_RULE) -> FleetReport:
     """The report of some studies (Optuna studies made by spotpatch)."""
     parsed = parse_rule(rule)
     rows = [
-        report_row(s.study_name, trial_records(s), study_meta(s).full_bytes, parsed)
+        report_row(
+            s.study_name, trial_records(s), study_meta(s).full_bytes, parsed, confirm_runs(s)
+        )
         for s in studies
     ]
     # Easiest first; studies without a difficulty last, by name.
@@ -282,6 +378,17 @@ def _number(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def delta_text(row: ReportRow) -> str:
+    """The Δ vs full cell: ``+0.3`` for single runs, ``+0.3 ± 0.4 (3 seeds)`` where confirmed."""
+    if row.delta_vs_full is None:
+        return "-"
+    text = f"{100 * row.delta_vs_full:+.1f}"
+    if row.confirmed is not None:
+        c = row.confirmed
+        text += f" ± {100 * c.delta_sd:.1f} ({c.seeds} seed{'s' if c.seeds > 1 else ''})"
+    return text
+
+
 def claim_lines(c: ReportClaims) -> tuple[str, str, str]:
     """The claims (a), (b) and (c) in words, with their numbers."""
     delta = None if c.mean_delta_vs_full is None else 100 * c.mean_delta_vs_full
@@ -312,11 +419,19 @@ def report_markdown(report: FleetReport) -> str:
             _number(r.difficulty, ".3f"),
             *(_cell(r.techniques.get(t)) for t in report.techniques),
             _cell(r.selected),
-            _number(None if r.delta_vs_full is None else 100 * r.delta_vs_full, "+.1f"),
+            delta_text(r),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     c = report.claims
-    lines += ["", "Cells: val mAP (patch bytes as a % of the full detector); Δ in mAP points.", ""]
+    lines += ["", "Cells: val mAP (patch bytes as a % of the full detector); Δ in mAP points."]
+    confirmed = [r.study for r in report.rows if r.confirmed is not None]
+    if confirmed:
+        lines.append(
+            f"Δ is the difference of mean mAPs over retrainings with other seeds (`spotpatch "
+            f"confirm`) in {len(confirmed)} of {len(report.rows)} studies (± its standard "
+            "deviation), of single runs elsewhere."
+        )
+    lines.append("")
     lines += [f"- {line}" for line in claim_lines(c)]
     lines += [f"- {note}" for note in c.notes]
     return "\n".join(lines) + "\n"

@@ -20,11 +20,34 @@ from spotpatch.search import StudyMeta
 from spotpatch.spaces import PatchConfig, PatchSpace
 from spotpatch.studies._spec import StudySpec, load_spec
 
-__all__ = ["base_of", "study_space", "task_of", "evaluator_of", "read_config", "evaluate_spec"]
+__all__ = [
+    "base_of",
+    "recorded_spec",
+    "study_space",
+    "task_of",
+    "evaluator_of",
+    "read_config",
+    "evaluate_spec",
+]
 
 
 def base_of(spec: StudySpec) -> Base:
     return load_base(spec.base.model, spec.base.checkpoint, device=spec.base.device)
+
+
+def recorded_spec(meta: StudyMeta) -> StudySpec:
+    """The study file a study recorded at creation, read again.
+
+    Raises:
+        UserError: the file is gone or no longer reads.
+    """
+    path = Path(meta.spec)
+    if not path.is_file():
+        raise UserError(f"study file {path} is gone")
+    try:
+        return load_spec(path)
+    except UserError as e:
+        raise UserError(f"study file no longer reads ({e})") from None
 
 
 def study_space(base: Base, meta: StudyMeta) -> PatchSpace:

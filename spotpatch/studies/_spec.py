@@ -15,6 +15,7 @@ from typing import Any
 
 from spotpatch._errors import UserError
 from spotpatch._files import read_toml
+from spotpatch.search import SAMPLER_NAMES
 from spotpatch.spaces import PRESETS
 from spotpatch.studies._storage import DEFAULT_STORAGE
 
@@ -31,7 +32,7 @@ __all__ = [
     "WARM_STARTS",
 ]
 
-SAMPLERS = ("nsga2", "tpe", "gp", "random")
+SAMPLERS = SAMPLER_NAMES
 BACKENDS = ("local", "ray")
 WARM_STARTS = ("relaxation", "none")
 

@@ -234,7 +234,7 @@ def test_across_tasks_lays_out_the_report(storage, data):
             assert cell.bytes_pct == pytest.approx(100 * cell.bytes / full_bytes)
         assert records[row.selected.trial].source != "preset"
         assert row.difficulty == pytest.approx(full.map - head.map)
-        assert row.delta_points == pytest.approx(100 * (row.selected.map - full.map))
+        assert row.delta == f"{100 * (row.selected.map - full.map):+.1f}"
     rows = across.rows[:-1]
     assert [(p.study, p.difficulty, p.bytes_pct, p.map) for p in across.points] == [
         (r.study, r.difficulty, r.selected.bytes_pct, r.selected.map) for r in rows

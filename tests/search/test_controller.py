@@ -180,3 +180,55 @@ def test_early_stopping_prunes_dominated_trials(setup):
             and d.user_attrs["intermediate"][str(step)] > value[str(step)]
             for d in done
         )
+
+
+def _fixed_gates(controller, free: str | None = None) -> dict[str, str]:
+    """Every gate but ``free`` fixed at its strongest kind."""
+    return {
+        label: dist.choices[-1]
+        for label, dist in controller.distributions.items()
+        if label != free
+    }
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_config_proposed_again_gets_the_stored_result_and_is_not_trained(setup):
+    controller, evaluator = setup("random")
+    free = max(controller.distributions, key=lambda g: len(controller.distributions[g].choices))
+    choices = controller.distributions[free].choices
+    assert len(choices) >= 3
+    controller.study.sampler = optuna.samplers.PartialFixedSampler(
+        _fixed_gates(controller, free), optuna.samplers.RandomSampler(seed=0)
+    )
+    state = run_trials(controller, evaluator, len(choices))
+    records = controller.records()
+    trained = [r for r in records if r.complete]
+    duplicates = [r for r in records if r.duplicate_of is not None]
+    # Every trained config is new, and the gate's choices are all tried within the total.
+    assert len(evaluator.calls) == len(choices) == len(trained) == state.done
+    assert len({tuple(sorted(c.items())) for c in evaluator.calls}) == len(choices)
+    assert duplicates, "random proposals over a few choices repeat"
+    by_number = {r.number: r for r in records}
+    for d in duplicates:
+        earlier = by_number[d.duplicate_of]
+        assert d.state == S.COMPLETE and d.sites == earlier.sites
+        assert (d.map, d.patch_bytes, d.artifact_id) == (
+            earlier.map,
+            earlier.patch_bytes,
+            earlier.artifact_id,
+        )
+        assert not d.counts_toward_total()
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_sampler_that_only_repeats_itself_still_ends(setup):
+    from spotpatch.search._controller import MAX_DUPLICATES
+
+    controller, evaluator = setup("random")
+    controller.study.sampler = optuna.samplers.PartialFixedSampler(
+        _fixed_gates(controller), optuna.samplers.RandomSampler(seed=0)
+    )
+    state = run_trials(controller, evaluator, 2)
+    assert state.done == 2 and len(evaluator.calls) == 2
+    duplicates = [r for r in controller.records() if r.duplicate_of is not None]
+    assert len(duplicates) == MAX_DUPLICATES

@@ -1,0 +1,85 @@
+"""``confirm`` on a tiny real study: the selected patch and the full fine-tune retrained with new
+seeds, stored in the study, resumed without retraining, and used by the report."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from spotpatch.cli import main
+from spotpatch.search import confirm_runs, trial_records
+from spotpatch.studies import (
+    CONFIRM_SEED,
+    confirm_study,
+    fleet_report,
+    load_study,
+    open_storage,
+    run_study,
+)
+
+
+@pytest.fixture
+def study(bench_study, tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    spec = bench_study(
+        tmp_path / "glyphs.toml",
+        "glyphs",
+        train={"steps": 4, "batch_size": 8},
+        search={"presets": ("head", "full"), "warm_start": "none", "storage": url},
+    )
+    run_study(spec, trials=3, progress=False)
+    return url, spec
+
+
+def test_confirm_retrains_stores_and_resumes(study):
+    url, _ = study
+    seen = []
+    result = confirm_study(
+        "glyphs", storage=url, seeds=2, on_run=lambda *a: seen.append(a), progress=False
+    )
+    assert [c.label for c in result.configs] == ["selected", "full"]
+    assert [(label, seed) for label, seed, _ in seen] == [
+        ("selected", CONFIRM_SEED),
+        ("selected", CONFIRM_SEED + 1),
+        ("full", CONFIRM_SEED),
+        ("full", CONFIRM_SEED + 1),
+    ]
+    stored = load_study("glyphs", open_storage(url))
+    records = {r.number: r for r in trial_records(stored)}
+    selected, full = result.configs
+    assert records[selected.trial].source != "preset" and records[full.trial].preset == "full"
+    assert selected.patch_bytes == records[selected.trial].patch_bytes
+    runs = confirm_runs(stored)
+    assert [r.map for r in runs] == [m for _, _, m in seen]
+    assert result.versus_full.delta == pytest.approx(
+        statistics.fmean(selected.maps) - statistics.fmean(full.maps)
+    )
+    # Run again with one more seed: only the new seed trains.
+    seen.clear()
+    again = confirm_study(
+        "glyphs", storage=url, seeds=3, on_run=lambda *a: seen.append(a), progress=False
+    )
+    assert [(label, seed) for label, seed, _ in seen] == [
+        ("selected", CONFIRM_SEED + 2),
+        ("full", CONFIRM_SEED + 2),
+    ]
+    assert again.configs[0].maps[:2] == selected.maps
+    # The report's Δ is now the difference of the confirmed means.
+    row = fleet_report(open_storage(url)).rows[0]
+    assert row.confirmed is not None and row.confirmed.seeds == 3
+    assert row.delta_vs_full == pytest.approx(again.versus_full.delta)
+
+
+def test_confirm_command(study, capsys):
+    url, spec = study
+    assert main(["confirm", "glyphs", "--storage", url, "--seeds", "1", "--preset", "head",
+                 "--json"]) == 0  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert [c["label"] for c in out["configs"]] == ["selected", "full", "head"]
+    assert main(["confirm", "glyphs", "--storage", url, "--seeds", "0"]) == 2
+    assert "--seeds must be at least 1" in capsys.readouterr().err
+    spec.unlink()
+    assert main(["confirm", "glyphs", "--storage", url]) == 2
+    assert "is gone" in capsys.readouterr().err
