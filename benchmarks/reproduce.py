@@ -47,12 +47,13 @@ def study_files(
     sampler: str | None = None,
     lambdas: tuple[float, ...] | None = None,
     presets: tuple[str, ...] | None = None,
+    bench: Path | None = None,
 ) -> list[Path]:
     """The bundled benchmark under ``out/bench`` (written once) and one study file per task
     under ``out/studies``, all on one storage, at one budget. ``tasks`` (default: all ten),
     ``sampler``, ``lambdas`` (the warm start's penalty path) and ``presets`` replace the
-    bundled specs'."""
-    bench = out / "bench"
+    bundled specs'. ``bench``: a benchmark written before (with the same seed) to reuse."""
+    bench = bench or out / "bench"
     if not all((bench / "studies" / f"{t.name}.toml").is_file() for t in BENCHMARK_TASKS):
         write_benchmark(bench, seed=seed, overwrite=True)
     storage = f"sqlite:///{out / 'spotpatch.db'}"
@@ -100,6 +101,9 @@ def main_(argv: list[str] | None = None) -> int:
         help="the warm start's penalty path (default: the specs')",
     )
     parser.add_argument(
+        "--bench", type=Path, help="reuse this written benchmark (default: write OUT/bench)"
+    )
+    parser.add_argument(
         "--presets", nargs="+", choices=PRESETS, help="the presets (default: the specs', all)"
     )
     args = parser.parse_args(argv)
@@ -115,6 +119,7 @@ def main_(argv: list[str] | None = None) -> int:
         sampler=args.sampler,
         lambdas=tuple(args.lambdas) if args.lambdas else None,
         presets=tuple(args.presets) if args.presets else None,
+        bench=args.bench.resolve() if args.bench else None,
     )
     start = time.perf_counter()
     code = main(["run", *map(str, files), "--workers", str(args.workers)])

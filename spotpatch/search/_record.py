@@ -547,9 +547,11 @@ def completed_trial(
     source: str = "sampler",
     preset: str | None = None,
     artifact_id: str | None = None,
+    duplicate_of: int | None = None,
 ):
     """A completed Optuna trial holding ``result`` as :func:`write_result` stores it, for
-    ``study.add_trials``."""
+    ``study.add_trials`` (with ``duplicate_of``: a proposal told trial ``duplicate_of``'s
+    result, as :func:`write_duplicate` stores it)."""
     import optuna
 
     attrs = {
@@ -558,6 +560,8 @@ def completed_trial(
     }
     if source != "sampler":
         attrs[_SOURCE] = source
+    if duplicate_of is not None:
+        attrs[_DUPLICATE_OF] = duplicate_of
     return optuna.trial.create_trial(
         values=[result.map, float(result.patch_bytes)],
         user_attrs=attrs,

@@ -13,8 +13,9 @@ measured in the study), then the claims the paper makes, computed from the rows:
   head-only and the full fine-tune are left out, with a note.
 
 "Searched" trials are the completed ones that the search proposed (the warm start and the
-sampler), retries of them included; the trials queued as presets, and their retries, are left
-out. The selected searched patch is the one the selection rule picks among them.
+sampler), retries of them included, and the sampler's proposals of a config trained before
+(a preset's included: the search found it; they hold its result); the trials queued as
+presets, and their retries, are left out. The selected searched patch is the one the selection rule picks among them.
 
 Where ``spotpatch confirm`` retrained the selected patch and the full fine-tune with other
 seeds, the difference to the full fine-tune is the difference of their mean mAPs, shown with
@@ -224,12 +225,23 @@ def _queued_as_preset(records: Sequence[TrialRecord]) -> set[int]:
     return out
 
 
+def searched_trials(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """The search's scored proposals: completed trials not queued as presets (nor retries of
+    those), and the sampler's proposals of configs trained before (they hold that result)."""
+    queued_as_preset = _queued_as_preset(records)
+    return [
+        r
+        for r in records
+        if (r.complete or (r.duplicate_of is not None and r.map is not None))
+        and r.number not in queued_as_preset
+    ]
+
+
 def selected_searched(
     records: Sequence[TrialRecord], full_bytes: int, rule
 ) -> tuple[TrialRecord | None, str | None]:
     """The searched trial the rule picks (presets left out), or None and why not."""
-    queued_as_preset = _queued_as_preset(records)
-    searched = [r for r in records if r.complete and r.number not in queued_as_preset]
+    searched = searched_trials(records)
     if not searched:
         return None, "no searched trial yet"
     points = [FrontPoint(r.number, r.map, r.patch_bytes) for r in searched]
@@ -263,10 +275,9 @@ def report_row(
     runs: Sequence[ConfirmRun] = (),
 ) -> ReportRow:
     """One study's row, from its trial records (and its retrainings, ``runs``)."""
-    queued_as_preset = _queued_as_preset(records)
     presets = preset_runs(records)
     techniques = {p: _result(r, full_bytes) for p, r in presets.items()}
-    searched = [r for r in records if r.complete and r.number not in queued_as_preset]
+    searched = searched_trials(records)
     unmatched = tuple(
         preset
         for preset, t in techniques.items()

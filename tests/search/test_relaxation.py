@@ -55,3 +55,20 @@ def test_distinct_configs(result):
     assert [p.sites for p in stored.phases] == [p.config.to_dict() for p in out.phases]
     assert [p.lam for p in stored.phases] == [p.lam for p in out.phases]
     assert stored.steps == out.steps and stored.seconds == pytest.approx(out.seconds, abs=0.01)
+
+
+def test_soft_draws_train_every_kind_and_read_off_configs(bench):
+    evaluator = evaluator_of(load_spec(bench / "studies" / "glyphs.toml"), progress=False)
+    out = relax(
+        evaluator.base,
+        evaluator.task,
+        evaluator.space,
+        TrainSettings(steps=8, batch_size=8),
+        lambdas=(0.0, 50.0),
+        seed=0,
+        hard=False,
+        progress=False,
+    )
+    assert len(out.phases) == 2
+    for phase in out.phases:
+        evaluator.space.check_contains(phase.config)

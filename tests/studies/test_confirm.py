@@ -16,6 +16,7 @@ from spotpatch.studies import (
     fleet_report,
     load_study,
     open_storage,
+    report_markdown,
     run_study,
 )
 
@@ -67,9 +68,13 @@ def test_confirm_retrains_stores_and_resumes(study):
     ]
     assert again.configs[0].maps[:2] == selected.maps
     # The report's Δ is now the difference of the confirmed means.
-    row = fleet_report(open_storage(url)).rows[0]
+    report = fleet_report(open_storage(url))
+    row = report.rows[0]
     assert row.confirmed is not None and row.confirmed.seeds == 3
     assert row.delta_vs_full == pytest.approx(again.versus_full.delta)
+    text = report_markdown(report)
+    assert f"{100 * row.delta_vs_full:+.1f} ± {100 * row.confirmed.delta_sd:.1f} (3 seeds)" in text
+    assert "retrainings with other seeds (`spotpatch confirm`) in 1 of 1 studies" in text
 
 
 def test_confirm_command(study, capsys):

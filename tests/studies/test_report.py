@@ -104,3 +104,26 @@ def test_report_command(url, tmp_path, capsys):
     assert "in 1 of 3 studies" in text and "ρ" in text
     assert main(["report", "--storage", url, "--out", str(tmp_path / "r.txt")]) == 2
     assert "must end in .md or .html" in capsys.readouterr().err
+
+
+def test_a_preset_the_sampler_proposed_again_counts_as_found(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path}/d.db")
+    study = create_or_load_study(_meta("dup"), storage, sampler=None)
+
+    def trial(m, size, **kw):
+        return completed_trial(EvalResult(m, m, size, 1.0, 0.1, PatchConfig({}), {}), **kw)
+
+    study.add_trials(
+        [
+            trial(0.3, 100, source="preset", preset="head"),
+            trial(0.6, 1000, source="preset", preset="full"),
+            trial(0.55, 500),
+            trial(0.3, 100, duplicate_of=0),  # the sampler proposed head-only again
+        ]
+    )
+    (row,) = fleet_report(storage).rows
+    assert row.unmatched == ("full",)  # head is matched by the search's own proposal
+    # The duplicate trained nothing: the front and the trial counts leave it out.
+    from spotpatch.search import summarize, trial_records
+
+    assert summarize(trial_records(study), 4, FULL).done == 3
