@@ -15,7 +15,8 @@ measured in the study), then the claims the paper makes, computed from the rows:
 "Searched" trials are the completed ones that the search proposed (the warm start and the
 sampler), retries of them included, and the sampler's proposals of a config trained before
 (a preset's included: the search found it; they hold its result); the trials queued as
-presets, and their retries, are left out. The selected searched patch is the one the selection rule picks among them.
+presets, and their retries, are left out. The selected searched patch is the one the
+selection rule picks among them.
 
 Where ``spotpatch confirm`` retrained the selected patch and the full fine-tune with other
 seeds, the difference to the full fine-tune is the difference of their mean mAPs, shown with
