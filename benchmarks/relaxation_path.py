@@ -52,7 +52,7 @@ def _append(log: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def run(data: Path, tasks, variants, steps: int, log: Path) -> None:
+def run(data: Path, tasks, variants, steps: int, log: Path, presets: bool = True) -> None:
     records = _done(log)
     for task in tasks:
         spec = load_spec(data / "studies" / f"{task}.toml")
@@ -60,7 +60,7 @@ def run(data: Path, tasks, variants, steps: int, log: Path) -> None:
         evaluator = evaluator_of(spec, progress=False)
         space = evaluator.space
         full = space.full_bytes()
-        for preset in ("head", "full"):
+        for preset in ("head", "full") if presets else ():
             if any(r["task"] == task and r.get("preset") == preset for r in records):
                 continue
             result = evaluator.evaluate(space.preset(preset))
@@ -136,10 +136,13 @@ def main() -> None:
     parser.add_argument("--log", type=Path, default=Path("benchmarks/results/relaxation.jsonl"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--table", action="store_true", help="only print the table")
+    parser.add_argument(
+        "--no-presets", action="store_true", help="leave head and full to another process"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not args.table:
-        run(args.data, args.tasks, args.variants, args.steps, args.log)
+        run(args.data, args.tasks, args.variants, args.steps, args.log, not args.no_presets)
     print(table(_done(args.log)))
 
 
