@@ -2,13 +2,19 @@
 
 After the presets and the warm start, a study's front already holds good configs; random
 crossover of gates rarely lands near them. :class:`NeighbourSampler` proposes a front config
-with a few gates moved one kind up or down (``shared`` -> ``bn`` -> ... -> ``full``), and leaves
-the rest of the trials to another sampler (NSGA-II by default) so the search keeps exploring.
+changed by one to three moves, and leaves the rest of the trials to another sampler (NSGA-II by
+default) so the search keeps exploring. A move is either
 
-Which gates move follows the warm start when the study has one: a gate moves up with the
+- a gate moved one kind up or down (``shared`` -> ``bn`` -> ... -> ``full``), or
+- with ``groups`` (gates that belong together: a detector stage), every gate of a group set to
+  one kind: placement matters more than size, and a stage patched fully is one move away
+  instead of a dozen.
+
+Which moves are drawn follows the warm start when the study has one: a gate moves up with the
 relaxation's probability that it wants a stronger kind than it has, and down with the
-probability that it wants a weaker one (read in the penalty phase nearest the config's size),
-plus a floor so any move stays possible. Without a warm start every move is equally likely.
+probability that it wants a weaker one; a group goes to a kind with its gates' mean probability
+of that kind (read in the penalty phase nearest the config's size); every move has a floor on
+top, so any move stays possible. Without a warm start every move is equally likely.
 
 It relies on one convention of spotpatch studies: each gate's choices are ordered weakest kind
 first (:meth:`spotpatch.spaces.PatchSpace.choices`). Any categorical study with ordered choices
@@ -27,7 +33,7 @@ import optuna
 
 from spotpatch.search._record import RelaxationPhaseRecord, relaxation_record
 
-__all__ = ["NeighbourSampler", "front_trials", "neighbour_moves"]
+__all__ = ["NeighbourSampler", "front_trials", "neighbour_moves", "group_moves"]
 
 #: How many gates one proposal moves, with their odds.
 _MOVES = (1, 2, 3)
@@ -66,6 +72,32 @@ def neighbour_moves(
     return moves
 
 
+def group_moves(
+    params: Mapping[str, Any],
+    choices: Mapping[str, Sequence[Any]],
+    groups: Mapping[str, Sequence[str]],
+    probabilities: Mapping[str, Mapping[str, float]] | None,
+    floor: float,
+) -> list[tuple[dict[str, Any], float]]:
+    """Every move that sets each gate of a group that offers a kind to that kind, as (the
+    gates it changes -> their new choice, weight); moves that change nothing are left out.
+
+    A move's weight is ``floor`` plus the mean, over the group's gates, of the relaxation's
+    probability of that kind.
+    """
+    moves = []
+    for members in groups.values():
+        gates = [g for g in members if g in params and g in choices]
+        kinds = dict.fromkeys(k for g in gates for k in choices[g])
+        for kind in kinds:
+            change = {g: kind for g in gates if kind in choices[g] and params[g] != kind}
+            if not change:
+                continue
+            wish = [float(((probabilities or {}).get(g) or {}).get(str(kind), 0.0)) for g in gates]
+            moves.append((change, floor + sum(wish) / len(wish)))
+    return moves
+
+
 class NeighbourSampler(optuna.samplers.BaseSampler):
     """Proposes neighbours of the study's Pareto front; another sampler does the rest.
 
@@ -77,6 +109,8 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
         floor: the weight every move has besides the warm start's guidance.
         attempts: neighbours drawn per trial before a trial falls back to ``base`` (a
             neighbour already tried is drawn again).
+        groups: gates that belong together (group name -> gate names), for group moves.
+        group_share: the share of moves that are group moves, when there are groups.
 
     Example:
         >>> sampler = NeighbourSampler(seed=0)  # doctest: +SKIP
@@ -91,6 +125,8 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
         explore: float = 0.25,
         floor: float = 0.1,
         attempts: int = 20,
+        groups: Mapping[str, Sequence[str]] | None = None,
+        group_share: float = 0.5,
     ):
         self._base = base if base is not None else optuna.samplers.NSGAIISampler(seed=seed)
         self._rng = np.random.RandomState(seed)
@@ -98,6 +134,8 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
         self._floor = floor
         self._attempts = attempts
         self._proposals: dict[int, dict[str, Any]] = {}
+        self._groups = {k: tuple(v) for k, v in (groups or {}).items() if len(v) > 1}
+        self._group_share = group_share if self._groups else 0.0
 
     # -- Optuna's sampler interface -----------------------------------------------------------
     def reseed_rng(self) -> None:
@@ -164,16 +202,26 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
         count = int(self._rng.choice(_MOVES, p=_MOVE_ODDS))
         moved: set[str] = set()
         for _ in range(count):
-            moves = [
-                m for m in neighbour_moves(params, choices, probabilities, self._floor)
-                if m[0] not in moved
-            ]  # fmt: skip
-            if not moves:
-                break
-            weights = np.array([w for _, _, w in moves], dtype=float)
-            gate, j, _ = moves[self._rng.choice(len(moves), p=weights / weights.sum())]
-            params[gate] = choices[gate][j]
-            moved.add(gate)
+            if self._rng.uniform() < self._group_share:
+                options = [
+                    (change, w)
+                    for change, w in group_moves(
+                        params, choices, self._groups, probabilities, self._floor
+                    )
+                    if not moved & set(change)
+                ]
+            else:
+                options = [
+                    ({gate: choices[gate][j]}, w)
+                    for gate, j, w in neighbour_moves(params, choices, probabilities, self._floor)
+                    if gate not in moved
+                ]
+            if not options:
+                continue
+            weights = np.array([w for _, w in options], dtype=float)
+            change, _ = options[self._rng.choice(len(options), p=weights / weights.sum())]
+            params.update(change)
+            moved |= set(change)
         return params if moved else None
 
 

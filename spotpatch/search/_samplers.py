@@ -9,7 +9,7 @@ __all__ = ["make_sampler", "SAMPLER_NAMES"]
 SAMPLER_NAMES = ("nsga2", "neighbours", "tpe", "gp", "random")
 
 
-def make_sampler(name: str, seed: int, *, population: int = 8):
+def make_sampler(name: str, seed: int, *, population: int = 8, groups=None):
     """An Optuna sampler for a two-objective study.
 
     ``nsga2``: NSGA-II with a small population (our trials are expensive); ``neighbours``:
@@ -17,6 +17,10 @@ def make_sampler(name: str, seed: int, *, population: int = 8):
     the trials (:class:`~spotpatch.search._neighbours.NeighbourSampler`); ``tpe``:
     multivariate multi-objective TPE; ``gp``: Optuna's GPSampler (log-EHVI), made for small
     budgets of expensive trials; ``random``: the baseline.
+
+    ``groups`` (group name -> gate names: the gates of one detector stage, as
+    :meth:`spotpatch.spaces.PatchSpace.stage_gates` gives them) lets ``neighbours`` set a whole
+    group at once; the other samplers ignore it.
     """
     import warnings
 
@@ -25,10 +29,10 @@ def make_sampler(name: str, seed: int, *, population: int = 8):
     # TPE's group and constant liar options are marked experimental; we rely on them knowingly.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _make(name, seed, population)
+        return _make(name, seed, population, groups)
 
 
-def _make(name: str, seed: int, population: int):
+def _make(name: str, seed: int, population: int, groups):
     import optuna
 
     if name == "nsga2":
@@ -37,7 +41,7 @@ def _make(name: str, seed: int, population: int):
         from spotpatch.search._neighbours import NeighbourSampler
 
         base = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-        return NeighbourSampler(base, seed=seed)
+        return NeighbourSampler(base, seed=seed, groups=groups)
     if name == "tpe":
         return optuna.samplers.TPESampler(
             multivariate=True,

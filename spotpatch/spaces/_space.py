@@ -191,6 +191,14 @@ class PatchSpace:
             groups.setdefault(label, []).append(s.name)
         return {g: tuple(v) for g, v in groups.items()}
 
+    def stage_gates(self) -> dict[str, tuple[str, ...]]:
+        """Stage -> the gate labels in it, in module order (each gate is placed by its first
+        site): the coarse groups a search can move together."""
+        stages: dict[str, list[str]] = {}
+        for label, sites in self.groups().items():
+            stages.setdefault(self.site(sites[0]).stage, []).append(label)
+        return {stage: tuple(labels) for stage, labels in stages.items()}
+
     def choices(self, group: str) -> tuple[str, ...]:
         """Kinds a gate offers: those some site of the group allows, weakest first."""
         found: set[PatchKind] = set()

@@ -76,14 +76,15 @@ def open_controller(spec: StudySpec, evaluator: PatchEvaluator | None = None) ->
     task and space; without an evaluator the study must exist, and its space is rebuilt from
     what it recorded (a worker that reads its task only when it first trains)."""
     storage = open_storage(spec.search.storage)
-    sampler = make_sampler(spec.search.sampler, spec.seed)
     if evaluator is not None:
         meta = _meta(spec, evaluator)
-        create_or_load_study(meta, storage, sampler)
         space = evaluator.space
     else:
         meta = study_meta(load_study(spec.name, storage))
         space = study_space(base_of(spec), meta)
+    sampler = make_sampler(spec.search.sampler, spec.seed, groups=space.stage_gates())
+    if evaluator is not None:
+        create_or_load_study(meta, storage, sampler)
     early = (
         EarlyStopping(checkpoints=spec.search.checkpoints) if spec.search.early_stopping else None
     )

@@ -7,7 +7,12 @@ import optuna
 import pytest
 
 from spotpatch.search import RelaxationPhase, RelaxationResult, make_sampler, write_relaxation
-from spotpatch.search._neighbours import NeighbourSampler, front_trials, neighbour_moves
+from spotpatch.search._neighbours import (
+    NeighbourSampler,
+    front_trials,
+    group_moves,
+    neighbour_moves,
+)
 from spotpatch.spaces import PatchConfig
 
 KINDS = ("shared", "bn", "dw", "full")
@@ -46,6 +51,19 @@ def test_moves_weigh_the_warm_starts_wishes():
     assert set(w for _, _, w in neighbour_moves(params, choices, None, 0.1)) == {0.1}
 
 
+def test_group_moves_set_a_groups_gates_to_one_kind():
+    params = {"a": "bn", "b": "shared", "c": "bn"}
+    choices = {"a": KINDS, "b": ("shared", "bn", "full"), "c": KINDS}
+    wishes = {"a": {"full": 1.0}, "b": {"full": 0.5, "bn": 0.5}}
+    moves = group_moves(params, choices, {"s": ["a", "b"]}, wishes, 0.1)
+    assert [(change, pytest.approx(w)) for change, w in moves] == [
+        ({"a": "shared"}, 0.1),
+        ({"b": "bn"}, 0.35),
+        ({"a": "dw"}, 0.1),  # b offers no dw: it stays
+        ({"a": "full", "b": "full"}, 0.85),
+    ]
+
+
 def test_front_trials_are_the_non_dominated_ones():
     study = _study(optuna.samplers.RandomSampler(seed=0))
     _run(study, 12)
@@ -69,8 +87,9 @@ def test_proposals_are_untried_one_step_neighbours_of_the_front():
 
 
 def test_the_warm_start_guides_which_gates_move():
-    def moves_of_g0(with_wishes: bool) -> int:
-        study = _study(NeighbourSampler(optuna.samplers.RandomSampler(seed=1), seed=1, explore=0))
+    def moves_of_g0(with_wishes: bool, seed: int) -> int:
+        base = optuna.samplers.RandomSampler(seed=seed)
+        study = _study(NeighbourSampler(base, seed=seed, explore=0))
         if with_wishes:
             # The relaxation wants g0 at full and every other gate where it is.
             wishes = {g: {"bn": 1.0} for g in GATES} | {"g0": {"full": 1.0}}
@@ -82,7 +101,8 @@ def test_the_warm_start_guides_which_gates_move():
         proposals = [study.ask({g: DIST for g in GATES}).params for _ in range(30)]
         return sum(p["g0"] != "bn" for p in proposals)
 
-    guided, blind = moves_of_g0(True), moves_of_g0(False)
+    guided = sum(moves_of_g0(True, seed) for seed in range(3))
+    blind = sum(moves_of_g0(False, seed) for seed in range(3))
     assert guided > 1.5 * blind, (guided, blind)
 
 
@@ -91,3 +111,27 @@ def test_neighbours_by_name_runs_nsga2_for_the_rest():
     study = _study(sampler)
     _run(study, 20)
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 20
+
+
+def test_with_groups_a_proposal_can_set_a_whole_group():
+    sampler = NeighbourSampler(
+        optuna.samplers.RandomSampler(seed=0),
+        seed=0,
+        explore=0.0,
+        groups={"early": GATES[:3], "late": GATES[3:]},
+        group_share=1.0,
+    )
+    study = _study(sampler)
+    study.enqueue_trial({g: "bn" for g in GATES})
+    _run(study, 1)
+    for _ in range(10):  # proposals left running: the enqueued trial stays the only parent
+        params = study.ask({g: DIST for g in GATES}).params
+        changed = {g: k for g, k in params.items() if k != "bn"}
+        assert changed, "a proposal differs from its parent"
+        early = {k for g, k in changed.items() if g in GATES[:3]}
+        late = {k for g, k in changed.items() if g in GATES[3:]}
+        # Each group moved as one: all its gates or none, to a single kind.
+        for part, gates in ((early, GATES[:3]), (late, GATES[3:])):
+            assert len(part) <= 1
+            if part:
+                assert all(params[g] == next(iter(part)) for g in gates)

@@ -98,3 +98,12 @@ def test_config_summary_and_roundtrip():
     assert PatchConfig.from_dict(config.to_dict()) == config
     assert "d" not in config.to_dict()
     assert PatchConfig().summary() == "head only"
+
+
+def test_stage_gates_group_the_gates_of_each_stage(random_base):
+    space = random_base.space(3, granularity="block")
+    stages = space.stage_gates()
+    assert [g for gates in stages.values() for g in gates] == list(space.groups())
+    for stage, gates in stages.items():
+        assert all(space.site(space.groups()[g][0]).stage == stage for g in gates)
+    assert len(random_base.space(3, granularity="stage").stage_gates()) == len(stages)
