@@ -36,6 +36,9 @@ VARIANTS = {
     "long": {"lambdas": (0.05, 0.2, 0.8, 3.0), "steps_x": 2},
     "long-zero": {"lambdas": (0.0, 0.05, 0.2, 0.8, 3.0), "steps_x": 2},
     "soft-long-zero": {"lambdas": (0.0, 0.05, 0.2, 0.8, 3.0), "hard": False, "steps_x": 2},
+    # One gate per detector stage (coarse), its configs trained in the study's finer space.
+    "stage": {"lambdas": (0.05, 0.2, 0.8, 3.0), "granularity": "stage"},
+    "stage-zero": {"lambdas": (0.0, 0.05, 0.2, 0.8, 3.0), "granularity": "stage"},
 }
 TASKS = ("glyphs", "digits", "night")
 
@@ -73,11 +76,12 @@ def run(data: Path, tasks, variants, steps: int, log: Path, presets: bool = True
                 continue
             options = dict(VARIANTS[name])
             times = options.pop("steps_x", 1)
+            granularity = options.pop("granularity", space.granularity)
             start = time.perf_counter()
             result = relax(
                 evaluator.base,
                 evaluator.task,
-                space,
+                space.with_options(granularity=granularity),
                 evaluator.settings,
                 steps=steps * times,
                 seed=spec.seed,
@@ -94,6 +98,7 @@ def run(data: Path, tasks, variants, steps: int, log: Path, presets: bool = True
                         "map": trained.map,
                         "bytes_pct": 100 * trained.patch_bytes / full,
                         "summary": phase.config.summary(),
+                        "sites": phase.config.to_dict(),
                         "train_seconds": trained.train_seconds,
                     }
                 )

@@ -191,13 +191,21 @@ class StudyController:
         write_asked(trial, config, self.space.patch_bytes(config), self.preset_of(config))
         return trial
 
+    def _tensors_of(self, config: PatchConfig) -> frozenset[str]:
+        """What a config trains and stores: configs that differ only in names (``dw`` and
+        ``full`` on a depthwise site store the same tensors) train the same patch."""
+        return frozenset(self.space.patch_tensors(config))
+
     def _ask_new(self, records: list[TrialRecord]):
-        """Ask the sampler for a config not trained yet: a proposal of a trained config is told
-        that trial's stored result (the sampler learns from it) and the sampler asked again."""
-        trained = {r.config: r for r in records if r.complete and r.config is not None}
+        """Ask the sampler for a config not trained yet: a proposal of a config that trains
+        the same tensors as a trained one is told that trial's stored result (the sampler
+        learns from it) and the sampler asked again."""
+        trained = {
+            self._tensors_of(r.config): r for r in records if r.complete and r.config is not None
+        }
         for _ in range(MAX_DUPLICATES):
             trial = self.study.ask(self.distributions)
-            earlier = trained.get(self.config_of(trial))
+            earlier = trained.get(self._tensors_of(self.config_of(trial)))
             if earlier is None:
                 return trial
             log.info("trial %d proposes trial %d's config again", trial.number, earlier.number)

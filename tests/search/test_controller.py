@@ -232,3 +232,27 @@ def test_a_sampler_that_only_repeats_itself_still_ends(setup):
     assert state.done == 2 and len(evaluator.calls) == 2
     duplicates = [r for r in controller.records() if r.duplicate_of is not None]
     assert len(duplicates) == MAX_DUPLICATES
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_config_storing_the_same_tensors_is_a_duplicate(tmp_path, random_base):
+    from spotpatch.search._controller import MAX_DUPLICATES
+    from spotpatch.spaces import PatchConfig
+
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db")
+    optuna.create_study(study_name="t", storage=storage, directions=["maximize", "minimize"])
+    space = random_base.space(3, granularity="site")
+    site = next(s.name for s in space.sites if s.depthwise)
+    # dw and full on a depthwise site store (and train) the same tensors.
+    assert space.patch_tensors(PatchConfig({site: "dw"})) == space.patch_tensors(
+        PatchConfig({site: "full"})
+    )
+    gates = {label: "shared" for label in space.groups()} | {site: "full"}
+    sampler = optuna.samplers.PartialFixedSampler(gates, optuna.samplers.RandomSampler(seed=0))
+    controller = StudyController(storage, "t", space, sampler=sampler)
+    controller.enqueue([PatchConfig({site: "dw"})], source="relaxation")
+    evaluator = FakeEvaluator(space)
+    run_trials(controller, evaluator, 2)
+    duplicates = [r for r in controller.records() if r.duplicate_of is not None]
+    assert len(evaluator.calls) == 2 and len(duplicates) == MAX_DUPLICATES
+    assert {r.duplicate_of for r in duplicates} == {0}
