@@ -5,14 +5,15 @@ format of studies (``_record``: the one module that writes and reads trial and s
 Modules: ``_record`` (stored format), ``_controller`` (ask/tell), ``_trial`` and ``_runner`` (a
 trial's job, run anywhere, and its outcome), ``_heartbeat`` (liveness, host lock),
 ``_recovery`` (stale trials), ``_early_stopping``, ``_progress``, ``_samplers``,
-``_relaxation``, ``_ray`` (imported lazily), ``_pareto``, ``_select``.
+``_neighbours`` (the neighbours sampler, imported lazily), ``_relaxation``, ``_ray``
+(imported lazily), ``_pareto``, ``_select``.
 
 Imports from ``spaces`` and ``evaluators``.
 """
 
 from __future__ import annotations
 
-from spotpatch.search._controller import WAIT, WARM_START, StudyController
+from spotpatch.search._controller import MAX_DUPLICATES, WAIT, WARM_START, StudyController
 from spotpatch.search._early_stopping import EarlyStopping
 from spotpatch.search._pareto import FrontPoint, hypervolume, knee_point, pareto_front
 from spotpatch.search._progress import StudyProgress, front_points, summarize
@@ -58,6 +59,8 @@ from spotpatch.search._trial import TrialJob, TrialOutcome
 
 __all__ = [
     "DEFAULT_LAMBDAS",
+    "MAX_DUPLICATES",
+    "NeighbourSampler",
     "DEFAULT_RULE",
     "ConfirmRun",
     "EarlyStopping",
@@ -115,3 +118,12 @@ def run_on_ray(*args, **kwargs):
     from spotpatch.search._ray import run_on_ray as run
 
     return run(*args, **kwargs)
+
+
+def __getattr__(name: str):
+    # The neighbours sampler subclasses Optuna's: importing it imports Optuna, so only on use.
+    if name == "NeighbourSampler":
+        from spotpatch.search._neighbours import NeighbourSampler
+
+        return NeighbourSampler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

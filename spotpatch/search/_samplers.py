@@ -14,7 +14,7 @@ def make_sampler(name: str, seed: int, *, population: int = 8, groups=None):
 
     ``nsga2``: NSGA-II with a small population (our trials are expensive); ``neighbours``:
     neighbours of the front's configs, guided by the warm start, with NSGA-II for a quarter of
-    the trials (:class:`~spotpatch.search._neighbours.NeighbourSampler`); ``tpe``:
+    the trials (:class:`~spotpatch.search.NeighbourSampler`); ``tpe``:
     multivariate multi-objective TPE; ``gp``: Optuna's GPSampler (log-EHVI), made for small
     budgets of expensive trials; ``random``: the baseline.
 

@@ -222,7 +222,7 @@ def test_a_config_proposed_again_gets_the_stored_result_and_is_not_trained(setup
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_sampler_that_only_repeats_itself_still_ends(setup):
-    from spotpatch.search._controller import MAX_DUPLICATES
+    from spotpatch.search import MAX_DUPLICATES
 
     controller, evaluator = setup("random")
     controller.study.sampler = optuna.samplers.PartialFixedSampler(
@@ -236,7 +236,7 @@ def test_a_sampler_that_only_repeats_itself_still_ends(setup):
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_config_storing_the_same_tensors_is_a_duplicate(tmp_path, random_base):
-    from spotpatch.search._controller import MAX_DUPLICATES
+    from spotpatch.search import MAX_DUPLICATES
     from spotpatch.spaces import PatchConfig
 
     storage = open_storage(f"sqlite:///{tmp_path}/s.db")

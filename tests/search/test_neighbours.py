@@ -6,13 +6,14 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from spotpatch.search import RelaxationPhase, RelaxationResult, make_sampler, write_relaxation
-from spotpatch.search._neighbours import (
+from spotpatch.search import (
     NeighbourSampler,
-    front_trials,
-    group_moves,
-    neighbour_moves,
+    RelaxationPhase,
+    RelaxationResult,
+    make_sampler,
+    write_relaxation,
 )
+from spotpatch.search._neighbours import front_trials, group_moves, neighbour_moves
 from spotpatch.spaces import PatchConfig
 
 KINDS = ("shared", "bn", "dw", "full")
