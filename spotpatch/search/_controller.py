@@ -197,14 +197,17 @@ class StudyController:
         return frozenset(self.space.patch_tensors(config))
 
     def _ask_new(self, records: list[TrialRecord]):
-        """Ask the sampler for a config not trained yet: a proposal of a config that trains
-        the same tensors as a trained one is told that trial's stored result (the sampler
-        learns from it) and the sampler asked again."""
+        """Ask for the next trial: a queued one as it is, else the sampler's proposal of a
+        config not trained yet. A proposal that trains the same tensors as a trained config is
+        told that trial's stored result (the sampler learns from it) and the sampler asked
+        again."""
         trained = {
             self._tensors_of(r.config): r for r in records if r.complete and r.config is not None
         }
         for _ in range(MAX_DUPLICATES):
             trial = self.study.ask(self.distributions)
+            if queued_config(trial) is not None:
+                return trial  # queued on purpose: a preset, the warm start's or a retry
             earlier = trained.get(self._tensors_of(self.config_of(trial)))
             if earlier is None:
                 return trial
