@@ -2,7 +2,8 @@
 
 Run: ``.venv/bin/python benchmarks/placement.py --data runs/reproduce/bench --task glyphs``
 
-Trains, exactly as a study's trial would (the spec's budget and seed), configs that give whole
+Trains, exactly as a study's trial would (the spec's seed, ``--steps`` per trial: 150 by
+default, the budget of ``reproduce.py``; the bundled specs say 300), configs that give whole
 detector parts one kind: ``full`` on the early feature stages (``backbone.features.0``, the
 stem to stride 8, and ``backbone.features.1``, stride 16) and/or the heads, everything else
 shared. These are diagnostics of the search (what its front should reach), not presets.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
@@ -50,10 +52,13 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="a written bundled benchmark")
     parser.add_argument("--task", default="glyphs")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
+    parser.add_argument("--steps", type=int, default=150, help="steps per trial (default 150)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    evaluator = evaluator_of(load_spec(f"{args.data}/studies/{args.task}.toml"), progress=False)
+    spec = load_spec(f"{args.data}/studies/{args.task}.toml")
+    spec = replace(spec, train=replace(spec.train, steps=args.steps))
+    evaluator = evaluator_of(spec, progress=False)
     space = evaluator.space
     for name in ["full", *args.configs]:
         if name == "full":
@@ -69,6 +74,7 @@ def main() -> None:
             "config": name,
             "map": round(result.map, 4),
             "bytes_pct": round(100 * result.patch_bytes / space.full_bytes(), 1),
+            "steps": args.steps,
         }
         print(json.dumps(line), flush=True)
 
