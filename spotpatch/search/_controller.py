@@ -128,20 +128,21 @@ class StudyController:
         return host_lock(self.storage, self.study.study_name)
 
     def enqueue(self, configs: list[PatchConfig], *, source: str) -> int:
-        """Enqueue configs as the next trials (those already tried or queued are skipped).
+        """Enqueue configs as the next trials (those already tried or queued, or storing the
+        same tensors as one, are skipped).
 
         A config the gates cannot express (a fixed recipe in a coarser space) is queued with
         its nearest gates as params and trains as it is: a reference trial, stored and counted
         like any other.
         """
-        known = {self._known_config(r) for r in self.records()}
+        known = {self._tensors_of(self._known_config(r)) for r in self.records()}
         added = 0
         for config in configs:
-            if config in known:
+            if self._tensors_of(config) in known:
                 continue
             params = self.space.nearest_gates(config)
             self.study.enqueue_trial(params, user_attrs=enqueue_attrs(source, config=config))
-            known.add(config)
+            known.add(self._tensors_of(config))
             added += 1
         return added
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import optuna
 
+from spotpatch.search._pareto import FrontPoint, pareto_front
 from spotpatch.search._record import RelaxationPhaseRecord, relaxation_record
 
 __all__ = ["NeighbourSampler", "front_trials", "neighbour_moves", "group_moves"]
@@ -41,12 +42,11 @@ _MOVE_ODDS = (0.5, 0.3, 0.2)
 
 
 def front_trials(trials: Sequence[Any]) -> list[Any]:
-    """The non-dominated completed trials of a (maximize, minimize) study, smallest first."""
-    front: list[Any] = []
-    for t in sorted(trials, key=lambda t: (t.values[1], -t.values[0], t.number)):
-        if not front or t.values[0] > front[-1].values[0]:
-            front.append(t)
-    return front
+    """The non-dominated completed trials of a (maximize mAP, minimize bytes) study, smallest
+    first (:func:`~spotpatch.search.pareto_front` on their values)."""
+    by_number = {t.number: t for t in trials}
+    points = [FrontPoint(t.number, t.values[0], t.values[1]) for t in trials]
+    return [by_number[p.number] for p in pareto_front(points)]
 
 
 def neighbour_moves(

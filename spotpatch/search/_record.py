@@ -277,10 +277,6 @@ class ConfirmRun:
     map: float
     patch_bytes: int
 
-    @functools.cached_property
-    def config(self) -> PatchConfig:
-        return PatchConfig.from_dict(self.sites)
-
 
 def confirm_runs(study) -> tuple[ConfirmRun, ...]:
     """Every retraining a study stored, in the order they ran."""
@@ -519,8 +515,12 @@ def write_pruned(trial, intermediate: Sequence[tuple[int, float]]) -> None:
 def write_duplicate(trial, of: TrialRecord) -> list[float]:
     """Record that ``trial`` proposes the config that trial ``of`` trained: it holds that
     trial's result and trains nothing. Returns the values to tell."""
-    attrs: dict[str, Any] = {_DUPLICATE_OF: of.number, _MAP: of.map, _CONFIG: dict(of.sites or {})}
-    attrs[_PATCH_BYTES] = of.patch_bytes
+    attrs: dict[str, Any] = {
+        _DUPLICATE_OF: of.number,
+        _MAP: of.map,
+        _PATCH_BYTES: of.patch_bytes,
+        _CONFIG: dict(of.sites or {}),
+    }
     if of.map50 is not None:
         attrs[_MAP50] = of.map50
     if of.artifact_id is not None:

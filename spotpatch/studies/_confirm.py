@@ -9,7 +9,6 @@ The report then uses the mean of these runs.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -24,7 +23,14 @@ from spotpatch.search import (
     write_confirm_run,
 )
 from spotpatch.spaces import PRESETS
-from spotpatch.studies._report import Confirmed, confirmed, preset_runs, selected_searched
+from spotpatch.studies._report import (
+    Confirmed,
+    confirmed,
+    mean_sd,
+    preset_runs,
+    searched_trials,
+    selected_searched,
+)
 from spotpatch.studies._setup import evaluator_of, recorded_spec
 from spotpatch.studies._storage import DEFAULT_STORAGE, load_study, open_storage
 
@@ -53,11 +59,11 @@ class ConfirmedConfig:
 
     @property
     def mean(self) -> float:
-        return statistics.fmean(self.maps)
+        return mean_sd(self.maps)[0]
 
     @property
     def sd(self) -> float:
-        return statistics.stdev(self.maps) if len(self.maps) > 1 else 0.0
+        return mean_sd(self.maps)[1]
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,7 @@ def confirm_study(
     study = load_study(study_name, open_storage(storage, existing=True))
     meta = study_meta(study)
     records = trial_records(study)
-    chosen, why = selected_searched(records, meta.full_bytes, parsed)
+    chosen, why = selected_searched(searched_trials(records), meta.full_bytes, parsed)
     if chosen is None:
         raise UserError(f"study {study_name!r}: nothing to confirm ({why})")
     try:

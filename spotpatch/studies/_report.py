@@ -59,7 +59,9 @@ __all__ = [
     "claim_lines",
     "confirmed",
     "delta_text",
+    "mean_sd",
     "preset_runs",
+    "searched_trials",
     "selected_searched",
 ]
 
@@ -100,6 +102,12 @@ class Confirmed:
     delta_sd: float
 
 
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value) of retrainings' mAPs."""
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), sd
+
+
 def confirmed(
     runs: Sequence[ConfirmRun], selected: Mapping[str, str], full: Mapping[str, str]
 ) -> Confirmed | None:
@@ -108,18 +116,15 @@ def confirmed(
     theirs = [r.map for r in runs if dict(r.sites) == dict(full)]
     if not mine or not theirs:
         return None
-
-    def sd(values: list[float]) -> float:
-        return statistics.stdev(values) if len(values) > 1 else 0.0
-
+    (mine_mean, mine_sd), (full_mean, full_sd) = mean_sd(mine), mean_sd(theirs)
     return Confirmed(
         seeds=min(len(mine), len(theirs)),
-        selected_map=statistics.fmean(mine),
-        selected_sd=sd(mine),
-        full_map=statistics.fmean(theirs),
-        full_sd=sd(theirs),
-        delta=statistics.fmean(mine) - statistics.fmean(theirs),
-        delta_sd=math.sqrt(sd(mine) ** 2 / len(mine) + sd(theirs) ** 2 / len(theirs)),
+        selected_map=mine_mean,
+        selected_sd=mine_sd,
+        full_map=full_mean,
+        full_sd=full_sd,
+        delta=mine_mean - full_mean,
+        delta_sd=math.sqrt(mine_sd**2 / len(mine) + full_sd**2 / len(theirs)),
     )
 
 
@@ -239,10 +244,10 @@ def searched_trials(records: Sequence[TrialRecord]) -> list[TrialRecord]:
 
 
 def selected_searched(
-    records: Sequence[TrialRecord], full_bytes: int, rule
+    searched: Sequence[TrialRecord], full_bytes: int, rule
 ) -> tuple[TrialRecord | None, str | None]:
-    """The searched trial the rule picks (presets left out), or None and why not."""
-    searched = searched_trials(records)
+    """The trial the rule picks among ``searched`` (:func:`searched_trials`), or None and why
+    not."""
     if not searched:
         return None, "no searched trial yet"
     points = [FrontPoint(r.number, r.map, r.patch_bytes) for r in searched]
@@ -286,7 +291,7 @@ def report_row(
             r.map >= t.map - MATCH_TOLERANCE - 1e-12 and r.patch_bytes <= t.bytes for r in searched
         )
     )
-    chosen, note = selected_searched(records, full_bytes, rule)
+    chosen, note = selected_searched(searched, full_bytes, rule)
     selected = _result(chosen, full_bytes) if chosen is not None else None
     head, full = techniques.get("head"), techniques.get("full")
     check = None

@@ -71,10 +71,15 @@ def _meta(spec: StudySpec, evaluator: PatchEvaluator) -> StudyMeta:
     )
 
 
-def open_controller(spec: StudySpec, evaluator: PatchEvaluator | None = None) -> StudyController:
+def open_controller(
+    spec: StudySpec, evaluator: PatchEvaluator | None = None, *, worker: int = 0
+) -> StudyController:
     """The study of a spec behind its controller: created on first use from the evaluator's
     task and space; without an evaluator the study must exist, and its space is rebuilt from
-    what it recorded (a worker that reads its task only when it first trains)."""
+    what it recorded (a worker that reads its task only when it first trains).
+
+    ``worker`` (0, 1, ...) offsets the sampler's seed: worker processes sharing a study would
+    otherwise propose the same configs in lockstep."""
     storage = open_storage(spec.search.storage)
     if evaluator is not None:
         meta = _meta(spec, evaluator)
@@ -82,7 +87,7 @@ def open_controller(spec: StudySpec, evaluator: PatchEvaluator | None = None) ->
     else:
         meta = study_meta(load_study(spec.name, storage))
         space = study_space(base_of(spec), meta)
-    sampler = make_sampler(spec.search.sampler, spec.seed, groups=space.stage_gates())
+    sampler = make_sampler(spec.search.sampler, spec.seed + worker, groups=space.stage_gates())
     if evaluator is not None:
         create_or_load_study(meta, storage, sampler)
     early = (
@@ -257,12 +262,12 @@ def _run_ray(specs, runs, on_progress) -> dict[str, StudyProgress]:
     )
 
 
-def _worker(specs: list[StudySpec], threads: int) -> None:
+def _worker(specs: list[StudySpec], threads: int, index: int) -> None:
     """One local worker process: its own evaluators, the shared studies."""
     import torch
 
     torch.set_num_threads(threads)
-    runs = [_study_run(spec, open_controller(spec)) for spec in specs]
+    runs = [_study_run(spec, open_controller(spec, worker=index)) for spec in specs]
     try:
         run_here(runs)
     except KeyboardInterrupt:
@@ -274,7 +279,7 @@ def _run_workers(specs, runs, on_progress) -> dict[str, StudyProgress]:
     k = specs[0].search.workers
     threads = max(1, (os.cpu_count() or 1) // k)
     context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=_worker, args=(specs, threads)) for _ in range(k)]
+    procs = [context.Process(target=_worker, args=(specs, threads, i)) for i in range(k)]
     for p in procs:
         p.start()
     last: dict[str, StudyProgress] = {}
