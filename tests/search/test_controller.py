@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import optuna
 import pytest
@@ -163,6 +164,21 @@ os._exit(9)
     assert state.done == 3 and state.failed == 0
     retried = [t for t in controller.study.trials if t.user_attrs.get("retry_of") == number]
     assert len(retried) == 1 and retried[0].params == stale.params
+
+
+def test_a_stopped_trial_whose_config_was_trained_is_not_trained_again(setup):
+    controller, evaluator = setup()
+    run_trials(controller, evaluator, 1)
+    # A worker killed while it asked: its trial runs with a trained config's gates, unstamped.
+    controller.study.enqueue_trial(controller.study.trials[0].params)
+    number = controller.study.ask(controller.distributions).number
+    controller.stale_after = 0.5
+    time.sleep(0.6)
+    state = run_trials(controller, evaluator, 3)
+    assert state.done == 3 and len(evaluator.calls) == 3
+    assert len({tuple(sorted(c.items())) for c in evaluator.calls}) == 3
+    (retry,) = [r for r in controller.records() if r.retry_of == number]
+    assert retry.duplicate_of == 0 and not retry.counts_toward_total()
 
 
 def test_early_stopping_prunes_dominated_trials(setup):

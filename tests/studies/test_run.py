@@ -143,9 +143,12 @@ def test_studies_share_two_workers_and_resume_after_a_kill(study_file, tmp_path)
         complete = _complete(url, name)
         assert len(complete) == 5
         assert done_before[name] <= {r.number for r in complete}  # none lost
-        left = [r for r in trial_records(load_study(name, open_storage(url))) if r.retried]
-        retried = {r.retry_of for r in complete if r.source == "retry"}
-        assert {r.number for r in left} <= retried  # every stopped trial's config ran again
+        records = trial_records(load_study(name, open_storage(url)))
+        left = {r.number for r in records if r.retried}
+        # Every stopped trial's config ran again, or its retry found that config trained
+        # already (the worker was killed while it asked, before the duplicate was told).
+        again = {r.retry_of for r in records if r.complete or r.duplicate_of is not None}
+        assert left <= again
 
 
 @pytest.mark.ray
