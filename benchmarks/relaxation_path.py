@@ -36,6 +36,9 @@ VARIANTS = {
     "long": {"lambdas": (0.05, 0.2, 0.8, 3.0), "steps_x": 2},
     "long-zero": {"lambdas": (0.0, 0.05, 0.2, 0.8, 3.0), "steps_x": 2},
     "soft-long-zero": {"lambdas": (0.0, 0.05, 0.2, 0.8, 3.0), "hard": False, "steps_x": 2},
+    # Deltas train under uniform gates for half a run's steps before the gates learn.
+    "warm": {"lambdas": (0.05, 0.2, 0.8, 3.0), "warmup": 0.5},
+    "warm-zero": {"lambdas": (0.0, 0.05, 0.2, 0.8, 3.0), "warmup": 0.5},
     # One gate per detector stage (coarse), its configs trained in the study's finer space.
     "stage": {"lambdas": (0.05, 0.2, 0.8, 3.0), "granularity": "stage"},
     "stage-zero": {"lambdas": (0.0, 0.05, 0.2, 0.8, 3.0), "granularity": "stage"},

@@ -122,7 +122,7 @@ class PatchEvaluator:
 
         train_seconds = train_detector(
             applied.model,
-            applied.parameters(),
+            self.settings.param_groups(applied.parameters_by_role()),
             self.task.train,
             self.settings,
             seed=seed,

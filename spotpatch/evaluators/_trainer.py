@@ -34,15 +34,20 @@ class TrainSettings:
         clip: gradient-norm clip.
         schedule: ``onecycle`` (warm up over the first quarter, then cosine to zero) or
             ``constant``.
+        norm_lr_scale: multiplies ``lr`` for patched norm layers (their affine parameters).
+        lora_lr_scale: multiplies ``lr`` for low-rank factors. Layers' own weights and the
+            class head train at ``lr``.
     """
 
     steps: int = 300
     batch_size: int = 16
-    lr: float = 3e-3
+    lr: float = 1e-2
     weight_decay: float = 0.0
     hflip: bool = False
     clip: float = 10.0
     schedule: str = "onecycle"
+    norm_lr_scale: float = 3.0
+    lora_lr_scale: float = 3.0
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -53,6 +58,18 @@ class TrainSettings:
             raise UserError(f"train.lr must be positive, got {self.lr}")
         if self.schedule not in ("onecycle", "constant"):
             raise UserError(f"train.schedule must be onecycle or constant, got {self.schedule!r}")
+        for name in ("norm_lr_scale", "lora_lr_scale"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"train.{name} must be positive, got {getattr(self, name)}")
+
+    def lr_of(self, role: str) -> float:
+        """The peak learning rate of a tensor role (``weight``, ``norm`` or ``lora``)."""
+        scale = {"norm": self.norm_lr_scale, "lora": self.lora_lr_scale}.get(role, 1.0)
+        return self.lr * scale
+
+    def param_groups(self, by_role: dict[str, list[nn.Parameter]]) -> list[dict]:
+        """Optimizer groups for parameters grouped by role, each at its role's rate."""
+        return [{"params": ps, "lr": self.lr_of(role)} for role, ps in by_role.items() if ps]
 
 
 def batches(split: CocoSplit, batch_size: int, generator: torch.Generator):

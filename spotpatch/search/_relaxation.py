@@ -23,7 +23,8 @@ from spotpatch.spaces import MixedPatch, PatchConfig, PatchSpace
 
 __all__ = ["RelaxationResult", "RelaxationPhase", "relax", "DEFAULT_LAMBDAS"]
 
-DEFAULT_LAMBDAS = (0.05, 0.2, 0.8, 3.0)
+#: A first phase without penalty puts one config at the accurate end of the front.
+DEFAULT_LAMBDAS = (0.0, 0.05, 0.2, 0.8, 3.0)
 #: Gate logits move faster than weights: they start at zero and must commit within a phase.
 GATE_LR = 5e-2
 
@@ -72,6 +73,7 @@ def relax(
     seed: int = 0,
     hard: bool = True,
     gate_lr: float = GATE_LR,
+    warmup: float = 0.0,
     progress: bool | None = None,
 ) -> RelaxationResult:
     """Run the gate relaxation for one task and read off a config per penalty level.
@@ -87,11 +89,15 @@ def relax(
         hard: straight-through draws (one kind per gate in the forward); otherwise every
             kind mixes in with its Gumbel-softmax weight, so every delta trains at each step.
         gate_lr: the gate logits' learning rate.
+        warmup: steps before the first phase, as a fraction of ``steps``, in which the gates
+            stay uniform and only the deltas train: every kind's delta learns before the gates
+            compare them (a fresh delta of a large kind is not yet worth its bytes).
     """
     lambdas = sorted(lambdas)
     total = steps or settings.steps
     phase_len = max(1, total // len(lambdas))
-    total = phase_len * len(lambdas)
+    warm = round(warmup * phase_len * len(lambdas))
+    total = warm + phase_len * len(lambdas)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         skeleton = base.detector.build(task.num_classes).to(base.device)
@@ -102,9 +108,13 @@ def relax(
         state = {"lam": lambdas[0]}
 
         def before_step(step: int) -> None:
-            # Temperature decays geometrically over the whole run, 1.0 -> 0.1.
-            tau = math.exp(math.log(0.1) * (step - 1) / max(1, total - 1))
-            state["lam"] = lambdas[min((step - 1) // phase_len, len(lambdas) - 1)]
+            gates_learn = step > warm
+            for logits in mixed.logits:
+                logits.requires_grad_(gates_learn)
+            # Temperature decays geometrically over the phases, 1.0 -> 0.1.
+            at = max(0, step - 1 - warm)
+            tau = math.exp(math.log(0.1) * at / max(1, total - warm - 1))
+            state["lam"] = lambdas[min(at // phase_len, len(lambdas) - 1)] if gates_learn else 0.0
             mixed.sample(tau, hard=hard, noise=True)
 
         def end_of_phase(step: int) -> None:
@@ -118,10 +128,10 @@ def relax(
                 )
             )
 
-        groups = [
-            {"params": mixed.delta_parameters + mixed.head_parameters},
-            {"params": mixed.logits, "lr": gate_lr},
-        ]
+        deltas = dict(mixed.deltas)
+        deltas["weight"] = deltas["weight"] + mixed.head_parameters
+        # Each delta trains at the rate its tensors train at in a trial.
+        groups = [*settings.param_groups(deltas), {"params": mixed.logits, "lr": gate_lr}]
         start = time.perf_counter()
         train_detector(
             mixed.model,
@@ -129,7 +139,7 @@ def relax(
             task.train,
             _replace(settings, steps=total, schedule="constant"),
             seed=seed,
-            checkpoints=[phase_len * (i + 1) for i in range(len(lambdas))],
+            checkpoints=[warm + phase_len * (i + 1) for i in range(len(lambdas))],
             on_checkpoint=end_of_phase,
             before_step=before_step,
             extra_loss=lambda: state["lam"] * mixed.expected_bytes(),

@@ -94,6 +94,15 @@ class AppliedPatch:
         """The trainable patch tensors (running statistics excluded: they are buffers)."""
         return [t for t in self._tensors.values() if isinstance(t, nn.Parameter)]
 
+    def parameters_by_role(self) -> dict[str, list[nn.Parameter]]:
+        """The trainable patch tensors grouped by :meth:`PatchSpace.tensor_roles`."""
+        roles = self.space.tensor_roles(self.config)
+        groups: dict[str, list[nn.Parameter]] = {}
+        for name, t in self._tensors.items():
+            if isinstance(t, nn.Parameter):
+                groups.setdefault(roles[name], []).append(t)
+        return groups
+
     def state(self, dtype: str | None = None) -> dict[str, Tensor]:
         """The patch tensors as stored: detached CPU copies at the storage dtype, file order."""
         torch_dtype = STORAGE_DTYPES[dtype or self.space.dtype]

@@ -99,7 +99,8 @@ class MixedPatch:
         self.logits = [
             nn.Parameter(torch.zeros(len(self.choices[g]), device=device)) for g in self.labels
         ]
-        self.delta_parameters: list[nn.Parameter] = []
+        #: The deltas by the role of the tensor they change (as ``PatchSpace.tensor_roles``).
+        self.deltas: dict[str, list[nn.Parameter]] = {"weight": [], "norm": [], "lora": []}
         # Per site: for each gate choice, the component it switches on ("dense", "loraR" or
         # nothing) and whether the norm is on.
         self._routes: list[
@@ -134,10 +135,10 @@ class MixedPatch:
         device = layer.weight.device
         if "dense" in components:
             layer.delta_weight = nn.Parameter(torch.zeros_like(layer.weight))
-            self.delta_parameters.append(layer.delta_weight)
+            self.deltas["weight"].append(layer.delta_weight)
             if layer.bias is not None:
                 layer.delta_bias = nn.Parameter(torch.zeros_like(layer.bias))
-                self.delta_parameters.append(layer.delta_bias)
+                self.deltas["weight"].append(layer.delta_bias)
         for c in sorted(components - {"dense"}):
             rank = int(c[4:])
             bound = 1.0 / math.sqrt(site.fan_in)
@@ -145,7 +146,7 @@ class MixedPatch:
             a = nn.Parameter(a.to(device))
             b = nn.Parameter(torch.zeros(site.out_features, rank, device=device))
             layer.lora[rank] = (a, b)
-            self.delta_parameters += [a, b]
+            self.deltas["lora"] += [a, b]
 
     def _add_norm_delta(self, norm: nn.Module) -> None:
         if isinstance(norm, _MixedBatchNorm):
@@ -154,7 +155,12 @@ class MixedPatch:
         norm.mix = {}
         norm.delta_weight = nn.Parameter(torch.zeros_like(norm.weight))
         norm.delta_bias = nn.Parameter(torch.zeros_like(norm.bias))
-        self.delta_parameters += [norm.delta_weight, norm.delta_bias]
+        self.deltas["norm"] += [norm.delta_weight, norm.delta_bias]
+
+    @property
+    def delta_parameters(self) -> list[nn.Parameter]:
+        """Every delta, whatever its role."""
+        return [p for group in self.deltas.values() for p in group]
 
     # -- the gates ----------------------------------------------------------------------------
     def sample(self, temperature: float, *, hard: bool = True, noise: bool | None = None) -> None:

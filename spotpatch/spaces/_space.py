@@ -290,6 +290,20 @@ class PatchSpace:
         tensors.update(site.norm_tensors())
         return tensors
 
+    def tensor_roles(self, config: PatchConfig) -> dict[str, str]:
+        """What each tensor of ``config``'s patch is, by name: ``weight`` (a layer's own
+        tensors and the class head), ``norm`` (a norm layer's affine and statistics) or
+        ``lora`` (low-rank factors). Training sets a learning rate per role."""
+        roles = {h.name: "weight" for h in self.head}
+        for name, kind in config.kinds.items():
+            site = self.site(name)
+            norms = site.norm_tensors()
+            for tensor in self.site_tensors(site, kind):
+                roles[tensor] = (
+                    "norm" if tensor in norms else "lora" if ".lora_" in tensor else "weight"
+                )
+        return roles
+
     def patch_tensors(self, config: PatchConfig) -> dict[str, tuple[int, ...]]:
         """Every tensor the patch for ``config`` stores: the class head, then the sites."""
         tensors = {h.name: h.shape for h in self.head}

@@ -82,6 +82,8 @@ def evaluator_of(
         batch_size=spec.train.batch_size,
         lr=spec.train.lr,
         hflip=spec.train.hflip,
+        norm_lr_scale=spec.train.norm_lr_scale,
+        lora_lr_scale=spec.train.lora_lr_scale,
     )
     try:
         return PatchEvaluator(

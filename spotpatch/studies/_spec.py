@@ -86,8 +86,10 @@ class SpaceSpec:
 class TrainSpec:
     steps: int = 300
     batch_size: int = 16
-    lr: float = 3e-3
+    lr: float = 1e-2
     hflip: bool = False
+    norm_lr_scale: float = 3.0
+    lora_lr_scale: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class SearchSpec:
     ray_address: str | None = None
     early_stopping: bool = False
     checkpoints: tuple[float, ...] = (0.33, 0.67)
-    relaxation_lambdas: tuple[float, ...] = (0.05, 0.2, 0.8, 3.0)
+    relaxation_lambdas: tuple[float, ...] = (0.0, 0.05, 0.2, 0.8, 3.0)
     presets: tuple[str, ...] = ()
 
 
@@ -148,6 +150,8 @@ _SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
         "batch_size": (int, _at_least(2)),
         "lr": (float, _positive),
         "hflip": (bool,),
+        "norm_lr_scale": (float, _positive),
+        "lora_lr_scale": (float, _positive),
     },
     "search": {
         "trials": (int, _at_least(1)),

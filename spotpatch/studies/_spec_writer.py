@@ -36,7 +36,7 @@ _SHOWN: dict[str, tuple[str, ...]] = {
     "data": ("train", "train_images", "val", "val_images", "test", "test_images"),
     "base": ("model",),
     "space": ("granularity", "kinds", "dtype"),
-    "train": ("steps", "batch_size", "lr"),
+    "train": ("steps", "batch_size", "lr", "norm_lr_scale", "lora_lr_scale"),
     "search": ("trials", "sampler", "warm_start", "backend", "workers", "storage"),
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from spotpatch import UserError
 from spotpatch.evaluators import PatchEvaluator, TrainSettings, load_base
 from spotpatch.spaces import load_patch, payload_bytes, save_patch
 from spotpatch.studies import evaluator_of, load_spec
@@ -78,3 +79,17 @@ def test_the_test_split_is_scored_for_stored_patches(glyphs):
     result = evaluator.evaluate(evaluator.space.preset("head"))
     value, _ = evaluator.score(evaluator.to_patch(result), split="test")
     assert 0 <= value <= 1
+
+
+def test_norms_and_low_rank_factors_train_at_their_own_rates(glyphs):
+    settings = TrainSettings(lr=0.01, norm_lr_scale=10, lora_lr_scale=3)
+    assert [settings.lr_of(r) for r in ("weight", "norm", "lora")] == pytest.approx(
+        [0.01, 0.1, 0.03]
+    )
+    space = glyphs.space
+    applied = glyphs.base.apply(space.preset("lora4"), space)
+    groups = settings.param_groups(applied.parameters_by_role())
+    by_lr = {g["lr"]: len(g["params"]) for g in groups}
+    assert sorted(by_lr) == pytest.approx([0.01, 0.03, 0.1]) and all(by_lr.values())
+    with pytest.raises(UserError, match="norm_lr_scale"):
+        TrainSettings(norm_lr_scale=0)

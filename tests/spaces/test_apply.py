@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from spotpatch import UserError
-from spotpatch.spaces import PRESETS, Patch, load_patch, payload_bytes, save_patch
+from spotpatch.spaces import PRESETS, Patch, PatchConfig, load_patch, payload_bytes, save_patch
 
 
 def _images(n=4, seed=0):
@@ -122,3 +122,21 @@ def test_bad_patch_folders(tmp_path):
     (tmp_path / "patch.safetensors").write_bytes(b"junk")
     with pytest.raises(UserError, match="malformed JSON"):
         load_patch(tmp_path)
+
+
+def test_tensor_roles_group_every_trained_tensor(random_base):
+    space = random_base.space(3, granularity="site")
+    lora = [n for n, k in space.preset("lora4").kinds.items() if str(k) == "lora4"]
+    sites = [space.site(n) for n in lora if space.site(n).norm][:3]
+    config = PatchConfig({sites[0].name: "bn", sites[1].name: "lora4", sites[2].name: "full"})
+    roles = space.tensor_roles(config)
+    assert set(roles) == set(space.patch_tensors(config))
+    assert roles[f"{sites[0].norm}.weight"] == roles[f"{sites[2].norm}.bias"] == "norm"
+    assert roles[f"{sites[1].name}.lora_A"] == roles[f"{sites[1].name}.lora_B"] == "lora"
+    assert roles[f"{sites[2].name}.weight"] == "weight"
+    assert all(roles[h.name] == "weight" for h in space.head)
+    applied = random_base.apply(config, space)
+    groups = applied.parameters_by_role()
+    assert set(groups) == {"weight", "norm", "lora"}
+    flat = [id(p) for ps in groups.values() for p in ps]
+    assert sorted(flat) == sorted(id(p) for p in applied.parameters())

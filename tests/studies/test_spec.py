@@ -56,6 +56,8 @@ def test_a_good_spec(folder):
         (("steps = 20", 'steps = "many"'), "train.steps must be an integer"),
         (("steps = 20", "steps = 0"), "train.steps must be at least 1"),
         (("steps = 20", "batch_size = 1"), "train.batch_size must be at least 2"),
+        (("steps = 20", "steps = 20\nnorm_lr_scale = 0.0"), "train.norm_lr_scale must be"),
+        (("steps = 20", "steps = 20\nlora_lr_scale = -1"), "train.lora_lr_scale must be"),
         (("seed = 3", "seed = true"), "seed must be an integer"),
         (('kinds = ["bn", "lora8"]', 'kinds = ["bn", "half"]'), "space.kinds: unknown patch kind"),
         (('kinds = ["bn", "lora8"]', "kinds = [1]"), "space.kinds[0] must be a string"),
@@ -200,7 +202,13 @@ def test_written_specs_show_the_usual_keys_and_relative_paths(tmp_path):
     assert raw["base"] == {"model": "spotpatch-tiny"}
     kinds = ["bn", "dw", "lora4", "full"]
     assert raw["space"] == {"granularity": "site", "kinds": kinds, "dtype": "float32"}
-    assert raw["train"] == {"steps": 300, "batch_size": 16, "lr": 0.003}
+    assert raw["train"] == {
+        "steps": 300,
+        "batch_size": 16,
+        "lr": 0.01,
+        "norm_lr_scale": 3.0,
+        "lora_lr_scale": 3.0,
+    }
     assert raw["search"] == {
         "trials": 40,
         "sampler": "nsga2",
