@@ -64,6 +64,8 @@ def _meta(spec: StudySpec, evaluator: PatchEvaluator) -> StudyMeta:
             "steps": spec.train.steps,
             "batch_size": spec.train.batch_size,
             "lr": spec.train.lr,
+            "norm_lr_scale": spec.train.norm_lr_scale,
+            "lora_lr_scale": spec.train.lora_lr_scale,
             "hflip": spec.train.hflip,
         },
         sampler=spec.search.sampler,

@@ -235,7 +235,13 @@ def test_study_tomls_parse_and_point_at_the_data(full: Path) -> None:
             assert (path.parent / spec["data"][f"{key}_images"]).resolve().is_dir()
         assert spec["base"] == {"model": "spotpatch-tiny"}
         assert spec["space"]["kinds"] == ["bn", "dw", "lora4", "full"]
-        assert spec["train"] == {"steps": 300, "batch_size": 16, "lr": 0.003}
+        assert spec["train"] == {
+            "steps": 300,
+            "batch_size": 16,
+            "lr": 0.01,
+            "norm_lr_scale": 3.0,
+            "lora_lr_scale": 3.0,
+        }
         assert spec["search"]["trials"] == 24 and spec["search"]["sampler"] == "nsga2"
         assert spec["search"]["storage"] == DEFAULT_STORAGE
     assert study_spec(BENCHMARK_TASKS[0], full, seed=7).seed == 7

@@ -58,3 +58,16 @@ def test_training_moves_gates_and_deltas_only(mixed, random_base):
     assert any(float(lg.detach().abs().sum()) > 0 for lg in mixed.logits)
     assert any(float(p.detach().abs().sum()) > 0 for p in mixed.delta_parameters)
     mixed.space.check_contains(mixed.freeze())
+
+
+def test_deltas_are_grouped_by_the_role_of_the_tensor_they_change(mixed):
+    names = {id(p): n for n, p in mixed.model.named_parameters()}
+    for role in ("weight", "norm"):
+        assert mixed.deltas[role], role
+        for p in mixed.deltas[role]:
+            module = mixed.model.get_submodule(names[id(p)].rsplit(".", 1)[0])
+            assert isinstance(module, torch.nn.BatchNorm2d) == (role == "norm")
+    # Low-rank factors: a rank-4 side, one (A, B) pair per layer.
+    assert mixed.deltas["lora"] and len(mixed.deltas["lora"]) % 2 == 0
+    assert all(4 in (p.shape[0], p.shape[1]) for p in mixed.deltas["lora"])
+    assert len(mixed.delta_parameters) == sum(len(ps) for ps in mixed.deltas.values())
