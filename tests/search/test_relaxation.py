@@ -72,3 +72,20 @@ def test_soft_draws_train_every_kind_and_read_off_configs(bench):
     assert len(out.phases) == 2
     for phase in out.phases:
         evaluator.space.check_contains(phase.config)
+
+
+def test_a_warm_up_adds_steps_before_the_first_phase(bench):
+    evaluator = evaluator_of(load_spec(bench / "studies" / "glyphs.toml"), progress=False)
+    out = relax(
+        evaluator.base,
+        evaluator.task,
+        evaluator.space,
+        TrainSettings(steps=8, batch_size=8),
+        lambdas=(0.0, 50.0),
+        seed=0,
+        warmup=0.5,
+        progress=False,
+    )
+    assert out.steps == 12 and [p.lam for p in out.phases] == [0.0, 50.0]
+    for phase in out.phases:
+        evaluator.space.check_contains(phase.config)
