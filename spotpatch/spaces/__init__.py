@@ -1,4 +1,5 @@
-"""What can be patched: sites of a detector, patch kinds, configs, applying and storing patches.
+"""What can be patched: sites of a detector, patch kinds, configs, applying and storing patches
+(at float32, float16 or int8).
 
 Imports nothing from the other rooms.
 """
@@ -6,18 +7,18 @@ Imports nothing from the other rooms.
 from __future__ import annotations
 
 from spotpatch.spaces._apply import AppliedPatch, LoRAConv2d, LoRALinear, apply_patch
+from spotpatch.spaces._dtypes import (
+    DTYPES,
+    SCALE_SUFFIX,
+    dequantize_int8,
+    quantize_int8,
+    stored_layout,
+)
 from spotpatch.spaces._io import Patch, load_patch, payload_bytes, save_patch, state_sha256
 from spotpatch.spaces._kinds import KIND_NAMES, PatchKind, parse_kind
 from spotpatch.spaces._mixture import MixedPatch
 from spotpatch.spaces._sites import HeadTensor, PatchSite, class_head_modules, discover_sites
-from spotpatch.spaces._space import (
-    DTYPES,
-    GRANULARITIES,
-    PRESETS,
-    PatchConfig,
-    PatchSpace,
-    dtype_size,
-)
+from spotpatch.spaces._space import GRANULARITIES, PRESETS, PatchConfig, PatchSpace
 
 __all__ = [
     "AppliedPatch",
@@ -34,13 +35,16 @@ __all__ = [
     "PatchKind",
     "PatchSite",
     "PatchSpace",
+    "SCALE_SUFFIX",
     "apply_patch",
     "class_head_modules",
+    "dequantize_int8",
     "discover_sites",
-    "dtype_size",
     "load_patch",
     "parse_kind",
     "payload_bytes",
+    "quantize_int8",
     "save_patch",
     "state_sha256",
+    "stored_layout",
 ]

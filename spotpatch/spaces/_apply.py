@@ -17,12 +17,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spotpatch._errors import UserError
+from spotpatch.spaces._dtypes import from_stored, to_stored
 from spotpatch.spaces._sites import NORM_TYPES
 from spotpatch.spaces._space import PatchConfig, PatchSpace
 
-__all__ = ["AppliedPatch", "apply_patch", "LoRAConv2d", "LoRALinear", "STORAGE_DTYPES"]
-
-STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+__all__ = ["AppliedPatch", "apply_patch", "LoRAConv2d", "LoRALinear"]
 
 
 class LoRAConv2d(nn.Conv2d):
@@ -104,22 +103,16 @@ class AppliedPatch:
         return groups
 
     def state(self, dtype: str | None = None) -> dict[str, Tensor]:
-        """The patch tensors as stored: detached CPU copies at the storage dtype, file order."""
-        torch_dtype = STORAGE_DTYPES[dtype or self.space.dtype]
-        return {
-            n: self._tensors[n].detach().to("cpu", torch_dtype).contiguous().clone()
-            for n in self.expected
-        }
+        """The patch tensors as stored: detached CPU copies at the storage dtype (the space's
+        by default), file order; at ``int8`` each weight is followed by its scales."""
+        return to_stored({n: self._tensors[n] for n in self.expected}, dtype or self.space.dtype)
 
     def load(self, tensors: Mapping[str, Tensor]) -> None:
-        """Copy stored patch tensors in; names and shapes must match the config exactly."""
-        names = set(tensors)
-        if names != set(self.expected):
-            extra, missing = sorted(names - set(self.expected)), sorted(set(self.expected) - names)
-            what = f"unexpected tensor {extra[0]!r}" if extra else f"missing tensor {missing[0]!r}"
-            raise UserError(f"patch does not match its config: {what}")
+        """Copy stored patch tensors in (as :meth:`state` gives them at the space's dtype; int8
+        weights are dequantized); names and shapes must match the config exactly."""
+        values = from_stored(tensors, self.expected, self.space.dtype)
         with torch.no_grad():
-            for name, value in tensors.items():
+            for name, value in values.items():
                 target = self._tensors[name]
                 if tuple(value.shape) != tuple(target.shape):
                     raise UserError(

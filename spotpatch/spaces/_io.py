@@ -1,7 +1,9 @@
 """Patch files: ``patch.safetensors`` (only the task's tensors) and ``patch.json`` (what they are).
 
-The safetensors payload of a patch is exactly its ``patch_bytes``. ``patch.json`` records the
-base it applies to by the sha256 of the base's tensors, so a patch is never applied to another.
+The safetensors payload of a patch is exactly its ``patch_bytes``: the tensors as stored at
+the patch's dtype (int8 weights with their ``.qscale`` scales, see ``_dtypes``), written and read
+as they are. ``patch.json`` records the base it applies to by the sha256 of the base's tensors,
+so a patch is never applied to another.
 """
 
 from __future__ import annotations

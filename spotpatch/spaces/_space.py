@@ -3,17 +3,18 @@
 A :class:`PatchSpace` is a flat, labelled set of choices: one per site (or per block or stage,
 for coarser granularities), each over the kinds that site allows. A :class:`PatchConfig` is one
 point of it: site -> kind. Byte accounting is exact and shape-only: the bytes of a config are
-the payload of the tensors its patch file stores.
+the payload of the tensors its patch file stores at the space's dtype (``_dtypes`` says which
+tensors those are, int8 scales included).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from spotpatch._errors import UserError
+from spotpatch.spaces._dtypes import check_dtype, stored_bytes
 from spotpatch.spaces._kinds import PatchKind, parse_kind
 from spotpatch.spaces._sites import HeadTensor, PatchSite
 
@@ -22,25 +23,15 @@ __all__ = [
     "PatchSpace",
     "PRESETS",
     "GRANULARITIES",
-    "DTYPES",
-    "dtype_size",
 ]
 
 GRANULARITIES = ("site", "block", "stage")
-DTYPES = {"float32": 4, "float16": 2}
 #: The fixed recipes users compare against (the existing transfer techniques), smallest first.
 PRESETS = ("head", "bn", "dw", "lora4", "tail", "full")
 #: Module paths of the pretrained feature extractor inside torchvision detection backbones
 #: (SSD's ``features``, the FPN backbones' ``body``): what ``tail`` fine-tuning keeps shared.
 FEATURE_BODIES = ("backbone.features", "backbone.body")
 _ALL_KINDS = ("bn", "dw", "lora4", "lora8", "lora16", "full")
-
-
-def dtype_size(dtype: str) -> int:
-    """Bytes per element of a patch storage dtype."""
-    if dtype not in DTYPES:
-        raise UserError(f"unknown patch dtype {dtype!r} (expected float32 or float16)")
-    return DTYPES[dtype]
 
 
 @dataclass(frozen=True)
@@ -102,7 +93,7 @@ class PatchSpace:
         head: the task's class-head tensors (always patched, always whole).
         kinds: the kinds a search may choose (``shared`` is always allowed).
         granularity: ``site``, ``block`` or ``stage``: what one gate decides.
-        dtype: storage dtype of patch tensors.
+        dtype: storage dtype of patch tensors: ``float32``, ``float16`` or ``int8``.
 
     Example:
         >>> space = PatchSpace("m", sites, head, kinds=("bn", "full"))  # doctest: +SKIP
@@ -123,7 +114,7 @@ class PatchSpace:
             raise UserError(
                 f"unknown granularity {self.granularity!r} (expected {', '.join(GRANULARITIES)})"
             )
-        dtype_size(self.dtype)
+        check_dtype(self.dtype)
         by_name = {s.name: s for s in self.sites}
         object.__setattr__(self, "_by_name", MappingProxyType(by_name))
         for kind in self.kinds:
@@ -312,17 +303,14 @@ class PatchSpace:
         return tensors
 
     def site_bytes(self, site: PatchSite, kind: PatchKind) -> int:
-        itemsize = dtype_size(self.dtype)
-        return sum(math.prod(s) for s in self.site_tensors(site, kind).values()) * itemsize
+        return stored_bytes(self.site_tensors(site, kind), self.dtype)
 
     def head_bytes(self) -> int:
-        return sum(math.prod(h.shape) for h in self.head) * dtype_size(self.dtype)
+        return stored_bytes({h.name: h.shape for h in self.head}, self.dtype)
 
     def patch_bytes(self, config: PatchConfig) -> int:
         """Exact payload in bytes of the patch file for ``config`` (class head included)."""
-        return sum(math.prod(s) for s in self.patch_tensors(config).values()) * dtype_size(
-            self.dtype
-        )
+        return stored_bytes(self.patch_tensors(config), self.dtype)
 
     def full_bytes(self) -> int:
         """Bytes of the ``full`` preset: the reference a patch's size is measured against."""

@@ -68,7 +68,7 @@ def test_untrained_patch_computes_like_the_base(random_base, preset):
         assert torch.equal(ours[key], theirs[key])
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
 def test_saved_payload_equals_reported_bytes(random_base, tmp_path, dtype):
     space = random_base.space(4, dtype=dtype)
     config = space.preset("lora4")
