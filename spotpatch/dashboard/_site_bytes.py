@@ -2,7 +2,8 @@
 
 Tensor names carry module paths: a site's own tensors sit under the site (``site.weight``,
 ``site.lora_A``), its norm layer's under the norm's path, which is the module registered right
-after the site in the same parent (how ``spaces`` finds a site's norm).
+after the site in the same parent (how ``spaces`` finds a site's norm). An int8 weight's scales
+(``<weight>.qscale``) count with the weight.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import BinaryIO
 
 from spotpatch._errors import UserError
 from spotpatch.search import TrialRecord, study_meta, trial_records
+from spotpatch.spaces import SCALE_SUFFIX
 from spotpatch.studies import open_artifact
 
 __all__ = ["HEAD", "SiteBytes", "attribute_tensors", "module_order", "site_bytes"]
@@ -68,9 +70,15 @@ def attribute_tensors(sizes: dict[str, int], sites: Iterable[str]) -> dict[str, 
     A tensor belongs to the site whose module holds it (``site.weight``, ``site.lora_A``); a
     norm layer's tensors to the site registered right before it in the same parent (how sites
     find their norm); anything else is the class head. A norm with no such site keeps its own
-    module path.
+    module path. An int8 weight's scales count with the weight they scale.
     """
     sites = set(sites)
+    owned: dict[str, int] = {}
+    for name, size in sizes.items():
+        scaled = name.removesuffix(SCALE_SUFFIX)
+        key = scaled if scaled != name and scaled in sizes else name
+        owned[key] = owned.get(key, 0) + size
+    sizes = owned
     modules: dict[str, set[str]] = {}
     for name in sizes:
         module, _, leaf = name.rpartition(".")

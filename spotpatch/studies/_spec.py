@@ -16,7 +16,7 @@ from typing import Any
 from spotpatch._errors import UserError
 from spotpatch._files import read_toml
 from spotpatch.search import SAMPLER_NAMES
-from spotpatch.spaces import PRESETS
+from spotpatch.spaces import DTYPES, PRESETS
 from spotpatch.studies._storage import DEFAULT_STORAGE
 
 __all__ = [
@@ -143,7 +143,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
     "space": {
         "granularity": (str, _one_of(("site", "block", "stage"))),
         "kinds": (list, None, str),
-        "dtype": (str, _one_of(("float32", "float16"))),
+        "dtype": (str, _one_of(DTYPES)),
     },
     "train": {
         "steps": (int, _at_least(1)),

@@ -170,6 +170,21 @@ def test_attribute_tensors_norms_lora_and_head():
     assert out == {"a.0": 108, "b.conv": 16, "b.bn (norm)": 4, HEAD: 50}
 
 
+def test_attribute_tensors_counts_int8_scales_with_their_weight():
+    sizes = {
+        "a.0.weight": 100,
+        "a.0.weight.qscale": 8,
+        "a.1.weight": 8,
+        "a.1.running_var": 8,
+        "b.conv.lora_A": 36,
+        "b.conv.lora_A.qscale": 8,
+        "head.cls.weight": 50,
+        "head.cls.weight.qscale": 10,
+    }
+    out = attribute_tensors(sizes, ["a.0", "b.conv"])
+    assert out == {"a.0": 124, "b.conv": 44, HEAD: 60}
+
+
 def test_placement_kinds_and_relaxation(storage):
     names = ["pets", "pets-cold"]
     studies = [load_study(n, storage) for n in names]

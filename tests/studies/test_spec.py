@@ -63,6 +63,10 @@ def test_a_good_spec(folder):
         (('kinds = ["bn", "lora8"]', "kinds = [1]"), "space.kinds[0] must be a string"),
         (('kinds = ["bn", "lora8"]', 'kinds = ["shared"]'), "at least one kind"),
         (('granularity = "block"', 'granularity = "layer"'), "space.granularity must be one of"),
+        (
+            ('granularity = "block"', 'granularity = "block"\ndtype = "int4"'),
+            "space.dtype must be one of float32, float16, int8",
+        ),
         (('val = "ann.json"', 'val = "missing.json"'), "data.val: file not found"),
         (('val_images = "img"', 'val_images = "nope"'), "data.val_images: folder not found"),
         (('train = "ann.json"\n', ""), "missing key 'data.train'"),
@@ -77,6 +81,12 @@ def test_bad_specs_name_the_key(folder, change, message):
         load_spec(_write(folder, text))
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+def test_every_storage_dtype_is_accepted(folder, dtype):
+    text = GOOD.replace('granularity = "block"', f'granularity = "block"\ndtype = "{dtype}"')
+    assert load_spec(_write(folder, text)).space.dtype == dtype
 
 
 def test_missing_study_file(tmp_path):
