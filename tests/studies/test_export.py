@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import optuna
 import pytest
 import torch
+from safetensors import safe_open
 
 from spotpatch.cli import main
 from spotpatch.evaluators import coco_map, load_base, predict
@@ -25,10 +26,11 @@ from spotpatch.search import (
     study_meta,
     trial_record,
 )
-from spotpatch.spaces import load_patch, payload_bytes
+from spotpatch.spaces import SCALE_SUFFIX, load_patch, payload_bytes
 from spotpatch.studies import (
     RawSSD,
     export_patch,
+    fleet_plan,
     load_spec,
     load_study,
     open_controller,
@@ -37,32 +39,39 @@ from spotpatch.studies import (
 )
 from spotpatch.studies._setup import evaluator_of
 
+_LORA = {f"head.regression_head.module_list.{i}": "lora4" for i in range(5)}
+_FULL = {f"head.classification_head.module_list.{i}": "full" for i in range(5)}
 
-@pytest.fixture(scope="module")
-def study(bench, bench_study, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("export")
+
+def _head_side_study(bench, bench_study, folder, gate_sets, dtype="float32"):
+    """Study ``glyphs`` in ``folder``, one trial per gate decision, as ``run`` makes it: its
+    storage URL, spec, evaluator and the study."""
     url = f"sqlite:///{folder}/s.db"
     spec_path = bench_study(
         bench / "studies" / f"glyphs-{folder.name}.toml",
         # On the CPU, as the checks below score: mAP is reproduced exactly on the same device.
         base={"device": "cpu"},
+        space={"dtype": dtype},
         train={"steps": 6, "batch_size": 8},
         search={"warm_start": "none", "storage": url},
     )
     spec = load_spec(spec_path)
     evaluator = evaluator_of(spec, progress=False)
-    space = evaluator.space
-    lora = {f"head.regression_head.module_list.{i}": "lora4" for i in range(5)}
-    full = {f"head.classification_head.module_list.{i}": "full" for i in range(5)}
-    configs = [space.config_from_gates(g) for g in ({}, lora, lora | full)]
+    configs = [evaluator.space.config_from_gates(g) for g in gate_sets]
     controller = open_controller(spec, evaluator)
-    assert controller.enqueue(configs, source="test") == 3
-    state = run_trials(
-        controller, evaluator, 3, seed=spec.seed
-    )  # what run_study does with 1 worker
-    assert state.done == 3 and state.failed == 0
+    assert controller.enqueue(configs, source="test") == len(configs)
+    # What run_study does with 1 worker.
+    state = run_trials(controller, evaluator, len(configs), seed=spec.seed)
+    assert state.done == len(configs) and state.failed == 0
+    return url, spec, evaluator, load_study("glyphs", open_storage(url))
+
+
+@pytest.fixture(scope="module")
+def study(bench, bench_study, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export")
+    gate_sets = ({}, _LORA, _LORA | _FULL)
+    url, spec, evaluator, made = _head_side_study(bench, bench_study, folder, gate_sets)
     storage = open_storage(url)
-    made = load_study("glyphs", storage)
     # A study with no finished trial yet: same metadata, nothing run.
     empty = optuna.create_study(
         study_name="empty", storage=storage, directions=["maximize", "minimize"]
@@ -321,3 +330,48 @@ def test_onnx_matches_pytorch(study, tmp_path, capsys, no_test_map):
         "patch.json",
         "patch.safetensors",
     ]
+
+
+@pytest.fixture(scope="module")
+def int8_study(bench, bench_study, tmp_path_factory):
+    """A study storing int8 patches: one trial, with LoRA factors and full convs in its patch."""
+    folder = tmp_path_factory.mktemp("export-int8")
+    url, spec, evaluator, made = _head_side_study(
+        bench, bench_study, folder, [_LORA | _FULL], dtype="int8"
+    )
+    assert evaluator.space.dtype == "int8"
+    return SimpleNamespace(url=url, spec=spec, trial=made.trials[0], task=evaluator.task)
+
+
+def test_an_int8_study_exports_plans_and_predicts(int8_study, tmp_path, capsys, no_test_map):
+    """The exported int8 patch is the trial's, byte for byte and mAP for mAP: weights int8 with
+    float16 scales beside them, 1-D tensors float16; it applies to a fresh base, predicts,
+    exports to ONNX, and the fleet plan counts its bytes."""
+    trial, out = int8_study.trial, tmp_path / "p"
+    argv = ["export", "glyphs", "--out", str(out), "--storage", int8_study.url, "--json"]
+    assert main([*argv, "--onnx", str(out / "model.onnx")]) == 0
+    info = _json_out(capsys)
+    assert info["dtype"] == "int8" and info["study"]["trial"] == trial.number
+    assert "lora4" in info["sites"].values() and "full" in info["sites"].values()
+    size = trial.user_attrs["patch_bytes"]
+    assert info["metrics"]["patch_bytes"] == size == payload_bytes(out / "patch.safetensors")
+    with safe_open(str(out / "patch.safetensors"), framework="pt") as f:
+        stored = {name: f.get_tensor(name) for name in f.keys()}
+    scales = {n for n in stored if n.endswith(SCALE_SUFFIX)}
+    weights = {n for n, t in stored.items() if t.dim() >= 2}
+    assert scales == {n + SCALE_SUFFIX for n in weights} and any("lora_B" in n for n in weights)
+    assert all(stored[n].dtype == torch.int8 for n in weights)
+    assert all(t.dtype == torch.float16 for n, t in stored.items() if n not in weights)
+    fresh = load_base("spotpatch-tiny", device="cpu")
+    model = fresh.apply_stored(load_patch(out)).model
+    task = int8_study.task
+    assert coco_map(model, task.val, task.category_ids) == (
+        trial.user_attrs["map"],
+        trial.user_attrs["map50"],
+    )
+    images = sorted(int8_study.spec.data.val_images.iterdir())[:2]
+    results = predict_images(out, images, score_threshold=0.0, device="cpu")
+    assert results and {r["image_id"] for r in results} <= {int(p.stem) for p in images}
+    assert (out / "model.onnx").stat().st_size > 0
+    plan = fleet_plan(open_storage(int8_study.url), size)
+    assert plan.total_bytes == size and plan.choices["glyphs"].number == trial.number
