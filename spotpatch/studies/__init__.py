@@ -13,7 +13,7 @@ from spotpatch.studies._confirm import (
     ConfirmedConfig,
     confirm_study,
 )
-from spotpatch.studies._export import export_patch
+from spotpatch.studies._export import export_patch, trial_patch
 from spotpatch.studies._onnx import RawSSD, export_onnx
 from spotpatch.studies._predict import DEFAULT_SCORE_THRESHOLD, predict_images
 from spotpatch.studies._report import (
@@ -36,6 +36,7 @@ from spotpatch.studies._setup import (
     evaluate_spec,
     evaluator_of,
     read_config,
+    recorded_spec,
     study_space,
     task_of,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "RawSSD",
     "export_onnx",
     "export_patch",
+    "trial_patch",
     "predict_images",
     "fleet_plan",
     "selected_trial",
@@ -113,6 +115,7 @@ __all__ = [
     "evaluator_of",
     "load_spec",
     "read_config",
+    "recorded_spec",
     "spec_toml",
     "study_space",
     "task_of",

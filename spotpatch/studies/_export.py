@@ -1,10 +1,11 @@
 """Exporting a study's chosen patch: the trial's stored tensors as a patch folder, never retrained.
 
-``export_patch`` selects a completed trial by a rule, downloads the patch tensors its trial
-stored as an Optuna artifact, and writes ``DIR/patch.safetensors`` and ``DIR/patch.json`` (the
-format of :func:`spotpatch.spaces.save_patch`). When the study's spec still exists and has a
-test split, the patch is applied to the base and scored there (``metrics.test_map``). Optionally
-the patched detector goes to ONNX as well (:func:`spotpatch.studies.export_onnx`).
+``export_patch`` selects a completed trial by a rule, reads the patch tensors its trial stored
+as an Optuna artifact (:func:`trial_patch`), and writes ``DIR/patch.safetensors`` and
+``DIR/patch.json`` (the format of :func:`spotpatch.spaces.save_patch`). When the study's spec
+still exists and has a test split, the patch is applied to the base and scored there
+(``metrics.test_map``). Optionally the patched detector goes to ONNX as well
+(:func:`spotpatch.studies.export_onnx`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -29,7 +29,7 @@ from spotpatch.studies._setup import recorded_spec, study_space
 from spotpatch.studies._spec import StudySpec
 from spotpatch.studies._storage import DEFAULT_STORAGE, load_study, open_artifact, open_storage
 
-__all__ = ["export_patch"]
+__all__ = ["export_patch", "trial_patch"]
 
 log = logging.getLogger("spotpatch")
 _PATCH_FILES = frozenset({"patch.json", "patch.safetensors"})
@@ -93,7 +93,7 @@ def export_patch(
     record = selected_trial(study, rule)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
-        patch = _trial_patch(study, record, meta, storage, Path(tmp) / "artifact.safetensors")
+        patch = trial_patch(study, record, storage)
         spec = _recorded_spec(meta)
         ids = meta.category_ids
         if ids is None and spec is not None:
@@ -172,19 +172,26 @@ def _is_previous_export(folder: Path) -> bool:
     return isinstance(meta, dict) and "format_version" in meta and "base" in meta
 
 
-def _trial_patch(study, record: TrialRecord, meta: StudyMeta, storage, scratch: Path) -> Patch:
-    """The patch a trial stored, with its metrics and where it comes from."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def trial_patch(study, record: TrialRecord, storage=DEFAULT_STORAGE) -> Patch:
+    """The patch a trial of a study stored (its tensors as stored, at the study's dtype), with
+    its metrics and where it comes from; what ``export`` writes, before the test split.
 
-    with (
-        open_artifact(study.study_name, meta, record, storage) as reader,
-        open(scratch, "wb") as f,
-    ):
-        shutil.copyfileobj(reader, f)
+    Raises:
+        UserError: the trial's artifact is missing or is not a safetensors file.
+
+    Example:
+        >>> study = load_study("pets", open_storage("sqlite:///spotpatch.db"))  # doctest: +SKIP
+        >>> trial_patch(study, selected_trial(study, "knee")).payload_bytes  # doctest: +SKIP
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    meta = study_meta(study)
+    with open_artifact(study.study_name, meta, record, storage) as reader:
+        data = reader.read()
     try:
-        tensors = load_file(str(scratch))
-    except (SafetensorError, OSError) as e:
+        tensors = load(data)
+    except SafetensorError as e:
         raise UserError(
             f"artifact {record.artifact_id} of trial {record.number} of study "
             f"{study.study_name!r} is not a safetensors file ({e})"

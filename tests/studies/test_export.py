@@ -26,7 +26,7 @@ from spotpatch.search import (
     study_meta,
     trial_record,
 )
-from spotpatch.spaces import SCALE_SUFFIX, load_patch, payload_bytes
+from spotpatch.spaces import DTYPES, SCALE_SUFFIX, load_patch, payload_bytes
 from spotpatch.studies import (
     RawSSD,
     export_patch,
@@ -36,6 +36,7 @@ from spotpatch.studies import (
     open_controller,
     open_storage,
     predict_images,
+    trial_patch,
 )
 from spotpatch.studies._setup import evaluator_of
 
@@ -340,7 +341,9 @@ def int8_study(bench, bench_study, tmp_path_factory):
         bench, bench_study, folder, [_LORA | _FULL], dtype="int8"
     )
     assert evaluator.space.dtype == "int8"
-    return SimpleNamespace(url=url, spec=spec, trial=made.trials[0], task=evaluator.task)
+    return SimpleNamespace(
+        url=url, spec=spec, trial=made.trials[0], task=evaluator.task, evaluator=evaluator
+    )
 
 
 def test_an_int8_study_exports_plans_and_predicts(int8_study, tmp_path, capsys, no_test_map):
@@ -362,6 +365,9 @@ def test_an_int8_study_exports_plans_and_predicts(int8_study, tmp_path, capsys, 
     assert scales == {n + SCALE_SUFFIX for n in weights} and any("lora_B" in n for n in weights)
     assert all(stored[n].dtype == torch.int8 for n in weights)
     assert all(t.dtype == torch.float16 for n, t in stored.items() if n not in weights)
+    study = load_study("glyphs", open_storage(int8_study.url))
+    read = trial_patch(study, trial_record(trial), int8_study.url).tensors
+    assert read.keys() == stored.keys() and all(torch.equal(read[n], stored[n]) for n in read)
     fresh = load_base("spotpatch-tiny", device="cpu")
     model = fresh.apply_stored(load_patch(out)).model
     task = int8_study.task
@@ -375,3 +381,21 @@ def test_an_int8_study_exports_plans_and_predicts(int8_study, tmp_path, capsys, 
     assert (out / "model.onnx").stat().st_size > 0
     plan = fleet_plan(open_storage(int8_study.url), size)
     assert plan.total_bytes == size and plan.choices["glyphs"].number == trial.number
+
+
+def test_a_stored_patch_stored_again_at_each_dtype_scores_as_stored(int8_study):
+    """An int8 trial's patch, read back at float32 and stored at every dtype, applies at each:
+    its bytes are that dtype's count, and int8 again gives the trial's mAP."""
+    evaluator = int8_study.evaluator
+    study = load_study("glyphs", open_storage(int8_study.url))
+    patch = trial_patch(study, trial_record(int8_study.trial), int8_study.url)
+    applied = evaluator.base.apply_stored(patch, evaluator.space)
+    sizes = {}
+    for dtype in DTYPES:
+        stored = replace(patch, tensors=applied.state(dtype), dtype=dtype)
+        sizes[dtype] = stored.payload_bytes
+        assert sizes[dtype] == evaluator.space.with_options(dtype=dtype).patch_bytes(patch.config)
+        value, _ = evaluator.score(stored)
+        if dtype == "int8":
+            assert value == int8_study.trial.user_attrs["map"]
+    assert sizes["int8"] < sizes["float16"] < sizes["float32"] == 2 * sizes["float16"]
