@@ -1,7 +1,7 @@
 """The patch evaluator: train one patch config for a step budget, then score it on val.
 
-The score is that of the patch *as stored* (cast to its storage dtype and loaded back), so a
-saved patch applied to a freshly loaded base reproduces it exactly.
+The score is that of the patch *as stored* (cast to its storage dtype, or quantized at int8,
+and loaded back), so a saved patch applied to a freshly loaded base reproduces it exactly.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class PatchEvaluator:
             desc=f"{self.task.name}: {config.summary()}"[:60],
         )
         tensors = applied.state()
-        # Score what is stored: the same tensors, cast to the storage dtype and loaded back.
+        # Score what is stored: the same tensors, cast (int8: quantized) and loaded back.
         applied.load(tensors)
         start = time.perf_counter()
         value, value50 = coco_map(applied.model, self.task.val, self.task.category_ids)
