@@ -289,10 +289,9 @@ class PatchSpace:
         for name, kind in config.kinds.items():
             site = self.site(name)
             norms = site.norm_tensors()
+            own = "lora" if kind.family == "lora" else "weight"
             for tensor in self.site_tensors(site, kind):
-                roles[tensor] = (
-                    "norm" if tensor in norms else "lora" if ".lora_" in tensor else "weight"
-                )
+                roles[tensor] = "norm" if tensor in norms else own
         return roles
 
     def patch_tensors(self, config: PatchConfig) -> dict[str, tuple[int, ...]]:

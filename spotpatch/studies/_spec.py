@@ -15,7 +15,8 @@ from typing import Any
 
 from spotpatch._errors import UserError
 from spotpatch._files import read_toml
-from spotpatch.search import SAMPLER_NAMES
+from spotpatch.evaluators import TrainSettings
+from spotpatch.search import DEFAULT_LAMBDAS, SAMPLER_NAMES
 from spotpatch.spaces import DTYPES, PRESETS
 from spotpatch.studies._storage import DEFAULT_STORAGE
 
@@ -84,12 +85,13 @@ class SpaceSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 1e-2
-    hflip: bool = False
-    norm_lr_scale: float = 3.0
-    lora_lr_scale: float = 3.0
+    # The trainer's defaults: one place sets them.
+    steps: int = TrainSettings.steps
+    batch_size: int = TrainSettings.batch_size
+    lr: float = TrainSettings.lr
+    hflip: bool = TrainSettings.hflip
+    norm_lr_scale: float = TrainSettings.norm_lr_scale
+    lora_lr_scale: float = TrainSettings.lora_lr_scale
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ class SearchSpec:
     ray_address: str | None = None
     early_stopping: bool = False
     checkpoints: tuple[float, ...] = (0.33, 0.67)
-    relaxation_lambdas: tuple[float, ...] = (0.0, 0.05, 0.2, 0.8, 3.0)
+    relaxation_lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     presets: tuple[str, ...] = ()
 
 

@@ -57,7 +57,14 @@ def test_distinct_configs(result):
     assert stored.steps == out.steps and stored.seconds == pytest.approx(out.seconds, abs=0.01)
 
 
-def test_soft_draws_train_every_kind_and_read_off_configs(bench):
+@pytest.mark.parametrize(
+    "options, steps",
+    [
+        ({"hard": False}, 8),  # soft draws: every kind trains at every step
+        ({"warmup": 0.5}, 12),  # a warm-up adds steps before the first phase
+    ],
+)
+def test_relaxation_options_read_off_a_config_per_phase(bench, options, steps):
     evaluator = evaluator_of(load_spec(bench / "studies" / "glyphs.toml"), progress=False)
     out = relax(
         evaluator.base,
@@ -66,26 +73,9 @@ def test_soft_draws_train_every_kind_and_read_off_configs(bench):
         TrainSettings(steps=8, batch_size=8),
         lambdas=(0.0, 50.0),
         seed=0,
-        hard=False,
         progress=False,
+        **options,
     )
-    assert len(out.phases) == 2
-    for phase in out.phases:
-        evaluator.space.check_contains(phase.config)
-
-
-def test_a_warm_up_adds_steps_before_the_first_phase(bench):
-    evaluator = evaluator_of(load_spec(bench / "studies" / "glyphs.toml"), progress=False)
-    out = relax(
-        evaluator.base,
-        evaluator.task,
-        evaluator.space,
-        TrainSettings(steps=8, batch_size=8),
-        lambdas=(0.0, 50.0),
-        seed=0,
-        warmup=0.5,
-        progress=False,
-    )
-    assert out.steps == 12 and [p.lam for p in out.phases] == [0.0, 50.0]
+    assert out.steps == steps and [p.lam for p in out.phases] == [0.0, 50.0]
     for phase in out.phases:
         evaluator.space.check_contains(phase.config)

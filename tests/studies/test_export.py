@@ -299,7 +299,8 @@ def test_predict_writes_coco_results_of_base_plus_patch(study, tmp_path, no_test
 
 
 def test_onnx_matches_pytorch(study, tmp_path, capsys, no_test_map):
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort  # installed with the project's onnx extra, as make test does
+
     onnx_file = tmp_path / "p" / "model.onnx"  # inside the export folder: it moves with it
     _export(study, tmp_path / "p", "--onnx", str(onnx_file), "--select", "within=0")
     assert "lora4" in _json_out(capsys)["sites"].values()  # LoRA layers export too
