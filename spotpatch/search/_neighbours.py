@@ -20,12 +20,22 @@ It relies on one convention of spotpatch studies: each gate's choices are ordere
 first (:meth:`spotpatch.spaces.PatchSpace.choices`). Any categorical study with ordered choices
 can use it.
 
+With ``descent`` (the ``descent`` sampler of :func:`~spotpatch.search.make_sampler`), the
+sampler first walks down from the accurate end: it takes the smallest config whose score is
+within ``descent`` of the study's best (at first, usually the full fine-tune) and proposes it
+with one stage made cheaper: the stage shared, or, where sharing it was tried and cost too
+much, the stage one kind weaker. A proposal that keeps the score within the tolerance becomes
+the next starting point; one that does not tells the sampler not to try anything weaker
+everywhere (a config at most as strong on every gate as one that fell short). Biggest savings
+first, each proposal one trial: the search measures what each stage is worth to the task, which
+neighbour moves of small configs do not reach. When no such proposal is left, neighbours follow.
+
 Imported lazily (by :func:`~spotpatch.search.make_sampler`): it imports Optuna.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,7 +44,13 @@ import optuna
 from spotpatch.search._pareto import FrontPoint, pareto_front
 from spotpatch.search._record import RelaxationPhaseRecord, relaxation_record
 
-__all__ = ["NeighbourSampler", "front_trials", "neighbour_moves", "group_moves"]
+__all__ = [
+    "NeighbourSampler",
+    "descent_moves",
+    "front_trials",
+    "neighbour_moves",
+    "group_moves",
+]
 
 #: How many gates one proposal moves, with their odds.
 _MOVES = (1, 2, 3)
@@ -98,6 +114,51 @@ def group_moves(
     return moves
 
 
+def _ranks(choices: Mapping[str, Sequence[Any]]) -> dict[str, int]:
+    """One strength rank per kind across gates (gates offer different subsets of one order)."""
+    rank: dict[str, int] = {}
+    for options in choices.values():
+        for i, kind in enumerate(options):
+            rank[str(kind)] = max(rank.get(str(kind), 0), i)
+    return rank
+
+
+def _weaker_or_equal(a: Mapping[str, Any], b: Mapping[str, Any], rank: Mapping[str, int]) -> bool:
+    """Whether config ``a`` is at most as strong as ``b`` on every gate of ``b``."""
+    return all(rank[str(a.get(g, v))] <= rank[str(v)] for g, v in b.items())
+
+
+def descent_moves(
+    params: Mapping[str, Any],
+    choices: Mapping[str, Sequence[Any]],
+    groups: Mapping[str, Sequence[str]],
+) -> list[tuple[str, int, dict[str, Any]]]:
+    """The descent's candidates from a config, as (stage, step, new config): for each stage
+    that has a gate stronger than its weakest kind, the stage shared (step 0: every gate at its
+    weakest kind) and the stage one kind weaker (step 1: every gate above the stage's strongest
+    kind's next weaker one set to the strongest kind it offers at or below it).
+    """
+    rank = _ranks(choices)
+    order = sorted(rank, key=rank.get)
+    moves = []
+    for stage, members in groups.items():
+        gates = [g for g in members if g in params and g in choices]
+        if not gates:
+            continue
+        top = max(rank[str(params[g])] for g in gates)
+        below = [k for k in order if rank[k] < top]
+        targets = [(0, order[0])] + ([(1, below[-1])] if below and below[-1] != order[0] else [])
+        for step, target in targets:
+            new = dict(params)
+            for g in gates:
+                fits = [k for k in choices[g] if rank[str(k)] <= rank[target]]
+                if rank[str(params[g])] > rank[target] and fits:
+                    new[g] = fits[-1]
+            if new != dict(params):
+                moves.append((stage, step, new))
+    return moves
+
+
 class NeighbourSampler(optuna.samplers.BaseSampler):
     """Proposes neighbours of the study's Pareto front; another sampler does the rest.
 
@@ -111,6 +172,13 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
             neighbour already tried is drawn again).
         groups: gates that belong together (group name -> gate names), for group moves.
         group_share: the share of moves that are group moves, when there are groups.
+        descent: with groups, first walk down from the accurate end (see the module's doc):
+            the tolerance, in score units, within which a cheaper config counts as keeping the
+            study's best score. ``None``: no descent.
+        cost: the size of a config (gate params -> bytes), to try the biggest savings first;
+            without it, the number of gate steps a move takes stands for its saving.
+        min_saving: descent proposals that save less than this share of the largest trial's
+            size are not worth a trial.
 
     Example:
         >>> sampler = NeighbourSampler(seed=0)  # doctest: +SKIP
@@ -127,6 +195,9 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
         attempts: int = 20,
         groups: Mapping[str, Sequence[str]] | None = None,
         group_share: float = 0.5,
+        descent: float | None = None,
+        cost: Callable[[Mapping[str, Any]], float] | None = None,
+        min_saving: float = 0.01,
     ):
         self._base = base if base is not None else optuna.samplers.NSGAIISampler(seed=seed)
         self._rng = np.random.RandomState(seed)
@@ -136,6 +207,9 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
         self._proposals: dict[int, dict[str, Any]] = {}
         self._groups = {k: tuple(v) for k, v in (groups or {}).items() if len(v) > 1}
         self._group_share = group_share if self._groups else 0.0
+        self._descent = descent if self._groups else None
+        self._cost = cost
+        self._min_saving = min_saving
 
     # -- Optuna's sampler interface -----------------------------------------------------------
     def reseed_rng(self) -> None:
@@ -172,7 +246,7 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
         done = [
             t for t in study.get_trials(deepcopy=False, states=states) if len(t.values or ()) == 2
         ]
-        if not done or self._rng.uniform() < self._explore:
+        if not done:
             return None
         space = optuna.search_space.intersection_search_space(done)
         choices = {
@@ -183,6 +257,12 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
         if not choices:
             return None
         tried = {_key(t.params) for t in study.get_trials(deepcopy=False)}
+        if self._descent is not None:
+            params = self._descend(done, choices, tried)
+            if params is not None:
+                return params, space
+        if self._rng.uniform() < self._explore:
+            return None
         front = front_trials(done)
         phases = _phases(study)
         for _ in range(self._attempts):
@@ -192,6 +272,36 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
             if params is not None and _key(params) not in tried:
                 return params, space
         return None
+
+    def _descend(
+        self, done: Sequence[Any], choices: Mapping[str, Sequence[Any]], tried: set[tuple]
+    ) -> dict[str, Any] | None:
+        """The next descent proposal, or None when the descent has nothing left to try."""
+        best = max(t.values[0] for t in done)
+        kept = [t for t in done if t.values[0] >= best - self._descent]
+        short = [t.params for t in done if t.values[0] < best - self._descent]
+        start = min(kept, key=lambda t: (t.values[1], -t.values[0]))
+        params = {g: v for g, v in start.params.items() if g in choices}
+        if len(params) != len(choices):
+            return None
+        rank = _ranks(choices)
+        size = self._cost or (lambda p: sum(rank[str(v)] for v in p.values()))
+        largest = (
+            max(t.values[1] for t in done)
+            if self._cost
+            else size({g: options[-1] for g, options in choices.items()})
+        )
+        here = size(params)
+        candidates = []
+        for _, step, new in descent_moves(params, choices, self._groups):
+            if _key(new) in tried or any(_weaker_or_equal(new, f, rank) for f in short):
+                continue
+            saving = here - size(new)
+            if saving >= self._min_saving * largest:
+                candidates.append((step, -saving, new))
+        if not candidates:
+            return None
+        return min(candidates, key=lambda c: c[:2])[2]
 
     def _neighbour(
         self,

@@ -6,21 +6,28 @@ from spotpatch._errors import UserError
 
 __all__ = ["make_sampler", "SAMPLER_NAMES"]
 
-SAMPLER_NAMES = ("nsga2", "neighbours", "tpe", "gp", "random")
+SAMPLER_NAMES = ("nsga2", "neighbours", "descent", "tpe", "gp", "random")
+
+#: The descent's tolerance: a cheaper config keeps the best score within half a point of mAP.
+DESCENT_TOLERANCE = 0.005
 
 
-def make_sampler(name: str, seed: int, *, population: int = 8, groups=None):
+def make_sampler(name: str, seed: int, *, population: int = 8, groups=None, cost=None):
     """An Optuna sampler for a two-objective study.
 
     ``nsga2``: NSGA-II with a small population (our trials are expensive); ``neighbours``:
     neighbours of the front's configs, guided by the warm start, with NSGA-II for a quarter of
-    the trials (:class:`~spotpatch.search.NeighbourSampler`); ``tpe``:
+    the trials (:class:`~spotpatch.search.NeighbourSampler`); ``descent``: first a descent
+    from the accurate end, one stage made cheaper per trial while the best score holds within
+    half a point, then ``neighbours``; ``tpe``:
     multivariate multi-objective TPE; ``gp``: Optuna's GPSampler (log-EHVI), made for small
     budgets of expensive trials; ``random``: the baseline.
 
     ``groups`` (group name -> gate names: the gates of one detector stage, as
     :meth:`spotpatch.spaces.PatchSpace.stage_gates` gives them) lets ``neighbours`` set a whole
-    group at once; the other samplers ignore it.
+    group at once and is what ``descent`` walks down; ``cost`` (gate params -> bytes,
+    :meth:`spotpatch.spaces.PatchSpace.gates_bytes`) orders the descent's proposals by their
+    savings. The other samplers ignore both.
     """
     import warnings
 
@@ -29,19 +36,20 @@ def make_sampler(name: str, seed: int, *, population: int = 8, groups=None):
     # TPE's group and constant liar options are marked experimental; we rely on them knowingly.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _make(name, seed, population, groups)
+        return _make(name, seed, population, groups, cost)
 
 
-def _make(name: str, seed: int, population: int, groups):
+def _make(name: str, seed: int, population: int, groups, cost):
     import optuna
 
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-    if name == "neighbours":
+    if name in ("neighbours", "descent"):
         from spotpatch.search._neighbours import NeighbourSampler
 
         base = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-        return NeighbourSampler(base, seed=seed, groups=groups)
+        descent = DESCENT_TOLERANCE if name == "descent" else None
+        return NeighbourSampler(base, seed=seed, groups=groups, descent=descent, cost=cost)
     if name == "tpe":
         return optuna.samplers.TPESampler(
             multivariate=True,

@@ -311,6 +311,10 @@ class PatchSpace:
         """Exact payload in bytes of the patch file for ``config`` (class head included)."""
         return stored_bytes(self.patch_tensors(config), self.dtype)
 
+    def gates_bytes(self, gates: Mapping[str, str]) -> int:
+        """:meth:`patch_bytes` of the config that gate decisions give."""
+        return self.patch_bytes(self.config_from_gates(gates))
+
     def full_bytes(self) -> int:
         """Bytes of the ``full`` preset: the reference a patch's size is measured against."""
         return self.patch_bytes(self.preset("full"))

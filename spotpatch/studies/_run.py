@@ -89,7 +89,12 @@ def open_controller(
     else:
         meta = study_meta(load_study(spec.name, storage))
         space = study_space(base_of(spec), meta)
-    sampler = make_sampler(spec.search.sampler, spec.seed + worker, groups=space.stage_gates())
+    sampler = make_sampler(
+        spec.search.sampler,
+        spec.seed + worker,
+        groups=space.stage_gates(),
+        cost=space.gates_bytes,
+    )
     if evaluator is not None:
         create_or_load_study(meta, storage, sampler)
     early = (

@@ -13,7 +13,12 @@ from spotpatch.search import (
     make_sampler,
     write_relaxation,
 )
-from spotpatch.search._neighbours import front_trials, group_moves, neighbour_moves
+from spotpatch.search._neighbours import (
+    descent_moves,
+    front_trials,
+    group_moves,
+    neighbour_moves,
+)
 from spotpatch.spaces import PatchConfig
 
 KINDS = ("shared", "bn", "dw", "full")
@@ -136,3 +141,79 @@ def test_with_groups_a_proposal_can_set_a_whole_group():
             assert len(part) <= 1
             if part:
                 assert all(params[g] == next(iter(part)) for g in gates)
+
+
+def test_descent_moves_share_a_stage_or_take_it_one_kind_down():
+    choices = {"a": KINDS, "b": ("shared", "bn", "full"), "c": KINDS}
+    params = {"a": "full", "b": "full", "c": "dw"}
+    moves = descent_moves(params, choices, {"s": ["a", "b"], "t": ["c"]})
+    assert moves == [
+        ("s", 0, {"a": "shared", "b": "shared", "c": "dw"}),
+        ("s", 1, {"a": "dw", "b": "bn", "c": "dw"}),  # b offers no dw: its next weaker kind
+        ("t", 0, {"a": "full", "b": "full", "c": "shared"}),
+        ("t", 1, {"a": "full", "b": "full", "c": "bn"}),
+    ]
+    # A stage already at its weakest kind offers nothing; one a step above it, only sharing.
+    assert descent_moves({"a": "bn", "c": "shared"}, choices, {"s": ["a"], "t": ["c"]}) == [
+        ("s", 0, {"a": "shared", "c": "shared"})
+    ]
+
+
+STAGES = {"s0": GATES[:2], "s1": GATES[2:4], "s2": GATES[4:]}
+#: Bytes per gate at each kind, the late stage's gates the largest (as in a backbone).
+SIZES = {"shared": 0, "bn": 1, "dw": 3, "full": 10}
+
+
+def _descent_values(params):
+    """A toy (mAP, bytes): s0 needs `full`, s1 needs at least `dw`, s2 does not matter."""
+    level = {g: KINDS.index(params[g]) for g in GATES}
+    score = 0.8
+    score -= 0.1 * sum(level[g] < 3 for g in STAGES["s0"])
+    score -= 0.1 * sum(level[g] < 2 for g in STAGES["s1"])
+    size = sum(SIZES[params[g]] * (1 + i) for i, g in enumerate(GATES))
+    return score, float(size)
+
+
+def test_descent_walks_down_from_the_accurate_end_to_what_each_stage_needs():
+    cost = lambda p: _descent_values(p)[1]  # noqa: E731
+    sampler = NeighbourSampler(
+        optuna.samplers.RandomSampler(seed=0),
+        seed=0,
+        explore=0.0,
+        groups=STAGES,
+        descent=0.005,
+        cost=cost,
+    )
+    study = _study(sampler)
+    study.enqueue_trial({g: "full" for g in GATES})
+    proposals = []
+    for _ in range(12):
+        trial = study.ask({g: DIST for g in GATES})
+        proposals.append(dict(trial.params))
+        study.tell(trial, _descent_values(trial.params))
+    best = {g: "full" for g in STAGES["s0"]} | {g: "dw" for g in STAGES["s1"]}
+    best |= {g: "shared" for g in STAGES["s2"]}
+    # Stages shared first, biggest saving first: the late stage (kept), the middle one and the
+    # early one (both fall short); then a kind down: the middle one at dw (kept), the early
+    # one at dw (short); then the middle one at bn (short). Six trials, then neighbours.
+    late = {g: "shared" for g in STAGES["s2"]}
+    assert proposals[1] == {g: "full" for g in GATES[:4]} | late
+    assert proposals[4] == best
+    kept = [p for p in proposals if _descent_values(p)[0] >= 0.8 - 0.005]
+    assert min(kept, key=cost) == best
+    # The descent proposed nothing weaker everywhere than a config that fell short.
+    short = []
+    for p in proposals[:7]:
+        assert not any(all(KINDS.index(p[g]) <= KINDS.index(f[g]) for g in GATES) for f in short)
+        if _descent_values(p)[0] < 0.8 - 0.005:
+            short.append(p)
+
+
+def test_descent_by_name_falls_back_to_neighbours_when_done():
+    sampler = make_sampler("descent", 0, groups=STAGES, cost=lambda p: _descent_values(p)[1])
+    study = _study(sampler)
+    study.enqueue_trial({g: "full" for g in GATES})
+    for _ in range(20):
+        trial = study.ask({g: DIST for g in GATES})
+        study.tell(trial, _descent_values(trial.params))
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 20
