@@ -13,12 +13,13 @@ import optuna
 import pytest
 
 from spotpatch.cli import main
-from spotpatch.search import trial_records
+from spotpatch.search import study_meta, trial_records
 from spotpatch.studies import (
     evaluator_of,
     load_spec,
     load_study,
     open_storage,
+    read_artifact,
     run_studies,
     run_study,
 )
@@ -158,7 +159,11 @@ def test_two_trials_on_a_local_ray_land_in_the_same_storage(study_file, tmp_path
     assert state.done == 2 and state.failed == 0
     study = load_study("shapes-subset", open_storage(f"sqlite:///{tmp_path}/s.db"))
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    assert all("artifact_id" in t.user_attrs for t in study.trials)
+    # The driver stored each trial's tensors and their sha256, which read back as recorded.
+    meta = study_meta(study)
+    for record in trial_records(study):
+        assert record.artifact_sha256 is not None
+        assert read_artifact(study.study_name, meta, record, None)
 
 
 class _FailsFirst:
