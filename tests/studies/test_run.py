@@ -81,6 +81,43 @@ def test_a_study_with_another_space_is_refused(study_file, tmp_path, capsys):
     assert "already exists with another granularity" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "case",
+    [
+        "storage folder missing",
+        "storage folder a file",
+        "artifacts a file",
+        "artifacts under a file",
+    ],
+)
+def test_a_folder_a_run_cannot_write_to_is_refused_before_anything_is_written(
+    study_file, tmp_path, capsys, case
+):
+    (tmp_path / "afile").write_text("not a folder")
+    good = study_file("shapes-subset")  # checked first and fine: nothing of it is written either
+    search = {
+        "storage folder missing": {"storage": f"sqlite:///{tmp_path}/nowhere/s.db"},
+        "storage folder a file": {"storage": f"sqlite:///{tmp_path}/afile/s.db"},
+        "artifacts a file": {"artifacts": tmp_path / "afile"},
+        "artifacts under a file": {"artifacts": tmp_path / "afile" / "patches"},
+    }[case]
+    bad = study_file(search=search)
+    message = {
+        "storage folder missing": f"storage folder not found: {tmp_path}/nowhere (storage "
+        f"sqlite:///{tmp_path}/nowhere/s.db)",
+        "storage folder a file": f"storage folder {tmp_path}/afile is a file, not a folder",
+        "artifacts a file": f"artifact folder {tmp_path}/afile is a file, not a folder",
+        "artifacts under a file": f"cannot make the artifact folder {tmp_path}/afile/patches: "
+        f"{tmp_path}/afile is a file",
+    }[case]
+    before = sorted(tmp_path.rglob("*"))
+    capsys.readouterr()
+    assert main(["run", str(good), str(bad), "--trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("spotpatch: error: ") and message in err, err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
 def test_every_preset_runs_whatever_the_granularity(study_file, tmp_path):
     # lora4 and tail are no gate decision of a block-granularity space: they run as they are.
     spec = study_file(search={"presets": ("lora4", "tail")})
