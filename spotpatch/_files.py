@@ -4,11 +4,12 @@ Like ``_errors``, this module imports nothing from the rooms, and every room may
 :func:`read_text` turns each way a file can fail to read into one :class:`UserError` line;
 :func:`read_json` and :func:`read_toml` parse it too, a syntax error being one more such line.
 :func:`replace_folder` is the last step of a crash-safe write: build the new folder beside the
-target, then swap it in.
+target, then swap it in. :func:`sha256_of` fingerprints stored files (patch tensors, exports).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ from typing import Any
 
 from spotpatch._errors import UserError
 
-__all__ = ["read_text", "read_json", "read_toml", "write_text", "replace_folder"]
+__all__ = ["read_text", "read_json", "read_toml", "write_text", "replace_folder", "sha256_of"]
 
 
 def read_text(path: str | Path, *, what: str = "file") -> str:
@@ -96,6 +97,22 @@ def write_text(path: str | Path, text: str, *, what: str = "--out") -> Path:
     finally:
         staged.unlink(missing_ok=True)
     return path
+
+
+def sha256_of(data: bytes | str | Path) -> str:
+    """The sha256 (hex) of bytes, or of a file's bytes when given a path.
+
+    Example:
+        >>> sha256_of(b"")[:12]
+        'e3b0c44298fc'
+    """
+    if isinstance(data, bytes):
+        return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    with open(data, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _remove(path: Path) -> None:

@@ -8,17 +8,19 @@ after the site in the same parent (how ``spaces`` finds a site's norm). An int8 
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from spotpatch._errors import UserError
 from spotpatch.search import TrialRecord, study_meta, trial_records
 from spotpatch.spaces import SCALE_SUFFIX
-from spotpatch.studies import open_artifact
+from spotpatch.studies import read_artifact
 
 __all__ = ["HEAD", "SiteBytes", "attribute_tensors", "module_order", "site_bytes"]
 
@@ -115,8 +117,14 @@ def site_bytes(
 ) -> SiteBytes:
     """Bytes per site of one trial's patch (its stored tensors), largest first after the head.
 
-    The tensors are found as export finds them (:func:`spotpatch.studies.open_artifact`; give
-    ``storage`` to look beside it too). Without them the record is empty and ``note`` says why.
+    The tensors are found as export finds them (:func:`spotpatch.studies.read_artifact`; give
+    ``storage`` to look beside it too) and checked as export checks them. Without them the
+    record is empty and ``note`` says why: the trial stored none, the study's artifact folder is
+    not on this host, or the trial was stored before its file's sha256 was recorded.
+
+    Raises:
+        UserError: the artifact folder is here but the trial's file is missing from it, or the
+            file is not the one the trial stored (its sha256 differs from the recorded one).
     """
     meta = study_meta(study)
 
@@ -128,10 +136,16 @@ def site_bytes(
     records = trial_records(study) if records is None else records
     record = next(r for r in records if r.number == trial_number)
     try:
-        with open_artifact(study.study_name, meta, record, storage) as reader:
-            sizes = _read_safetensors_sizes(reader)
+        data = read_artifact(study.study_name, meta, record, storage)
     except UserError as e:
+        # Trials stored before the sha256 was recorded read as they did; a page drawn where
+        # the study's artifact folder is not mounted (a shared storage viewed elsewhere) says so.
+        folder_here = not meta.artifacts or Path(meta.artifacts).is_dir()
+        if record.artifact_sha256 is not None and folder_here:
+            raise
         return empty(str(e), record.patch_bytes)
+    try:
+        sizes = _read_safetensors_sizes(io.BytesIO(data))
     except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
         return empty(
             f"cannot read the patch tensors of trial {trial_number}: {e}", record.patch_bytes

@@ -3,7 +3,11 @@
 Category ids map to contiguous labels 1..K (0 is background) in category-id order; the task's
 class names keep that order. Images are decoded at load and resized to the detector's input
 size; boxes follow, and predictions are mapped back to the original image for COCO evaluation.
-Bad input raises :class:`UserError` with one line naming the file and the problem.
+Bad input raises :class:`UserError` with one line naming the file and the problem. Input that can
+be repaired is, with one warning line per file saying how much: boxes are clipped to their image
+(dropped when nothing is left, or when their width or height is not positive), and an image whose
+file differs in size from its ``width``/``height`` is taken at the file's size (boxes are in the
+file's pixels).
 """
 
 from __future__ import annotations
@@ -185,7 +189,7 @@ def load_split(
     if not images_dir.is_dir():
         raise UserError(f"image folder not found: {images_dir}")
     label_of = {cid: i + 1 for i, cid in enumerate(cats)}
-    anns, dropped = [], 0
+    anns, degenerate = [], 0
     for entry in data["annotations"]:
         aid = _field(path, "an annotation", entry, "id", int)
         iid = _field(path, f"annotation {aid}", entry, "image_id", int)
@@ -200,31 +204,35 @@ def load_split(
         ):
             raise UserError(f"{path}: annotation {aid} has a malformed bbox {bbox!r}")
         if bbox[2] <= 0 or bbox[3] <= 0:
-            dropped += 1
+            degenerate += 1
             continue
-        ann = dict(entry)
-        ann.setdefault("area", float(bbox[2] * bbox[3]))
-        ann.setdefault("iscrowd", 0)
-        anns.append(ann)
-    if dropped:
-        log.warning("%s: dropped %d degenerate boxes (width or height <= 0)", path, dropped)
-    clean = dict(data, annotations=anns)
+        anns.append(entry)
+
+    ids = tuple(images)
+    decoded: dict[int, Tensor] = {}
+    sizes: dict[int, tuple[int, int]] = {}
+    bar = progress_bar(ids, desc=f"decoding {path.name}", unit="img", progress=progress)
+    for iid in bar:
+        decoded[iid], sizes[iid] = decode_image(images_dir / images[iid]["file_name"], resize)
+    _warn_of_sizes(path, images, sizes)
+    anns = _clip_boxes(path, anns, sizes, degenerate)
+    clean = dict(
+        data,
+        images=[dict(images[i], width=sizes[i][0], height=sizes[i][1]) for i in ids],
+        annotations=anns,
+    )
     with quiet():
         coco = COCO()
         coco.dataset = clean
         coco.createIndex()
 
-    ids = tuple(images)
     per_image: dict[int, list[dict]] = {i: [] for i in ids}
     for ann in anns:
         if not ann["iscrowd"]:
             per_image[ann["image_id"]].append(ann)
-    decoded, sizes, boxes, labels = [], [], [], []
-    bar = progress_bar(ids, desc=f"decoding {path.name}", unit="img", progress=progress)
-    for iid in bar:
-        tensor, (w, h) = decode_image(images_dir / images[iid]["file_name"], resize)
-        decoded.append(tensor)
-        sizes.append((w, h))
+    boxes, labels = [], []
+    for iid in ids:
+        tensor, (w, h) = decoded[iid], sizes[iid]
         sx, sy = tensor.shape[2] / w, tensor.shape[1] / h
         xywh = torch.tensor([a["bbox"] for a in per_image[iid]], dtype=torch.float32).view(-1, 4)
         xyxy = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
@@ -238,12 +246,66 @@ def load_split(
         coco=coco,
         image_ids=ids,
         file_names=tuple(images[i]["file_name"] for i in ids),
-        sizes=tuple(sizes),
-        images=tuple(decoded),
+        sizes=tuple(sizes[i] for i in ids),
+        images=tuple(decoded[i] for i in ids),
         boxes=tuple(boxes),
         labels=tuple(labels),
     )
     return split, cats
+
+
+def _warn_of_sizes(path: Path, images: dict[int, dict], sizes: dict[int, tuple[int, int]]) -> None:
+    """One warning line when image files differ in size from their ``width``/``height``."""
+    differ = []
+    for iid, entry in images.items():
+        listed = (entry.get("width"), entry.get("height"))
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in listed):
+            if tuple(listed) != sizes[iid]:
+                differ.append(iid)
+    if differ:
+        first = images[differ[0]]
+        w, h = sizes[differ[0]]
+        log.warning(
+            "%s: %d images differ in size from their width/height (e.g. %s is %dx%d, listed as "
+            "%sx%s); using the files' sizes",
+            path,
+            len(differ),
+            first["file_name"],
+            w,
+            h,
+            first["width"],
+            first["height"],
+        )
+
+
+def _clip_boxes(
+    path: Path, anns: list[dict], sizes: dict[int, tuple[int, int]], degenerate: int
+) -> list[dict]:
+    """Annotations with their boxes clipped to their image; those with nothing left dropped.
+    One warning line counts what was changed (``degenerate``: boxes dropped earlier)."""
+    kept, clipped, outside = [], 0, 0
+    for entry in anns:
+        x, y, bw, bh = (float(v) for v in entry["bbox"])
+        w, h = sizes[entry["image_id"]]
+        x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + bw, w), min(y + bh, h)
+        if x1 <= x0 or y1 <= y0:
+            outside += 1
+            continue
+        ann = dict(entry)
+        if (x0, y0, x1, y1) != (x, y, x + bw, y + bh):
+            clipped += 1
+            ann["bbox"] = [x0, y0, x1 - x0, y1 - y0]
+        ann.setdefault("area", float(ann["bbox"][2] * ann["bbox"][3]))
+        ann.setdefault("iscrowd", 0)
+        kept.append(ann)
+    changes = [
+        f"dropped {degenerate} degenerate boxes (width or height <= 0)" if degenerate else "",
+        f"dropped {outside} boxes outside their image" if outside else "",
+        f"clipped {clipped} boxes to their image" if clipped else "",
+    ]
+    if any(changes):
+        log.warning("%s: %s", path, "; ".join(c for c in changes if c))
+    return kept
 
 
 def load_task(

@@ -15,6 +15,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+from spotpatch._files import sha256_of
 from spotpatch.search._early_stopping import EarlyStopping, early_stop_references
 from spotpatch.search._heartbeat import Heartbeat, host_lock, this_process
 from spotpatch.search._progress import StudyProgress, summarize
@@ -276,8 +277,8 @@ class StudyController:
 
         try:
             if outcome.result is not None:
-                artifact_id = self._upload(trial, outcome.result.tensors)
-                values = write_result(trial, outcome.result, artifact_id)
+                artifact_id, sha256 = self._upload(trial, outcome.result.tensors)
+                values = write_result(trial, outcome.result, artifact_id, sha256)
                 self.study.tell(trial, values=values)
             elif outcome.error is not None:
                 log.warning("trial %d failed: %s", trial.number, outcome.error)
@@ -309,19 +310,22 @@ class StudyController:
     def _stamp_claim(self, stamp) -> None:
         write_warm_start_claim(self.study, stamp)
 
-    def _upload(self, trial, tensors) -> str | None:
+    def _upload(self, trial, tensors) -> tuple[str | None, str | None]:
+        """Store a trial's patch tensors as an artifact: its id and the sha256 of the file's
+        bytes (readers check it: a file altered or replaced later is refused)."""
         import optuna
 
         if self.artifact_store is None:
-            return None
+            return None, None
         with tempfile.TemporaryDirectory() as tmp:
             path = _write_tensors(tensors, Path(tmp) / "patch.safetensors")
-            return optuna.artifacts.upload_artifact(
+            artifact_id = optuna.artifacts.upload_artifact(
                 artifact_store=self.artifact_store,
                 file_path=str(path),
                 study_or_trial=trial,
                 mimetype="application/octet-stream",
             )
+            return artifact_id, sha256_of(path)
 
 
 def _write_tensors(tensors, path: Path) -> Path:

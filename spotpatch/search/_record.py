@@ -13,7 +13,9 @@ A trial stores:
   sampler's own) and ``retry_of``;
 - when told: ``map``, ``map50``, ``patch_bytes``, ``train_seconds``, ``eval_seconds``,
   ``config``, ``summary``, ``intermediate`` ({step: mAP}), ``artifact_id`` (its patch tensors in
-  the artifact store); or ``error`` (FAIL); or ``pruned_at`` and ``intermediate`` (PRUNED);
+  the artifact store) and ``artifact_sha256`` (the sha256 of that file's bytes, checked by
+  every reader; trials stored before it was recorded have none); or ``error`` (FAIL); or
+  ``pruned_at`` and ``intermediate`` (PRUNED);
 - a config the sampler proposed again is not trained twice: its trial is told the stored result
   and records ``duplicate_of`` (the trial that trained it);
 - (study) ``confirm_runs``: configs retrained with other seeds by ``spotpatch confirm``;
@@ -96,6 +98,7 @@ _EVAL_SECONDS = "eval_seconds"
 _SUMMARY = "summary"
 _INTERMEDIATE = "intermediate"
 _ARTIFACT_ID = "artifact_id"
+_ARTIFACT_SHA256 = "artifact_sha256"
 _ERROR = "error"
 _PRUNED_AT = "pruned_at"
 _DUPLICATE_OF = "duplicate_of"
@@ -322,6 +325,8 @@ class TrialRecord:
         source: one of :data:`SOURCES`.
         preset: the fixed recipe the config equals (``head``, ``full``...), else None.
         artifact_id: the patch tensors in the study's artifact store, else None.
+        artifact_sha256: the sha256 of the stored file's bytes (None for trials stored before
+            it was recorded: their tensors are read unchecked).
         error: why a failed trial failed.
         pruned_at: the step an early-stopped trial stopped at.
         retry_of: the trial whose config this one retries.
@@ -345,6 +350,7 @@ class TrialRecord:
     source: str
     preset: str | None
     artifact_id: str | None
+    artifact_sha256: str | None
     error: str | None
     pruned_at: int | None
     retry_of: int | None
@@ -423,6 +429,7 @@ def trial_record(trial) -> TrialRecord:
         source=source,
         preset=str(attrs[_PRESET]) if attrs.get(_PRESET) else None,
         artifact_id=str(attrs[_ARTIFACT_ID]) if attrs.get(_ARTIFACT_ID) else None,
+        artifact_sha256=str(attrs[_ARTIFACT_SHA256]) if attrs.get(_ARTIFACT_SHA256) else None,
         error=str(attrs[_ERROR]) if _ERROR in attrs else None,
         pruned_at=_number(attrs.get(_PRUNED_AT), int),
         retry_of=_number(attrs.get(_RETRY_OF), int),
@@ -468,7 +475,9 @@ def _asked_attrs(config: PatchConfig, patch_bytes: int, preset: str | None) -> d
     return attrs
 
 
-def _result_attrs(result: EvalResult, artifact_id: str | None) -> dict[str, Any]:
+def _result_attrs(
+    result: EvalResult, artifact_id: str | None, artifact_sha256: str | None
+) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         _MAP: result.map,
         _MAP50: result.map50,
@@ -481,6 +490,8 @@ def _result_attrs(result: EvalResult, artifact_id: str | None) -> dict[str, Any]
     }
     if artifact_id is not None:
         attrs[_ARTIFACT_ID] = artifact_id
+    if artifact_sha256 is not None:
+        attrs[_ARTIFACT_SHA256] = artifact_sha256
     return attrs
 
 
@@ -494,9 +505,12 @@ def write_asked(trial, config: PatchConfig, patch_bytes: int, preset: str | None
     _set_all(trial, _asked_attrs(config, patch_bytes, preset))
 
 
-def write_result(trial, result: EvalResult, artifact_id: str | None) -> list[float]:
-    """Record a scored trial's metrics and config; returns the values to tell."""
-    _set_all(trial, _result_attrs(result, artifact_id))
+def write_result(
+    trial, result: EvalResult, artifact_id: str | None, artifact_sha256: str | None = None
+) -> list[float]:
+    """Record a scored trial's metrics and config, and where its patch tensors are stored
+    (``artifact_id``) with the sha256 of the stored file; returns the values to tell."""
+    _set_all(trial, _result_attrs(result, artifact_id, artifact_sha256))
     return [result.map, float(result.patch_bytes)]
 
 
@@ -525,6 +539,8 @@ def write_duplicate(trial, of: TrialRecord) -> list[float]:
         attrs[_MAP50] = of.map50
     if of.artifact_id is not None:
         attrs[_ARTIFACT_ID] = of.artifact_id
+    if of.artifact_sha256 is not None:
+        attrs[_ARTIFACT_SHA256] = of.artifact_sha256
     _set_all(trial, attrs)
     return [float(of.map), float(of.patch_bytes)]
 
@@ -547,6 +563,7 @@ def completed_trial(
     source: str = "sampler",
     preset: str | None = None,
     artifact_id: str | None = None,
+    artifact_sha256: str | None = None,
     duplicate_of: int | None = None,
 ):
     """A completed Optuna trial holding ``result`` as :func:`write_result` stores it, for
@@ -556,7 +573,7 @@ def completed_trial(
 
     attrs = {
         **_asked_attrs(result.config, result.patch_bytes, preset),
-        **_result_attrs(result, artifact_id),
+        **_result_attrs(result, artifact_id, artifact_sha256),
     }
     if source != "sampler":
         attrs[_SOURCE] = source

@@ -3,7 +3,9 @@
 The safetensors payload of a patch is exactly its ``patch_bytes``: the tensors as stored at
 the patch's dtype (int8 weights with their ``.qscale`` scales, see ``_dtypes``), written and read
 as they are. ``patch.json`` records the base it applies to by the sha256 of the base's tensors,
-so a patch is never applied to another.
+so a patch is never applied to another, and the sha256 of ``patch.safetensors`` itself
+(``tensors_sha256``), so a tensor file changed after it was written is refused (folders written
+before it was recorded are read unchecked).
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor
 
 from spotpatch._errors import UserError
-from spotpatch._files import read_json
+from spotpatch._files import read_json, sha256_of
 from spotpatch.spaces._space import PatchConfig
 
 __all__ = ["Patch", "save_patch", "load_patch", "state_sha256", "payload_bytes", "FORMAT_VERSION"]
@@ -74,6 +75,8 @@ class Patch:
     study: Mapping[str, Any] = field(default_factory=dict)
     #: The task's COCO category ids, in ``classes`` order, when known (predictions use them).
     category_ids: tuple[int, ...] | None = None
+    #: The sha256 of ``patch.safetensors`` as :func:`save_patch` wrote it (None: not written).
+    tensors_sha256: str | None = None
 
     @property
     def payload_bytes(self) -> int:
@@ -84,7 +87,7 @@ class Patch:
         task: dict[str, Any] = {"name": self.task, "classes": list(self.classes)}
         if self.category_ids is not None:
             task["category_ids"] = list(self.category_ids)
-        return {
+        meta = {
             "format_version": FORMAT_VERSION,
             "base": {"model": self.model, "sha256": self.base_sha256},
             "task": task,
@@ -93,15 +96,19 @@ class Patch:
             "metrics": dict(self.metrics),
             "study": dict(self.study),
         }
+        if self.tensors_sha256 is not None:
+            meta["tensors_sha256"] = self.tensors_sha256
+        return meta
 
 
 def save_patch(patch: Patch, out: str | Path) -> Path:
     """Write ``patch.safetensors`` and ``patch.json`` into ``out`` (created if missing).
 
     Each file is written under a temporary name and renamed into place, the JSON last, so a
-    crash never leaves a JSON that describes tensors which are not there.
+    crash never leaves a JSON that describes tensors which are not there. The JSON records the
+    sha256 of the tensor file as written (``tensors_sha256``).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -111,10 +118,10 @@ def save_patch(patch: Patch, out: str | Path) -> Path:
     tmp_tensors = out / f".{TENSORS_FILE}.tmp"
     tmp_meta = out / f".{META_FILE}.tmp"
     try:
-        save_file(tensors, str(tmp_tensors), metadata={"format": "pt", "spotpatch": "patch"})
-        tmp_meta.write_text(json.dumps(patch.meta(), indent=2) + "\n")
-        # safetensors writes owner-only files; a patch is made to be shipped: the umask's mode.
-        shutil.copymode(tmp_meta, tmp_tensors)
+        data = save(tensors, metadata={"format": "pt", "spotpatch": "patch"})
+        tmp_tensors.write_bytes(data)
+        meta = replace(patch, tensors_sha256=sha256_of(data)).meta()
+        tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
         os.replace(tmp_tensors, out / TENSORS_FILE)
         os.replace(tmp_meta, out / META_FILE)
     finally:
@@ -126,17 +133,19 @@ def save_patch(patch: Patch, out: str | Path) -> Path:
 def load_patch(path: str | Path) -> Patch:
     """Read a patch folder written by :func:`save_patch`.
 
+    When ``patch.json`` records the sha256 of ``patch.safetensors`` (``tensors_sha256``), the
+    file's bytes must have it.
+
     Raises:
-        UserError: a missing or malformed file.
+        UserError: a missing or malformed file, or a tensor file that is not the one written.
     """
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     path = Path(path)
     meta_path, tensors_path = path / META_FILE, path / TENSORS_FILE
-    for p in (meta_path, tensors_path):
-        if not p.is_file():
-            raise UserError(f"not a patch folder: {p} not found")
+    if not meta_path.is_file():
+        raise UserError(f"not a patch folder: {meta_path} not found")
     meta = read_json(meta_path, what="patch file")
     try:
         if meta["format_version"] != FORMAT_VERSION:
@@ -155,7 +164,8 @@ def load_patch(path: str | Path) -> Patch:
             study=dict(meta.get("study", {})),
         )
         ids = meta["task"].get("category_ids")
-    except (KeyError, TypeError) as e:
+        expected = meta.get("tensors_sha256")
+    except (KeyError, TypeError, AttributeError) as e:
         raise UserError(f"{meta_path}: missing or malformed field {e}") from None
     if ids is not None:
         if (
@@ -165,8 +175,29 @@ def load_patch(path: str | Path) -> Patch:
         ):
             raise UserError(f"{meta_path}: task.category_ids must be one integer per class")
         info["category_ids"] = tuple(ids)
+    if expected is not None and not isinstance(expected, str):
+        raise UserError(f"{meta_path}: tensors_sha256 must be a string, got {expected!r}")
+    whose = _whose(info["study"])
+    if not tensors_path.is_file():
+        raise UserError(f"not a patch folder: {tensors_path} not found{whose}")
     try:
-        tensors = load_file(str(tensors_path))
-    except (SafetensorError, OSError) as e:
+        data = tensors_path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{tensors_path} cannot be read ({e.strerror or e})") from None
+    if expected is not None and (actual := sha256_of(data)) != expected:
+        raise UserError(
+            f"{tensors_path} changed after it was written{whose}: sha256 {actual[:12]}, "
+            f"{META_FILE} records {expected[:12]}"
+        )
+    try:
+        tensors = load(data)
+    except SafetensorError as e:
         raise UserError(f"{tensors_path}: not a readable safetensors file ({e})") from None
-    return Patch(config=config, tensors=tensors, **info)
+    return Patch(config=config, tensors=tensors, tensors_sha256=expected, **info)
+
+
+def _whose(study: Mapping[str, Any]) -> str:
+    """`` (trial 3 of study 'pets')`` for a patch that records where it comes from."""
+    if "trial" in study and "name" in study:
+        return f" (trial {study['trial']} of study {study['name']!r})"
+    return ""

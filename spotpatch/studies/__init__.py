@@ -7,6 +7,7 @@ Imports from ``spaces``, ``evaluators`` and ``search``.
 
 from __future__ import annotations
 
+from spotpatch.studies._artifacts import read_artifact
 from spotpatch.studies._confirm import (
     CONFIRM_SEED,
     Confirmation,
@@ -96,6 +97,7 @@ __all__ = [
     "load_study",
     "open_controller",
     "open_artifact",
+    "read_artifact",
     "open_storage",
     "storage_url",
     "run_studies",

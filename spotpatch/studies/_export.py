@@ -23,11 +23,12 @@ from spotpatch._files import replace_folder
 from spotpatch.evaluators import Base, coco_map, load_base, load_split
 from spotpatch.search import DEFAULT_RULE, StudyMeta, TrialRecord, study_meta
 from spotpatch.spaces import Patch, payload_bytes, save_patch
+from spotpatch.studies._artifacts import read_artifact
 from spotpatch.studies._onnx import export_onnx
 from spotpatch.studies._select import selected_trial
 from spotpatch.studies._setup import recorded_spec, study_space
 from spotpatch.studies._spec import StudySpec
-from spotpatch.studies._storage import DEFAULT_STORAGE, load_study, open_artifact, open_storage
+from spotpatch.studies._storage import DEFAULT_STORAGE, load_study, open_storage
 
 __all__ = ["export_patch", "trial_patch"]
 
@@ -72,7 +73,8 @@ def export_patch(
         progress: progress bars while scoring (None: only on a terminal).
 
     Returns:
-        The content of ``patch.json``.
+        The content of ``patch.json`` (with ``tensors_sha256``, the sha256 of
+        ``patch.safetensors``, which ``predict`` checks).
 
     Raises:
         UserError: an unknown or empty study, a bad or unsatisfiable rule, a missing artifact,
@@ -112,6 +114,7 @@ def export_patch(
                 patch = replace(patch, metrics={**patch.metrics, "test_map": test_map})
         stage = Path(tmp) / "patch"
         save_patch(patch, stage)
+        info = json.loads((stage / "patch.json").read_text(encoding="utf-8"))
         stored = payload_bytes(stage / "patch.safetensors")
         if stored != record.patch_bytes:
             raise UserError(
@@ -136,7 +139,7 @@ def export_patch(
         finally:
             if staged_onnx is not None:
                 staged_onnx.unlink(missing_ok=True)
-    return patch.meta()
+    return info
 
 
 # -- steps --------------------------------------------------------------------------------------
@@ -177,7 +180,8 @@ def trial_patch(study, record: TrialRecord, storage=DEFAULT_STORAGE) -> Patch:
     its metrics and where it comes from; what ``export`` writes, before the test split.
 
     Raises:
-        UserError: the trial's artifact is missing or is not a safetensors file.
+        UserError: the trial's artifact is missing, is not the file the trial stored (its
+            sha256 differs from the recorded one), or is not a safetensors file.
 
     Example:
         >>> study = load_study("pets", open_storage("sqlite:///spotpatch.db"))  # doctest: +SKIP
@@ -187,8 +191,7 @@ def trial_patch(study, record: TrialRecord, storage=DEFAULT_STORAGE) -> Patch:
     from safetensors.torch import load
 
     meta = study_meta(study)
-    with open_artifact(study.study_name, meta, record, storage) as reader:
-        data = reader.read()
+    data = read_artifact(study.study_name, meta, record, storage)
     try:
         tensors = load(data)
     except SafetensorError as e:

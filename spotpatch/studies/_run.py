@@ -33,6 +33,7 @@ from spotpatch.studies._spec import BACKENDS, StudySpec, load_spec
 from spotpatch.studies._storage import (
     artifact_store,
     artifacts_dir_for,
+    check_run_folders,
     create_or_load_study,
     load_study,
     open_storage,
@@ -205,8 +206,10 @@ def run_studies(
 ) -> dict[str, StudyProgress]:
     """Run (or resume) studies until each has its trials in total.
 
-    Completed trials are never run again; trials and warm starts a stopped run left behind are
-    retried. Arguments override every spec's ``[search]`` values. The workers stay busy while
+    Every study's storage and artifact folder are checked first (:func:`check_run_folders`):
+    a folder a run could not write to is refused before anything is written. Completed trials
+    are never run again; trials and warm starts a stopped run left behind are retried.
+    Arguments override every spec's ``[search]`` values. The workers stay busy while
     any study has work left (its warm start, its presets, its trials): with the local backend,
     each of ``workers`` processes takes the next piece of work of the study furthest from its
     total; with Ray, the warm starts run here and the trials of every study share the cluster.
@@ -227,6 +230,10 @@ def run_studies(
     if backend is not None and backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     specs = _specs(spec_paths, overrides)
+    for spec in specs:  # every study's, before any study is opened or its data read
+        check_run_folders(
+            spec.search.storage, artifacts_dir_for(spec.search.storage, spec.search.artifacts)
+        )
     prepared = [_setup(spec, progress) for spec in specs]
     first = specs[0].search
     if first.backend == "ray":

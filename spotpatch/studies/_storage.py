@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -31,6 +33,7 @@ __all__ = [
     "storage_url",
     "artifacts_dir_for",
     "artifact_store",
+    "check_run_folders",
     "open_artifact",
     "create_or_load_study",
     "load_study",
@@ -85,6 +88,54 @@ def artifacts_dir_for(url: str, artifacts: str | Path | None = None) -> Path:
     if path is not None and path.name:
         return (path.parent / f"{path.stem}-artifacts").resolve()
     return Path("spotpatch-artifacts").resolve()
+
+
+def check_run_folders(url: str, artifacts: str | Path) -> None:
+    """Refuse, before a run writes anything, folders it could not write to: a SQLite storage's
+    folder (missing, a file, or taking no new file: SQLite writes its journal beside the
+    database), its database when it exists (a folder, or read-only), and the artifact folder
+    (a file, or neither it nor the nearest folder above it, where it would be made, takes a new
+    file). Other storages are checked by their server when opened.
+
+    Raises:
+        UserError: one line naming the folder or file.
+    """
+    path = _sqlite_path(url)
+    if path is not None and str(path) not in ("", ":memory:"):
+        folder = path.parent
+        if not folder.exists():
+            raise UserError(f"storage folder not found: {folder} (storage {url})")
+        if not folder.is_dir():
+            raise UserError(f"storage folder {folder} is a file, not a folder (storage {url})")
+        if path.is_dir():
+            raise UserError(f"storage {path} is a folder, not a database file (storage {url})")
+        _check_takes_files(folder, f"storage folder {folder}")
+        if path.exists():
+            try:
+                open(path, "r+b").close()
+            except OSError as e:
+                raise UserError(f"storage {path} cannot be written ({e.strerror or e})") from None
+    folder = Path(artifacts)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"artifact folder {folder} is a file, not a folder")
+    above = folder
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise UserError(f"cannot make the artifact folder {folder}: {above} is a file")
+    what = f"artifact folder {folder}" if above == folder else f"folder {above}"
+    _check_takes_files(above, what)
+
+
+def _check_takes_files(folder: Path, what: str) -> None:
+    """Refuse a folder where no file can be made, by making one (permission bits alone miss
+    read-only mounts, and say nothing to root)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".spotpatch-probe-", dir=folder)
+    except OSError as e:
+        raise UserError(f"{what} is not writable ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def artifact_store(folder: str | Path):

@@ -14,6 +14,7 @@ import random
 from io import BytesIO
 from pathlib import Path
 
+from spotpatch._files import sha256_of
 from spotpatch.evaluators import EvalResult
 from spotpatch.search import (
     RelaxationPhase,
@@ -123,7 +124,8 @@ def synthetic_study(
     """Create study ``name`` in ``storage`` with ``trials`` completed trials (presets ``head`` and
     ``full`` first, then the warm start's configs when ``warm_start``, then random ones) and
     ``failed`` failed ones. With ``artifacts`` (a folder) every completed trial gets its patch
-    tensors as an artifact there. Returns the Optuna study.
+    tensors as an artifact there, its sha256 recorded as a run records it. Returns the Optuna
+    study.
     """
     import numpy as np
     from safetensors.numpy import save
@@ -187,11 +189,12 @@ def synthetic_study(
         patch_bytes = _bytes(_patch_tensors(config))
         quality = math.log(patch_bytes / head_bytes) / span
         value = min(0.95, max(0.01, 0.6 - 0.45 * math.exp(-4 * quality) + rng.gauss(0, 0.01)))
-        artifact_id = None
+        artifact_id = sha256 = None
         if store is not None:
             artifact_id = f"{name}-{number}".replace("/", "_")
             blob = save({k: np.zeros(s, np.float32) for k, s in _patch_tensors(config).items()})
             store.write(artifact_id, BytesIO(blob))
+            sha256 = sha256_of(blob)
         result = EvalResult(
             map=value,
             map50=min(1.0, value * 1.6),
@@ -201,7 +204,15 @@ def synthetic_study(
             config=PatchConfig.from_dict(config),
             tensors={},
         )
-        made.append(completed_trial(result, source=source, preset=preset, artifact_id=artifact_id))
+        made.append(
+            completed_trial(
+                result,
+                source=source,
+                preset=preset,
+                artifact_id=artifact_id,
+                artifact_sha256=sha256,
+            )
+        )
     made += [failed_trial(f"RuntimeError: synthetic failure {i} <b>&</b>") for i in range(failed)]
     study.add_trials(made)
     return study

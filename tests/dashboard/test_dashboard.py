@@ -155,6 +155,21 @@ def test_site_bytes_without_artifact(storage):
     assert record.labels == () and "no patch tensors" in record.note
 
 
+def test_site_bytes_of_an_artifact_folder_not_here_or_a_file_missing_from_it(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db")
+    study = synthetic_study(storage, "pets", trials=3, failed=0, artifacts=tmp_path / "art")
+    assert site_bytes(study, 0).note is None
+    # The storage viewed where the artifact folder is not mounted: the page says so.
+    (tmp_path / "art").rename(tmp_path / "elsewhere")
+    record = site_bytes(study, 0)
+    assert record.labels == () and f"not found in {tmp_path / 'art'}" in record.note
+    # The folder is here but the trial's file is not: refused, as export refuses it.
+    (tmp_path / "elsewhere").rename(tmp_path / "art")
+    (tmp_path / "art" / "pets-0").unlink()
+    with pytest.raises(UserError, match="patch tensors of trial 0 of study 'pets'"):
+        site_bytes(study, 0)
+
+
 def test_attribute_tensors_norms_lora_and_head():
     sizes = {
         "a.0.weight": 100,

@@ -74,6 +74,49 @@ def test_degenerate_boxes_are_dropped_with_a_count(tmp_path, caplog):
     assert "dropped 1 degenerate boxes" in caplog.text
 
 
+def test_boxes_are_clipped_to_their_image_and_dropped_outside_it(tmp_path, caplog):
+    ann, images, data = _coco(tmp_path, bad_box=True)  # images are 60x40
+    data["annotations"][0]["bbox"] = [-5, 30, 20, 20]  # crosses the left and bottom edges
+    data["annotations"][1]["bbox"] = [70, 5, 10, 10]  # right of the image
+    data["annotations"][2]["bbox"] = [10, -8, 10, 8]  # touches the top edge from above: no area
+    data["annotations"].append({"id": 8, "image_id": 2, "category_id": 3, "bbox": [50, 0, 9, 9]})
+    ann.write_text(json.dumps(data))
+    with caplog.at_level(logging.WARNING, logger="spotpatch"):
+        split, _ = load_split(ann, images, resize=lambda w, h: (w // 2, h // 2), progress=False)
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == [
+        f"{ann}: dropped 1 degenerate boxes (width or height <= 0); dropped 2 boxes outside "
+        "their image; clipped 1 boxes to their image"
+    ]
+    # Training boxes at half size: the clipped one, the one inside; the ground truth alike.
+    assert [b.tolist() for b in split.boxes] == [
+        [[0.0, 15.0, 7.5, 20.0]],
+        [[25.0, 0.0, 29.5, 4.5]],
+        [],
+    ]
+    assert split.coco.loadAnns(1)[0]["bbox"] == [0.0, 30.0, 15.0, 10.0]
+    assert sorted(split.coco.getAnnIds()) == [1, 8]
+
+
+def test_an_image_of_another_size_than_listed_is_taken_at_its_size(tmp_path, caplog):
+    ann, images, data = _coco(tmp_path)
+    for entry in data["images"][1:]:
+        entry["width"], entry["height"] = 120, 80  # the files are 60x40
+    data["annotations"][1]["bbox"] = [40, 20, 40, 40]  # inside 120x80, clipped to 60x40
+    ann.write_text(json.dumps(data))
+    with caplog.at_level(logging.WARNING, logger="spotpatch"):
+        split, _ = load_split(ann, images, resize=lambda w, h: (w, h), progress=False)
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == [
+        f"{ann}: 2 images differ in size from their width/height (e.g. 2.png is 60x40, listed "
+        "as 120x80); using the files' sizes",
+        f"{ann}: clipped 1 boxes to their image",
+    ]
+    assert split.sizes == ((60, 40),) * 3
+    assert split.boxes[1].tolist() == [[40.0, 20.0, 60.0, 40.0]]
+    assert split.coco.imgs[2]["width"] == 60
+
+
 def test_missing_annotation_file(tmp_path, capsys):
     ann, images, _ = _coco(tmp_path)
     study = _study(tmp_path, ann, images)

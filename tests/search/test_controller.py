@@ -3,6 +3,7 @@ storages, samplers and artifacts."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from spotpatch.search import (
     StudyController,
     make_sampler,
     run_trials,
+    trial_record,
 )
 from spotpatch.studies import artifact_store, open_storage
 
@@ -108,6 +110,9 @@ def test_artifact_holds_the_patch(setup, tmp_path):
         artifact_id=trial.user_attrs["artifact_id"],
     )
     assert torch.equal(load_file(out)["x"], torch.zeros(3))
+    # The trial records the stored file's sha256, which readers check.
+    assert trial.user_attrs["artifact_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert trial_record(trial).artifact_sha256 == trial.user_attrs["artifact_sha256"]
 
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(setup):
@@ -228,10 +233,11 @@ def test_a_config_proposed_again_gets_the_stored_result_and_is_not_trained(setup
     for d in duplicates:
         earlier = by_number[d.duplicate_of]
         assert d.state == S.COMPLETE and d.sites == earlier.sites
-        assert (d.map, d.patch_bytes, d.artifact_id) == (
+        assert (d.map, d.patch_bytes, d.artifact_id, d.artifact_sha256) == (
             earlier.map,
             earlier.patch_bytes,
             earlier.artifact_id,
+            earlier.artifact_sha256,
         )
         assert not d.counts_toward_total()
 

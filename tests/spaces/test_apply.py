@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 import torch
 
@@ -113,6 +116,36 @@ def test_tensors_that_do_not_match_the_config_are_refused(random_base):
     tensors.pop(next(iter(tensors)))
     with pytest.raises(UserError, match="missing tensor"):
         applied.load(tensors)
+
+
+def test_a_patch_folder_checks_its_tensor_file_against_its_json(random_base, tmp_path):
+    space = random_base.space(3)
+    patch = Patch(
+        config=space.preset("bn"),
+        tensors=random_base.apply(space.preset("bn"), space).state(),
+        model=random_base.name,
+        base_sha256=random_base.sha256,
+        task="t",
+        classes=("a", "b"),
+        study={"name": "pets", "trial": 4},
+    )
+    save_patch(patch, tmp_path)
+    tensors, meta = tmp_path / "patch.safetensors", tmp_path / "patch.json"
+    digest = hashlib.sha256(tensors.read_bytes()).hexdigest()
+    assert json.loads(meta.read_text())["tensors_sha256"] == digest
+    assert load_patch(tmp_path).tensors_sha256 == digest
+    data = bytearray(tensors.read_bytes())
+    data[-1] ^= 1
+    tensors.write_bytes(bytes(data))
+    with pytest.raises(
+        UserError, match=r"changed after it was written \(trial 4 of study 'pets'\)"
+    ):
+        load_patch(tmp_path)
+    # A folder written before the sha256 was recorded is read unchecked.
+    old = json.loads(meta.read_text())
+    del old["tensors_sha256"]
+    meta.write_text(json.dumps(old))
+    assert load_patch(tmp_path).tensors_sha256 is None
 
 
 def test_bad_patch_folders(tmp_path):

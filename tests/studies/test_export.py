@@ -7,7 +7,10 @@ them needs no backward pass through the backbone and the study builds in seconds
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import sqlite3
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -15,16 +18,19 @@ import optuna
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 from spotpatch.cli import main
 from spotpatch.evaluators import coco_map, load_base, predict
 from spotpatch.search import (
+    DEFAULT_RULE,
     front_points,
     knee_point,
     pareto_front,
     run_trials,
     study_meta,
     trial_record,
+    trial_records,
 )
 from spotpatch.spaces import DTYPES, SCALE_SUFFIX, load_patch, payload_bytes
 from spotpatch.studies import (
@@ -36,6 +42,7 @@ from spotpatch.studies import (
     open_controller,
     open_storage,
     predict_images,
+    selected_trial,
     trial_patch,
 )
 from spotpatch.studies._setup import evaluator_of
@@ -259,6 +266,90 @@ def test_bad_input_exits_2_with_one_line(study, tmp_path, capsys, no_test_map, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("spotpatch: error: ") and message in err
     assert not out.exists() and not (tmp_path / "none.db").exists()
+
+
+def _breakable_copy(study, tmp_path):
+    """A copy of the study's storage and artifact folder that a test may break: its URL, the
+    default rule's trial and that trial's artifact file."""
+    shutil.copy(study.folder / "s.db", tmp_path / "s.db")
+    shutil.copytree(study.folder / "s-artifacts", tmp_path / "art")
+    url = f"sqlite:///{tmp_path}/s.db"
+    made = load_study("glyphs", open_storage(url))
+    made.set_user_attr(
+        "spotpatch", {**made.user_attrs["spotpatch"], "artifacts": str(tmp_path / "art")}
+    )
+    record = selected_trial(made, DEFAULT_RULE)
+    return url, record, tmp_path / "art" / record.artifact_id
+
+
+def _break(file, how: str) -> None:
+    if how == "missing":
+        file.unlink()
+    else:  # the same size, one byte of tensor data changed
+        data = bytearray(file.read_bytes())
+        data[-1] ^= 0xFF
+        file.write_bytes(bytes(data))
+
+
+def _one_error_line(capsys, argv) -> str:
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("spotpatch: error: "), err
+    return err
+
+
+@pytest.mark.parametrize("how", ["changed", "missing"])
+@pytest.mark.parametrize("command", ["export", "dashboard"])
+def test_a_changed_or_missing_artifact_is_refused(
+    study, tmp_path, capsys, no_test_map, how, command
+):
+    url, record, file = _breakable_copy(study, tmp_path)
+    assert record.artifact_sha256 == hashlib.sha256(file.read_bytes()).hexdigest()
+    _break(file, how)
+    out = tmp_path / ("p" if command == "export" else "d.html")
+    name = ["glyphs"] if command == "export" else []
+    err = _one_error_line(capsys, [command, *name, "--out", str(out), "--storage", url])
+    assert f"trial {record.number} of study 'glyphs'" in err
+    if how == "changed":
+        assert f"changed after the trial stored them: {file} (sha256 " in err
+    else:
+        assert f"(artifact {record.artifact_id}) not found in {file.parent}" in err
+    assert not out.exists()
+
+
+def test_a_trial_stored_before_the_sha256_was_recorded_reads_unchecked(
+    study, tmp_path, no_test_map
+):
+    url, record, file = _breakable_copy(study, tmp_path)
+    with sqlite3.connect(tmp_path / "s.db") as db:  # as a study of an earlier spotpatch stored it
+        db.execute("DELETE FROM trial_user_attributes WHERE key = 'artifact_sha256'")
+    made = load_study("glyphs", open_storage(url))
+    assert all(r.artifact_sha256 is None for r in trial_records(made))
+    _break(file, "changed")
+    info = export_patch("glyphs", tmp_path / "p", storage=url)
+    assert info["study"]["trial"] == record.number
+    exported = load_patch(tmp_path / "p").tensors
+    assert all(torch.equal(exported[n], t) for n, t in load_file(file).items())
+
+
+@pytest.mark.parametrize("how", ["changed", "missing"])
+def test_predict_refuses_a_changed_or_missing_exported_file(
+    study, tmp_path, capsys, no_test_map, how
+):
+    info = export_patch("glyphs", tmp_path / "p", storage=study.url)
+    file = tmp_path / "p" / "patch.safetensors"
+    assert info["tensors_sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
+    image = sorted(study.spec.data.test_images.iterdir())[0]
+    argv = ["predict", str(tmp_path / "p"), str(image), "--out", str(tmp_path / "r.json")]
+    _break(file, how)
+    err = _one_error_line(capsys, [*argv, "--device", "cpu"])
+    whose = f"(trial {info['study']['trial']} of study 'glyphs')"
+    if how == "changed":
+        assert f"{file} changed after it was written {whose}: sha256 " in err
+    else:
+        assert f"not a patch folder: {file} not found {whose}" in err
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_predict_writes_coco_results_of_base_plus_patch(study, tmp_path, no_test_map):

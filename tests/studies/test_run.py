@@ -13,12 +13,13 @@ import optuna
 import pytest
 
 from spotpatch.cli import main
-from spotpatch.search import trial_records
+from spotpatch.search import study_meta, trial_records
 from spotpatch.studies import (
     evaluator_of,
     load_spec,
     load_study,
     open_storage,
+    read_artifact,
     run_studies,
     run_study,
 )
@@ -78,6 +79,43 @@ def test_a_study_with_another_space_is_refused(study_file, tmp_path, capsys):
     study_file(space={"granularity": "stage"})
     assert main(["run", str(spec), "--trials", "2"]) == 2
     assert "already exists with another granularity" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "storage folder missing",
+        "storage folder a file",
+        "artifacts a file",
+        "artifacts under a file",
+    ],
+)
+def test_a_folder_a_run_cannot_write_to_is_refused_before_anything_is_written(
+    study_file, tmp_path, capsys, case
+):
+    (tmp_path / "afile").write_text("not a folder")
+    good = study_file("shapes-subset")  # checked first and fine: nothing of it is written either
+    search = {
+        "storage folder missing": {"storage": f"sqlite:///{tmp_path}/nowhere/s.db"},
+        "storage folder a file": {"storage": f"sqlite:///{tmp_path}/afile/s.db"},
+        "artifacts a file": {"artifacts": tmp_path / "afile"},
+        "artifacts under a file": {"artifacts": tmp_path / "afile" / "patches"},
+    }[case]
+    bad = study_file(search=search)
+    message = {
+        "storage folder missing": f"storage folder not found: {tmp_path}/nowhere (storage "
+        f"sqlite:///{tmp_path}/nowhere/s.db)",
+        "storage folder a file": f"storage folder {tmp_path}/afile is a file, not a folder",
+        "artifacts a file": f"artifact folder {tmp_path}/afile is a file, not a folder",
+        "artifacts under a file": f"cannot make the artifact folder {tmp_path}/afile/patches: "
+        f"{tmp_path}/afile is a file",
+    }[case]
+    before = sorted(tmp_path.rglob("*"))
+    capsys.readouterr()
+    assert main(["run", str(good), str(bad), "--trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("spotpatch: error: ") and message in err, err
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 def test_every_preset_runs_whatever_the_granularity(study_file, tmp_path):
@@ -158,7 +196,11 @@ def test_two_trials_on_a_local_ray_land_in_the_same_storage(study_file, tmp_path
     assert state.done == 2 and state.failed == 0
     study = load_study("shapes-subset", open_storage(f"sqlite:///{tmp_path}/s.db"))
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    assert all("artifact_id" in t.user_attrs for t in study.trials)
+    # The driver stored each trial's tensors and their sha256, which read back as recorded.
+    meta = study_meta(study)
+    for record in trial_records(study):
+        assert record.artifact_sha256 is not None
+        assert read_artifact(study.study_name, meta, record, None)
 
 
 class _FailsFirst:
