@@ -46,6 +46,14 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
 
 
+def _driver_hint(url: str) -> str:
+    if url.startswith("postgresql"):
+        return 'pip install "spotpatch[postgres]" and use postgresql://... (psycopg)'
+    if url.startswith("mysql"):
+        return "pip install pymysql and use mysql+pymysql://..."
+    return "install the driver the URL names"
+
+
 def open_storage(url: str, *, existing: bool = False):
     """An Optuna storage for a URL. SQLite waits for locks (several local workers share it).
 
@@ -66,10 +74,11 @@ def open_storage(url: str, *, existing: bool = False):
     try:
         kwargs = {"connect_args": {"timeout": 60}} if path is not None else {}
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except ImportError:
+    except ImportError as e:
+        module = getattr(e.__cause__, "name", None)
         raise UserError(
-            f"cannot open storage {url}: its database driver is not installed (PostgreSQL: "
-            "pip install psycopg2-binary; MySQL: pip install pymysql, then mysql+pymysql://...)"
+            f"cannot open storage {url}: its database driver "
+            f"{f'({module}) ' if module else ''}is not installed; {_driver_hint(url)}"
         ) from None
     except (
         sqlalchemy.exc.ArgumentError,
