@@ -13,7 +13,9 @@ import contextlib
 import functools
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from spotpatch._files import sha256_of
 from spotpatch.search._early_stopping import EarlyStopping, early_stop_references
@@ -21,6 +23,7 @@ from spotpatch.search._heartbeat import Heartbeat, host_lock, this_process
 from spotpatch.search._progress import StudyProgress, summarize
 from spotpatch.search._record import (
     TrialRecord,
+    claim_proposer,
     enqueue_attrs,
     queued_config,
     relaxation_record,
@@ -59,6 +62,10 @@ class StudyController:
         study_name: the study (directions: maximize mAP, minimize patch bytes).
         space: the task's patch space; its gates are the study's parameters.
         sampler: the Optuna sampler that proposes configs.
+        sampler_for: makes the sampler from this process's index among the processes that
+            asked the study for trials (0, 1, ... across drivers, workers and hosts), so that
+            processes sharing a study never propose in lockstep; replaces ``sampler`` at the
+            first ask.
         artifact_store: where patch tensors go (an Optuna artifact store).
         early_stopping: on when given.
         heartbeat: seconds between heartbeats of running trials.
@@ -77,6 +84,7 @@ class StudyController:
         space: PatchSpace,
         *,
         sampler=None,
+        sampler_for: Callable[[int], Any] | None = None,
         artifact_store=None,
         early_stopping: EarlyStopping | None = None,
         heartbeat: float = 20.0,
@@ -97,6 +105,7 @@ class StudyController:
         self._study_id = storage.get_study_id_from_name(study_name)
         self._heartbeat = Heartbeat(heartbeat)
         self._presets: dict[str, dict[str, str]] | None = None
+        self._sampler_for = sampler_for
 
     # -- reading ------------------------------------------------------------------------------
     def records(self) -> list[TrialRecord]:
@@ -203,6 +212,9 @@ class StudyController:
         config not trained yet. A proposal that trains the same tensors as a trained config is
         told that trial's stored result (the sampler learns from it) and the sampler asked
         again."""
+        if self._sampler_for is not None:  # the study's lock is held: the index is ours
+            self.study.sampler = self._sampler_for(claim_proposer(self.study))
+            self._sampler_for = None
         trained = {
             self._tensors_of(r.config): r for r in records if r.complete and r.config is not None
         }

@@ -3,8 +3,9 @@
 Optuna's own heartbeat covers only RDB storages driven by ``optimize()``; ours works for every
 storage and backend. Every process stamps what it runs (a trial, a study's warm start) with
 (host, pid, time) every ``interval`` seconds; :mod:`spotpatch.search._recovery` reads the stamps.
-The host lock serializes asking across the processes of one machine that share a study, so two
-local workers never both decide that a study still needs a trial.
+The study lock serializes asking across the processes that share a study, so two of them never
+both decide that it still needs a trial: a file lock for the processes of one machine, and on
+PostgreSQL also the database's advisory lock, for drivers on several machines.
 """
 
 from __future__ import annotations
@@ -99,12 +100,35 @@ def _lock_key(storage, study_name: str) -> str:
 
 @contextlib.contextmanager
 def host_lock(storage, study_name: str) -> Iterator[None]:
-    """Hold a file lock shared by every process of this host that opens the same study."""
+    """Hold the study's lock: a file lock shared by every process of this host that opens the
+    same study, then (PostgreSQL) the database's lock shared by every host."""
     digest = hashlib.sha256(_lock_key(storage, study_name).encode()).hexdigest()[:16]
     path = Path(tempfile.gettempdir()) / f"spotpatch-{digest}.lock"
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            with _database_lock(storage, study_name):
+                yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _database_lock(storage, study_name: str) -> Iterator[None]:
+    """PostgreSQL's session advisory lock on the study's name (the database is the scope, so
+    hosts that name the server differently still share it); it is released when its connection
+    closes, also when the process dies."""
+    engine = getattr(storage, "engine", None)
+    if engine is None or engine.dialect.name != "postgresql":
+        yield
+        return
+    import sqlalchemy
+
+    digest = hashlib.sha256(f"spotpatch|{study_name}".encode()).digest()
+    key = int.from_bytes(digest[:8], "big", signed=True)
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        try:
+            yield
+        finally:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})

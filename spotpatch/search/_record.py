@@ -19,6 +19,7 @@ A trial stores:
 - a config the sampler proposed again is not trained twice: its trial is told the stored result
   and records ``duplicate_of`` (the trial that trained it);
 - (study) ``confirm_runs``: configs retrained with other seeds by ``spotpatch confirm``;
+- (study) ``proposers``: how many processes asked it for trials (each seeds its sampler apart);
 - system attributes ``spotpatch:heartbeat`` ({host, pid, time}) while it runs and
   ``spotpatch:retried`` once a later trial took over its config.
 
@@ -59,6 +60,7 @@ __all__ = [
     "relaxation_trials",
     "warm_start_claim",
     "write_warm_start_claim",
+    "claim_proposer",
     "ConfirmRun",
     "confirm_runs",
     "write_confirm_run",
@@ -79,6 +81,7 @@ __all__ = [
 META_KEY = "spotpatch"  # study user attribute: StudyMeta.to_json()
 RELAXATION_KEY = "relaxation"  # study user attribute: the warm start's record
 _WARM_START_CLAIM = "warm_start_claim"  # study user attribute: who runs the warm start now
+_PROPOSERS = "proposers"  # study user attribute: how many processes asked it for trials
 _CONFIRM_RUNS = "confirm_runs"  # study user attribute: configs retrained with other seeds
 FORMAT = 1
 METRIC_NAMES = ("map", "patch_bytes")
@@ -256,6 +259,15 @@ def warm_start_claim(study) -> Mapping[str, Any] | None:
 def write_warm_start_claim(study, stamp: Mapping[str, Any] | None) -> None:
     """Claim the study's warm start for a process (refreshed as it runs), or release it."""
     study.set_user_attr(_WARM_START_CLAIM, dict(stamp) if stamp is not None else None)
+
+
+def claim_proposer(study) -> int:
+    """This process's index among those that asked the study for trials (0, 1, ...); call it
+    while holding the study's lock."""
+    count = study.user_attrs.get(_PROPOSERS, 0)
+    index = count if isinstance(count, int) and count >= 0 else 0
+    study.set_user_attr(_PROPOSERS, index + 1)
+    return index
 
 
 def relaxation_trials(

@@ -74,14 +74,13 @@ def _meta(spec: StudySpec, evaluator: PatchEvaluator) -> StudyMeta:
     )
 
 
-def open_controller(
-    spec: StudySpec, evaluator: PatchEvaluator | None = None, *, worker: int = 0
-) -> StudyController:
+def open_controller(spec: StudySpec, evaluator: PatchEvaluator | None = None) -> StudyController:
     """The study of a spec behind its controller: created on first use from the evaluator's
     task and space; without an evaluator the study must exist, and its space is rebuilt from
     what it recorded (a worker that reads its task only when it first trains).
 
-    ``worker`` (0, 1, ...) offsets the sampler's seed: worker processes sharing a study would
+    Each process that asks the study for trials (a worker, another driver, on any host) seeds
+    its sampler with the spec's seed plus its index among them: processes sharing a study would
     otherwise propose the same configs in lockstep."""
     storage = open_storage(spec.search.storage)
     if evaluator is not None:
@@ -90,14 +89,9 @@ def open_controller(
     else:
         meta = study_meta(load_study(spec.name, storage))
         space = study_space(base_of(spec), meta)
-    sampler = make_sampler(
-        spec.search.sampler,
-        spec.seed + worker,
-        groups=space.stage_gates(),
-        cost=space.gates_bytes,
-    )
+    sampler = functools.partial(_sampler, spec.search.sampler, spec.seed, space)
     if evaluator is not None:
-        create_or_load_study(meta, storage, sampler)
+        create_or_load_study(meta, storage, sampler(0))
     early = (
         EarlyStopping(checkpoints=spec.search.checkpoints) if spec.search.early_stopping else None
     )
@@ -105,10 +99,14 @@ def open_controller(
         storage,
         meta.task,
         space,
-        sampler=sampler,
+        sampler_for=sampler,
         artifact_store=artifact_store(meta.artifacts),
         early_stopping=early,
     )
+
+
+def _sampler(name: str, seed: int, space, index: int):
+    return make_sampler(name, seed + index, groups=space.stage_gates(), cost=space.gates_bytes)
 
 
 def _enqueue_presets(
@@ -276,12 +274,12 @@ def _run_ray(specs, runs, on_progress) -> dict[str, StudyProgress]:
     )
 
 
-def _worker(specs: list[StudySpec], threads: int, index: int) -> None:
+def _worker(specs: list[StudySpec], threads: int) -> None:
     """One local worker process: its own evaluators, the shared studies."""
     import torch
 
     torch.set_num_threads(threads)
-    runs = [_study_run(spec, open_controller(spec, worker=index)) for spec in specs]
+    runs = [_study_run(spec, open_controller(spec)) for spec in specs]
     try:
         run_here(runs)
     except KeyboardInterrupt:
@@ -293,7 +291,7 @@ def _run_workers(specs, runs, on_progress) -> dict[str, StudyProgress]:
     k = specs[0].search.workers
     threads = max(1, (os.cpu_count() or 1) // k)
     context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=_worker, args=(specs, threads, i)) for i in range(k)]
+    procs = [context.Process(target=_worker, args=(specs, threads)) for _ in range(k)]
     for p in procs:
         p.start()
     last: dict[str, StudyProgress] = {}

@@ -46,6 +46,40 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
 
 
+@contextlib.contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """On PostgreSQL, an advisory lock while Optuna creates or upgrades its tables: drivers that
+    open a new database at once would otherwise all create them, and all but one fail."""
+    if not url.startswith("postgresql"):
+        yield
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(
+                    sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _SCHEMA_KEY}
+                )
+    finally:
+        engine.dispose()
+
+
+_SCHEMA_KEY = 0x5370_6F74_5363_6865  # fixed; the study locks hash their names into theirs
+
+
+def _driver_hint(url: str) -> str:
+    if url.startswith("postgresql"):
+        return 'pip install "spotpatch[postgres]" and use postgresql://... (psycopg)'
+    if url.startswith("mysql"):
+        return "pip install pymysql and use mysql+pymysql://..."
+    return "install the driver the URL names"
+
+
 def open_storage(url: str, *, existing: bool = False):
     """An Optuna storage for a URL. SQLite waits for locks (several local workers share it).
 
@@ -65,11 +99,13 @@ def open_storage(url: str, *, existing: bool = False):
         raise UserError(f"storage folder not found: {path.parent}")
     try:
         kwargs = {"connect_args": {"timeout": 60}} if path is not None else {}
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except ImportError:
+        with _schema_lock(url):
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except ImportError as e:
+        module = getattr(e, "name", None) or getattr(e.__cause__, "name", None)
         raise UserError(
-            f"cannot open storage {url}: its database driver is not installed (PostgreSQL: "
-            "pip install psycopg2-binary; MySQL: pip install pymysql, then mysql+pymysql://...)"
+            f"cannot open storage {url}: its database driver "
+            f"{f'({module}) ' if module else ''}is not installed; {_driver_hint(url)}"
         ) from None
     except (
         sqlalchemy.exc.ArgumentError,

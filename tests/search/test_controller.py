@@ -278,3 +278,29 @@ def test_a_config_storing_the_same_tensors_is_a_duplicate(tmp_path, random_base)
     duplicates = [r for r in controller.records() if r.duplicate_of is not None]
     assert len(evaluator.calls) == 2 and len(duplicates) == MAX_DUPLICATES
     assert {r.duplicate_of for r in duplicates} == {0}
+
+
+def test_processes_sharing_a_study_seed_their_samplers_apart(tmp_path, random_base):
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db")
+    optuna.create_study(study_name="t", storage=storage, directions=["maximize", "minimize"])
+    space = random_base.space(3, granularity="stage")
+
+    def asked(sampling) -> list[dict]:
+        """The configs of two controllers (as two drivers) asking one trial each at once."""
+        controllers = [StudyController(storage, "t", space, **sampling()) for _ in range(2)]
+        trials = [c.ask(100) for c in controllers]
+        return [c.config_of(t).to_dict() for c, t in zip(controllers, trials, strict=True)]
+
+    # One seed for both: they propose in lockstep (neither trial is trained when the other asks).
+    same = asked(lambda: {"sampler": make_sampler("random", 0)})
+    assert same[0] == same[1]
+    indices = []
+
+    def sampler_for(index: int):
+        indices.append(index)
+        return make_sampler("random", index)
+
+    apart = asked(lambda: {"sampler_for": sampler_for})
+    assert indices == [0, 1] and apart[0] != apart[1]
+    asked(lambda: {"sampler_for": sampler_for})  # later ones (a resume, another host) count on
+    assert indices == [0, 1, 2, 3]
