@@ -72,6 +72,16 @@ def _schema_lock(url: str) -> Iterator[None]:
 _SCHEMA_KEY = 0x5370_6F74_5363_6865  # fixed; the study locks hash their names into theirs
 
 
+def _shown(url: str) -> str:
+    """A storage URL as messages show it: its password masked."""
+    import sqlalchemy
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: nothing in it to hide
+        return url
+
+
 def _driver_hint(url: str) -> str:
     if url.startswith("postgresql"):
         return 'pip install "spotpatch[postgres]" and use postgresql://... (psycopg)'
@@ -104,7 +114,7 @@ def open_storage(url: str, *, existing: bool = False):
     except ImportError as e:
         module = getattr(e, "name", None) or getattr(e.__cause__, "name", None)
         raise UserError(
-            f"cannot open storage {url}: its database driver "
+            f"cannot open storage {_shown(url)}: its database driver "
             f"{f'({module}) ' if module else ''}is not installed; {_driver_hint(url)}"
         ) from None
     except (
@@ -112,7 +122,7 @@ def open_storage(url: str, *, existing: bool = False):
         sqlalchemy.exc.OperationalError,
         ValueError,
     ) as e:
-        raise UserError(f"cannot open storage {url}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"cannot open storage {_shown(url)}: {str(e).splitlines()[0]}") from None
 
 
 def artifacts_dir_for(url: str, artifacts: str | Path | None = None) -> Path:
