@@ -22,8 +22,8 @@ can use it.
 
 With ``descent`` (the ``descent`` sampler of :func:`~spotpatch.search.make_sampler`), the
 sampler first walks down from the accurate end: it takes the smallest config whose score is
-within ``descent`` of the study's best (the median of its three best scores: one run's luck
-left out; at first, usually the full fine-tune) and proposes it
+within ``descent`` of the score of the study's largest config (the full fine-tune, when the
+study runs that preset) and proposes it
 with one stage made cheaper: the stage shared, or, where sharing it was tried and cost too
 much, the stage one kind weaker. A proposal that keeps the score within the tolerance becomes
 the next starting point; one that does not tells the sampler not to try anything weaker
@@ -175,7 +175,7 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
         group_share: the share of moves that are group moves, when there are groups.
         descent: with groups, first walk down from the accurate end (see the module's doc):
             the tolerance, in score units, within which a cheaper config counts as keeping the
-            study's best score (the median of its three best). ``None``: no descent.
+            score of the study's largest config. ``None``: no descent.
         cost: the size of a config (gate params -> bytes), to try the biggest savings first;
             without it, the number of gate steps a move takes stands for its saving.
         min_saving: descent proposals that save less than this share of the largest trial's
@@ -278,7 +278,7 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
         self, done: Sequence[Any], choices: Mapping[str, Sequence[Any]], tried: set[tuple]
     ) -> dict[str, Any] | None:
         """The next descent proposal, or None when the descent has nothing left to try."""
-        best = _reference([t.values[0] for t in done])
+        best = max(done, key=lambda t: (t.values[1], t.values[0])).values[0]
         kept = [t for t in done if t.values[0] >= best - self._descent]
         short = [t.params for t in done if t.values[0] < best - self._descent]
         start = min(kept, key=lambda t: (t.values[1], -t.values[0]))
@@ -334,14 +334,6 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
             params.update(change)
             moved |= set(change)
         return params if moved else None
-
-
-def _reference(scores: Sequence[float]) -> float:
-    """The score the descent must keep: the median of the three best. One run's score moves by
-    about as much as the tolerance with its seed, so the best single score overstates what the
-    accurate end reaches; the middle of the three best is the top of the front, less the luck."""
-    top = sorted(scores, reverse=True)[:3]
-    return float(np.median(top))
 
 
 def _key(params: Mapping[str, Any]) -> tuple:

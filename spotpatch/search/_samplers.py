@@ -8,8 +8,8 @@ __all__ = ["make_sampler", "SAMPLER_NAMES"]
 
 SAMPLER_NAMES = ("nsga2", "neighbours", "descent", "tpe", "gp", "random")
 
-#: The descent's tolerance: a cheaper config keeps the best score within a point of mAP, the
-#: default selection rule's (``within=1.0``): a single run does not tell finer than that.
+#: The descent's tolerance: a cheaper config keeps the largest config's score within a point
+#: of mAP, the default selection rule's (``within=1.0``): a single run tells no finer.
 DESCENT_TOLERANCE = 0.01
 
 
@@ -19,8 +19,8 @@ def make_sampler(name: str, seed: int, *, population: int = 8, groups=None, cost
     ``nsga2``: NSGA-II with a small population (our trials are expensive); ``neighbours``:
     neighbours of the front's configs, guided by the warm start, with NSGA-II for a quarter of
     the trials (:class:`~spotpatch.search.NeighbourSampler`); ``descent``: first a descent
-    from the accurate end, one stage made cheaper per trial while the best score holds within
-    a point, then ``neighbours``; ``tpe``:
+    from the accurate end, one stage made cheaper per trial while the score of the largest config
+    (the full fine-tune) holds within a point, then ``neighbours``; ``tpe``:
     multivariate multi-objective TPE; ``gp``: Optuna's GPSampler (log-EHVI), made for small
     budgets of expensive trials; ``random``: the baseline.
 
