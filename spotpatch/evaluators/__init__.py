@@ -15,6 +15,11 @@ from spotpatch.evaluators._detectors import (
 )
 from spotpatch.evaluators._evaluator import EvalResult, PatchEvaluator, evaluate
 from spotpatch.evaluators._metrics import coco_map, predict
+from spotpatch.evaluators._prefix import (
+    cache_size_problem,
+    clear_prefix_caches,
+    prefix_cache_bytes,
+)
 from spotpatch.evaluators._pretrain import PRETRAIN_SETTINGS, PretrainResult, pretrain
 from spotpatch.evaluators._progress import progress_bar
 from spotpatch.evaluators._trainer import TrainSettings, train_detector
@@ -30,6 +35,8 @@ __all__ = [
     "PretrainResult",
     "Task",
     "TrainSettings",
+    "cache_size_problem",
+    "clear_prefix_caches",
     "coco_map",
     "evaluate",
     "get_detector",
@@ -38,6 +45,7 @@ __all__ = [
     "load_split",
     "load_task",
     "predict",
+    "prefix_cache_bytes",
     "pretrain",
     "progress_bar",
     "register_detector",
