@@ -1,4 +1,5 @@
-"""How a config is scored: COCO tasks, detectors and their bases, the patch trainer and COCO mAP.
+"""How a config is scored: COCO tasks, detectors and their bases, the patch trainer, the prefix
+cache of frozen activations and COCO mAP.
 
 Imports only from ``spaces``.
 """
