@@ -1,4 +1,5 @@
-"""How a config is scored: COCO tasks, detectors and their bases, the patch trainer and COCO mAP.
+"""How a config is scored: COCO tasks, detectors and their bases, the patch trainer, the prefix
+cache of frozen activations and COCO mAP.
 
 Imports only from ``spaces``.
 """
@@ -15,6 +16,11 @@ from spotpatch.evaluators._detectors import (
 )
 from spotpatch.evaluators._evaluator import EvalResult, PatchEvaluator, evaluate
 from spotpatch.evaluators._metrics import coco_map, predict
+from spotpatch.evaluators._prefix import (
+    cache_size_problem,
+    clear_prefix_caches,
+    prefix_cache_bytes,
+)
 from spotpatch.evaluators._pretrain import PRETRAIN_SETTINGS, PretrainResult, pretrain
 from spotpatch.evaluators._progress import progress_bar
 from spotpatch.evaluators._trainer import TrainSettings, train_detector
@@ -30,6 +36,8 @@ __all__ = [
     "PretrainResult",
     "Task",
     "TrainSettings",
+    "cache_size_problem",
+    "clear_prefix_caches",
     "coco_map",
     "evaluate",
     "get_detector",
@@ -38,6 +46,7 @@ __all__ = [
     "load_split",
     "load_task",
     "predict",
+    "prefix_cache_bytes",
     "pretrain",
     "progress_bar",
     "register_detector",

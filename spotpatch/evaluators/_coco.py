@@ -28,7 +28,7 @@ from spotpatch._errors import UserError
 from spotpatch._files import read_json
 from spotpatch.evaluators._progress import progress_bar
 
-__all__ = ["CocoSplit", "Task", "load_split", "load_task", "quiet"]
+__all__ = ["CocoSplit", "Task", "load_split", "load_task", "quiet", "sample"]
 
 log = logging.getLogger("spotpatch")
 Resize = Callable[[int, int], tuple[int, int]]
@@ -72,6 +72,20 @@ class CocoSplit:
     @property
     def num_objects(self) -> int:
         return sum(len(b) for b in self.boxes)
+
+
+def sample(split: CocoSplit, i: int, device, flip: bool = False) -> tuple[Tensor, dict]:
+    """Image ``i`` of a split as a detector takes it (float, values in [0, 1]) and its target,
+    flipped horizontally with ``flip``."""
+    image = split.images[i].to(device, torch.float32) / 255.0
+    boxes = split.boxes[i].to(device)
+    if flip:
+        width = image.shape[-1]
+        image = image.flip(-1)
+        boxes = torch.stack(
+            [width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1
+        )
+    return image, {"boxes": boxes, "labels": split.labels[i].to(device)}
 
 
 @dataclass(frozen=True, eq=False)

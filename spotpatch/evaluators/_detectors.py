@@ -38,6 +38,10 @@ class Detector:
         default_weights: where the default base weights come from (a shipped file name under
             ``WEIGHTS_DIR``, or ``torchvision`` for torchvision's weights API).
         description: one line for listings.
+        cached_prefix: its backbone runs the children of each ``backbone.features.N`` in turn,
+            then ``backbone.extra``, handing each ``features.N``'s and each extra layer's output
+            to the heads (torchvision's SSDLite extractors): the frozen activations before a
+            config's first patched site can be cached (``_prefix``).
 
     Example:
         >>> get_detector("spotpatch-tiny").image_size
@@ -51,6 +55,7 @@ class Detector:
     keep_aspect: bool = False
     default_weights: str | None = None
     description: str = ""
+    cached_prefix: bool = False
     torchvision_weights: str | None = field(default=None, repr=False)
 
     def resized(self, width: int, height: int) -> tuple[int, int]:
@@ -177,6 +182,7 @@ register_detector(
         image_size=(128, 128),
         default_weights="spotpatch-tiny.safetensors",
         description="SSDLite, MobileNetV3-Small x0.5, 128x128; base shipped in the package",
+        cached_prefix=True,
     )
 )
 register_detector(
@@ -188,6 +194,7 @@ register_detector(
         default_weights="torchvision",
         torchvision_weights="SSDLite320_MobileNet_V3_Large_Weights",
         description="torchvision SSDLite320, MobileNetV3-Large (COCO weights from torchvision)",
+        cached_prefix=True,
     )
 )
 register_detector(

@@ -2,10 +2,14 @@
 
 The score is that of the patch *as stored* (cast to its storage dtype, or quantized at int8,
 and loaded back), so a saved patch applied to a freshly loaded base reproduces it exactly.
+Where the detector allows it, a trial runs from its first patched site on: the frozen
+activations before it come from the task's prefix cache (``_prefix``), built by the first trial
+that needs them (in its training seconds) and reused by the later ones.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,8 +20,9 @@ from spotpatch._errors import UserError
 from spotpatch.evaluators._base import Base
 from spotpatch.evaluators._coco import Task
 from spotpatch.evaluators._metrics import coco_map
+from spotpatch.evaluators._prefix import CacheRequest, PrefixCache, cut_point, prefix_caches
 from spotpatch.evaluators._trainer import TrainSettings, train_detector
-from spotpatch.spaces import Patch, PatchConfig, PatchSpace
+from spotpatch.spaces import AppliedPatch, Patch, PatchConfig, PatchSpace
 
 __all__ = ["EvalResult", "PatchEvaluator", "evaluate", "IntermediateCallback"]
 
@@ -113,21 +118,29 @@ class PatchEvaluator:
         steps = self.settings.steps
         marks = sorted({max(1, min(steps - 1, round(f * steps))) for f in fractions})
         seen: list[tuple[int, float]] = []
+        start = time.perf_counter()
+        train_cache, val_cache = self._prefix_caches(applied)
+        build_seconds = time.perf_counter() - start
+        model = applied.model
+        detect = None if val_cache is None else functools.partial(val_cache.detect, model)
 
         def checkpoint(step: int) -> None:
-            value, _ = coco_map(applied.model, self.task.val, self.task.category_ids)
+            value, _ = coco_map(model, self.task.val, self.task.category_ids, detect=detect)
             seen.append((step, value))
             if callback is not None:
                 callback(step, step / steps, value)
 
-        train_seconds = train_detector(
-            applied.model,
+        train_seconds = build_seconds + train_detector(
+            model,
             self.settings.param_groups(applied.parameters_by_role()),
             self.task.train,
             self.settings,
             seed=seed,
             checkpoints=marks,
             on_checkpoint=checkpoint,
+            step_losses=None
+            if train_cache is None
+            else functools.partial(train_cache.losses, model),
             progress=self.progress,
             desc=f"{self.task.name}: {config.summary()}"[:60],
         )
@@ -135,7 +148,7 @@ class PatchEvaluator:
         # Score what is stored: the same tensors, cast (int8: quantized) and loaded back.
         applied.load(tensors)
         start = time.perf_counter()
-        value, value50 = coco_map(applied.model, self.task.val, self.task.category_ids)
+        value, value50 = coco_map(model, self.task.val, self.task.category_ids, detect=detect)
         return EvalResult(
             map=value,
             map50=value50,
@@ -146,6 +159,29 @@ class PatchEvaluator:
             tensors=tensors,
             intermediate=tuple(seen),
         )
+
+    def _prefix_caches(
+        self, applied: AppliedPatch
+    ) -> tuple[PrefixCache | None, PrefixCache | None]:
+        """The task's train and val caches at the cut this patch runs from (None: computed in
+        full)."""
+        if not self.base.detector.cached_prefix:
+            return None, None
+        cut = cut_point(applied.model, list(applied.expected))
+        if cut is None:
+            return None, None
+        name = self.task.name
+        train, val = prefix_caches(
+            applied.model,
+            cut,
+            [
+                CacheRequest(self.task.train, f"{name} train", self.settings.hflip, train=True),
+                CacheRequest(self.task.val, f"{name} val"),
+            ],
+            base=(self.base.name, self.base.sha256),
+            cap=self.settings.prefix_cache,
+        )
+        return train, val
 
     def to_patch(self, result: EvalResult, **study) -> Patch:
         """The storable patch of a result (``study`` keys go to ``patch.json``'s study)."""

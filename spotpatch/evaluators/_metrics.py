@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import nn
 
 from spotpatch.evaluators._coco import CocoSplit, quiet
 from spotpatch.evaluators._progress import progress_bar
 
-__all__ = ["predict", "coco_map", "EVAL_BATCH"]
+__all__ = ["predict", "coco_map", "EVAL_BATCH", "Detect"]
+
+#: ``detect(indices)``: the model's detections of those images of the split (from cached
+#: activations); what ``model(images)`` gives for them.
+Detect = Callable[[Sequence[int]], list[dict]]
 
 #: Fixed, so a patch scores the same in every run and on every machine count of workers.
 EVAL_BATCH = 32
@@ -21,8 +27,11 @@ def predict(
     category_ids: tuple[int, ...],
     *,
     progress: bool | None = False,
+    detect: Detect | None = None,
 ) -> list[dict]:
-    """COCO results: ``image_id``, ``category_id``, ``bbox`` (xywh, original pixels), ``score``."""
+    """COCO results: ``image_id``, ``category_id``, ``bbox`` (xywh, original pixels), ``score``.
+
+    ``detect`` computes a batch's detections in place of ``model(images)``."""
     model.eval()
     torch.set_flush_denormal(True)
     device = next(model.parameters()).device
@@ -30,8 +39,11 @@ def predict(
     order = range(0, len(split), EVAL_BATCH)
     for start in progress_bar(order, desc="scoring", unit="batch", progress=progress):
         idx = range(start, min(start + EVAL_BATCH, len(split)))
-        images = [split.images[i].to(device, torch.float32) / 255.0 for i in idx]
-        for i, out in zip(idx, model(images), strict=True):
+        if detect is None:
+            outputs = model([split.images[i].to(device, torch.float32) / 255.0 for i in idx])
+        else:
+            outputs = detect(idx)
+        for i, out in zip(idx, outputs, strict=True):
             w, h = split.sizes[i]
             rh, rw = split.images[i].shape[1:]
             boxes = out["boxes"].cpu() * torch.tensor([w / rw, h / rh, w / rw, h / rh])
@@ -56,11 +68,12 @@ def coco_map(
     category_ids: tuple[int, ...],
     *,
     progress: bool | None = False,
+    detect: Detect | None = None,
 ) -> tuple[float, float]:
     """(AP@[.5:.95], AP50) on a split, with pycocotools; 0.0 when nothing is detected."""
     from pycocotools.cocoeval import COCOeval
 
-    results = predict(model, split, category_ids, progress=progress)
+    results = predict(model, split, category_ids, progress=progress, detect=detect)
     if not results or not split.coco.getAnnIds():
         return 0.0, 0.0
     with quiet():

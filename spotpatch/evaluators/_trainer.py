@@ -14,10 +14,15 @@ import torch
 from torch import nn
 
 from spotpatch._errors import UserError
-from spotpatch.evaluators._coco import CocoSplit
+from spotpatch.evaluators._coco import CocoSplit, sample
+from spotpatch.evaluators._prefix import cache_size_problem
 from spotpatch.evaluators._progress import progress_bar
 
-__all__ = ["TrainSettings", "train_detector", "batches"]
+__all__ = ["TrainSettings", "train_detector", "batches", "StepLosses"]
+
+#: ``losses(indices, flips)``: a step's detection losses from its images' indices in the split
+#: and whether each is flipped; what ``model(images, targets)`` gives for that batch.
+StepLosses = Callable[[Sequence[int], Sequence[bool]], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,9 @@ class TrainSettings:
         norm_lr_scale: multiplies ``lr`` for patched norm layers (their affine parameters).
         lora_lr_scale: multiplies ``lr`` for low-rank factors. Layers' own weights and the
             class head train at ``lr``.
+        prefix_cache: the most memory cached frozen activations may take in this process:
+            ``auto`` (a share of the memory available on the device), ``off``, or a size
+            (``512MiB``, ``2GB``, ``1000000``). See :mod:`spotpatch.evaluators._prefix`.
     """
 
     steps: int = 300
@@ -48,6 +56,7 @@ class TrainSettings:
     schedule: str = "onecycle"
     norm_lr_scale: float = 3.0
     lora_lr_scale: float = 3.0
+    prefix_cache: str = "auto"
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -61,6 +70,9 @@ class TrainSettings:
         for name in ("norm_lr_scale", "lora_lr_scale"):
             if not getattr(self, name) > 0:
                 raise UserError(f"train.{name} must be positive, got {getattr(self, name)}")
+        problem = cache_size_problem(self.prefix_cache)
+        if problem:
+            raise UserError(f"train.prefix_cache {problem}, got {self.prefix_cache!r}")
 
     def lr_of(self, role: str) -> float:
         """The peak learning rate of a tensor role (``weight``, ``norm`` or ``lora``)."""
@@ -82,20 +94,16 @@ def batches(split: CocoSplit, batch_size: int, generator: torch.Generator):
             yield order[i : i + batch_size]
 
 
-def _batch(split: CocoSplit, idx: Sequence[int], device, hflip: bool, generator):
-    images, targets = [], []
-    for i in idx:
-        image = split.images[i].to(device, torch.float32) / 255.0
-        boxes = split.boxes[i].to(device)
-        if hflip and torch.rand((), generator=generator) < 0.5:
-            image = image.flip(-1)
-            width = image.shape[-1]
-            boxes = torch.stack(
-                [width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1
-            )
-        images.append(image)
-        targets.append({"boxes": boxes, "labels": split.labels[i].to(device)})
-    return images, targets
+def _flips(count: int, hflip: bool, generator: torch.Generator) -> list[bool]:
+    """Which images of a batch are flipped: one draw per image, in batch order."""
+    if not hflip:
+        return [False] * count
+    return [bool(torch.rand((), generator=generator) < 0.5) for _ in range(count)]
+
+
+def _batch(split: CocoSplit, idx: Sequence[int], device, flips: Sequence[bool]):
+    pairs = [sample(split, i, device, f) for i, f in zip(idx, flips, strict=True)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 def train_detector(
@@ -109,6 +117,7 @@ def train_detector(
     on_checkpoint: Callable[[int], None] | None = None,
     before_step: Callable[[int], None] | None = None,
     extra_loss: Callable[[], torch.Tensor] | None = None,
+    step_losses: StepLosses | None = None,
     progress: bool | None = None,
     desc: str = "training",
 ) -> float:
@@ -122,6 +131,9 @@ def train_detector(
             and propagates.
         before_step: ``before_step(step)`` runs before each forward.
         extra_loss: ``extra_loss()`` is added to the detection loss at each step.
+        step_losses: computes each step's detection losses in place of
+            ``model(images, targets)`` (from cached activations); the batches and flips drawn
+            are the same either way.
     """
     groups = [g if isinstance(g, dict) else {"params": [g]} for g in params]
     groups = [g for g in groups if g["params"]]
@@ -150,10 +162,13 @@ def train_detector(
     elapsed = 0.0
     bar = progress_bar(range(1, settings.steps + 1), desc=desc, unit="step", progress=progress)
     for step in bar:
-        images, targets = _batch(split, next(stream), device, settings.hflip, generator)
+        idx = next(stream)
+        flips = _flips(len(idx), settings.hflip, generator)
+        if step_losses is None:
+            images, targets = _batch(split, idx, device, flips)
         if before_step is not None:
             before_step(step)
-        losses = model(images, targets)
+        losses = model(images, targets) if step_losses is None else step_losses(idx, flips)
         loss = sum(losses.values())
         if extra_loss is not None:
             loss = loss + extra_loss()

@@ -84,6 +84,7 @@ def evaluator_of(
         hflip=spec.train.hflip,
         norm_lr_scale=spec.train.norm_lr_scale,
         lora_lr_scale=spec.train.lora_lr_scale,
+        prefix_cache=spec.train.prefix_cache,
     )
     try:
         return PatchEvaluator(

@@ -15,7 +15,7 @@ from typing import Any
 
 from spotpatch._errors import UserError
 from spotpatch._files import read_toml
-from spotpatch.evaluators import TrainSettings
+from spotpatch.evaluators import TrainSettings, cache_size_problem
 from spotpatch.search import DEFAULT_LAMBDAS, SAMPLER_NAMES
 from spotpatch.spaces import DTYPES, PRESETS
 from spotpatch.studies._storage import DEFAULT_STORAGE
@@ -92,6 +92,7 @@ class TrainSpec:
     hflip: bool = TrainSettings.hflip
     norm_lr_scale: float = TrainSettings.norm_lr_scale
     lora_lr_scale: float = TrainSettings.lora_lr_scale
+    prefix_cache: str = TrainSettings.prefix_cache
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
         "hflip": (bool,),
         "norm_lr_scale": (float, _positive),
         "lora_lr_scale": (float, _positive),
+        "prefix_cache": (str, cache_size_problem),
     },
     "search": {
         "trials": (int, _at_least(1)),

@@ -101,3 +101,33 @@ def test_torchvision_weights_are_not_downloaded(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     with pytest.raises(UserError, match="no local weights .* download"):
         load_base("torchvision:ssdlite320_mobilenet_v3_large")
+
+
+@torch.no_grad()
+def test_a_cached_prefix_resumes_as_the_backbone_runs(family):
+    """Where a family declares ``cached_prefix``, running the backbone from any cut point on,
+    given what came before it, gives exactly the backbone's own feature maps."""
+    from spotpatch.evaluators._prefix import _run, _steps, cut_points
+
+    detector, model = family
+    if not detector.cached_prefix:
+        assert not hasattr(model.backbone, "extra")  # no SSD-style extractor left out
+        return
+    model.eval()
+    images, _ = model.transform([torch.rand(3, 90, 70), torch.rand(3, 64, 64)])
+    expected = list(model.backbone(images.tensors).values())
+    steps = _steps(model)
+    assert len(cut_points(model)) == len(steps)
+    assert {n for n, p in model.backbone.named_parameters()} == {
+        f"{s.path}.{n}".removeprefix("backbone.")
+        for s in steps
+        for n, _ in s.module.named_parameters()
+    }
+    taps, x = [], images.tensors
+    for cut, step in enumerate(steps):
+        resumed, _ = _run(steps[cut:], list(taps), x)
+        assert len(resumed) == len(expected)
+        assert all(torch.equal(a, b) for a, b in zip(resumed, expected, strict=True)), cut
+        x = step.module(x)
+        if step.tap:
+            taps.append(x)

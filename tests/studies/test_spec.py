@@ -58,6 +58,10 @@ def test_a_good_spec(folder):
         (("steps = 20", "batch_size = 1"), "train.batch_size must be at least 2"),
         (("steps = 20", "steps = 20\nnorm_lr_scale = 0.0"), "train.norm_lr_scale must be"),
         (("steps = 20", "steps = 20\nlora_lr_scale = -1"), "train.lora_lr_scale must be"),
+        (
+            ("steps = 20", 'steps = 20\nprefix_cache = "lots"'),
+            "train.prefix_cache must be auto, off or a size such as 512MiB, got 'lots'",
+        ),
         (("seed = 3", "seed = true"), "seed must be an integer"),
         (('kinds = ["bn", "lora8"]', 'kinds = ["bn", "half"]'), "space.kinds: unknown patch kind"),
         (('kinds = ["bn", "lora8"]', "kinds = [1]"), "space.kinds[0] must be a string"),
