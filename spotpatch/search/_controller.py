@@ -13,7 +13,7 @@ import contextlib
 import functools
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,7 @@ class StudyController:
         self._heartbeat = Heartbeat(heartbeat)
         self._presets: dict[str, dict[str, str]] | None = None
         self._sampler_for = sampler_for
+        self._tensor_sets: dict[frozenset, frozenset[str]] = {}
 
     # -- reading ------------------------------------------------------------------------------
     def records(self) -> list[TrialRecord]:
@@ -202,10 +203,17 @@ class StudyController:
         write_asked(trial, config, self.space.patch_bytes(config), self.preset_of(config))
         return trial
 
-    def _tensors_of(self, config: PatchConfig) -> frozenset[str]:
-        """What a config trains and stores: configs that differ only in names (``dw`` and
-        ``full`` on a depthwise site store the same tensors) train the same patch."""
-        return frozenset(self.space.patch_tensors(config))
+    def _tensors_of(self, config: PatchConfig | Mapping[str, str]) -> frozenset[str]:
+        """What a config (or its stored ``{site: kind}``) trains and stores: configs that differ
+        only in names (``dw`` and ``full`` on a depthwise site store the same tensors) train the
+        same patch. Remembered per config: every ask compares against every trained trial."""
+        sites = config.to_dict() if isinstance(config, PatchConfig) else config
+        key = frozenset(sites.items())
+        tensors = self._tensor_sets.get(key)
+        if tensors is None:
+            config = PatchConfig.from_dict(sites)
+            tensors = self._tensor_sets[key] = frozenset(self.space.patch_tensors(config))
+        return tensors
 
     def _ask_new(self, records: list[TrialRecord]):
         """Ask for the next trial: a queued one as it is, else the sampler's proposal of a
@@ -216,7 +224,7 @@ class StudyController:
             self.study.sampler = self._sampler_for(claim_proposer(self.study))
             self._sampler_for = None
         trained = {
-            self._tensors_of(r.config): r for r in records if r.complete and r.config is not None
+            self._tensors_of(r.sites): r for r in records if r.complete and r.sites is not None
         }
         for _ in range(MAX_DUPLICATES):
             trial = self.study.ask(self.distributions)
@@ -305,14 +313,15 @@ class StudyController:
     def tell_interrupted(self, trial) -> None:
         """A trial stopped by the user (Ctrl-C): failed, and its config retried on resume."""
         self._heartbeat.remove(trial.number)
-        retry_trial(
-            self.study,
-            self.storage,
-            trial.number,
-            trial.params,
-            "interrupted",
-            config=self.config_of(trial),
-        )
+        with self.exclusive():
+            retry_trial(
+                self.study,
+                self.storage,
+                trial.number,
+                trial.params,
+                "interrupted",
+                config=self.config_of(trial),
+            )
 
     # -- internals ----------------------------------------------------------------------------
     def _stamp_trial(self, number: int, stamp) -> None:

@@ -171,6 +171,22 @@ os._exit(9)
     assert len(retried) == 1 and retried[0].params == stale.params
 
 
+def test_a_retry_never_queued_is_queued_by_the_next_ask(setup):
+    from spotpatch.search._record import mark_retried
+
+    controller, evaluator = setup()
+    run_trials(controller, evaluator, 1)
+    trial = controller.study.ask(controller.distributions)
+    # A process failed the trial for a retry and stopped before it queued the retry.
+    mark_retried(controller.storage, trial._trial_id, "its worker stopped")
+    controller.study.tell(trial, state=S.FAIL)
+    state = run_trials(controller, evaluator, 3)
+    assert state.done == 3 and state.failed == 0
+    (retry,) = [r for r in controller.records() if r.retry_of == trial.number]
+    assert retry.complete and retry.params == trial.params
+    assert evaluator.calls[1] == controller.space.config_from_gates(trial.params).to_dict()
+
+
 def test_a_stopped_trial_whose_config_was_trained_is_not_trained_again(setup):
     controller, evaluator = setup()
     run_trials(controller, evaluator, 1)
