@@ -52,6 +52,9 @@ _WARMING = "warm start"  # the heartbeat's key for the claim
 #: Proposals of already-trained configs in a row before one is trained anyway (a sampler stuck
 #: in a space it has exhausted still ends).
 MAX_DUPLICATES = 32
+#: Runs of one config in a row whose worker died before they finished: the last is failed for
+#: good (a config that kills its worker every time would otherwise be retried forever).
+MAX_LOST = 3
 
 
 class StudyController:
@@ -310,8 +313,9 @@ class StudyController:
         finally:
             self._heartbeat.remove(trial.number)
 
-    def tell_interrupted(self, trial) -> None:
-        """A trial stopped by the user (Ctrl-C): failed, and its config retried on resume."""
+    def tell_interrupted(self, trial, why: str = "interrupted") -> None:
+        """A trial that stopped before it finished (Ctrl-C, its Ray worker died): failed with
+        ``why``, and its config queued to run again (on resume, or next)."""
         self._heartbeat.remove(trial.number)
         with self.exclusive():
             retry_trial(
@@ -319,9 +323,26 @@ class StudyController:
                 self.storage,
                 trial.number,
                 trial.params,
-                "interrupted",
+                why,
                 config=self.config_of(trial),
             )
+
+    def tell_lost(self, trial, why: str) -> None:
+        """A trial whose worker died before it sent an outcome: failed with ``why`` and its
+        config queued again, unless it is the :data:`MAX_LOST` th run of that config in a row
+        to end so (a retry of a retry...): then it stays failed, and counts."""
+        import optuna
+
+        records = {r.number: r for r in self.records()}
+        runs, number = 1, trial.number
+        while (number := records[number].retry_of) is not None and number in records:
+            runs += 1
+        if runs < MAX_LOST:
+            self.tell_interrupted(trial, why)
+            return
+        self._heartbeat.remove(trial.number)
+        write_failure(trial, f"{why}; {runs} runs of this config in a row died: not retried")
+        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
     # -- internals ----------------------------------------------------------------------------
     def _stamp_trial(self, number: int, stamp) -> None:
