@@ -77,7 +77,7 @@ def _run_and_kill(folder: Path, url: str, study, rng: random.Random) -> float:
                 "artifacts": str(folder / "artifacts"),
                 "sampler_seed": next(incarnations),  # a new process proposes its own configs
                 "fail_rate": FAIL_RATE,
-                "delay": (0.02, 0.2),
+                "delay": (0.005, 0.05),
                 "seed": SEED,
                 "stale_after": 2.0,
             },
@@ -91,7 +91,7 @@ def _run_and_kill(folder: Path, url: str, study, rng: random.Random) -> float:
         workers = [start() for _ in range(WORKERS)]
         while any(w.is_alive() for w in workers):
             assert time.monotonic() - started < 300, "the soak run did not finish in 300 s"
-            time.sleep(0.1)
+            time.sleep(0.3)
             if (
                 not kill_at
                 or len(study.get_trials(deepcopy=False, states=(S.COMPLETE,))) < kill_at[0]
