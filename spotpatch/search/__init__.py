@@ -13,7 +13,13 @@ Imports from ``spaces`` and ``evaluators``.
 
 from __future__ import annotations
 
-from spotpatch.search._controller import MAX_DUPLICATES, WAIT, WARM_START, StudyController
+from spotpatch.search._controller import (
+    MAX_DUPLICATES,
+    MAX_LOST,
+    WAIT,
+    WARM_START,
+    StudyController,
+)
 from spotpatch.search._early_stopping import EarlyStopping
 from spotpatch.search._pareto import FrontPoint, hypervolume, knee_point, pareto_front
 from spotpatch.search._progress import StudyProgress, front_points, summarize
@@ -60,6 +66,7 @@ from spotpatch.search._trial import TrialJob, TrialOutcome
 __all__ = [
     "DEFAULT_LAMBDAS",
     "MAX_DUPLICATES",
+    "MAX_LOST",
     "NeighbourSampler",
     "DEFAULT_RULE",
     "ConfirmRun",

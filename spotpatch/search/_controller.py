@@ -13,7 +13,7 @@ import contextlib
 import functools
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,9 @@ _WARMING = "warm start"  # the heartbeat's key for the claim
 #: Proposals of already-trained configs in a row before one is trained anyway (a sampler stuck
 #: in a space it has exhausted still ends).
 MAX_DUPLICATES = 32
+#: Runs of one config in a row whose worker died before they finished: the last is failed for
+#: good (a config that kills its worker every time would otherwise be retried forever).
+MAX_LOST = 3
 
 
 class StudyController:
@@ -106,6 +109,7 @@ class StudyController:
         self._heartbeat = Heartbeat(heartbeat)
         self._presets: dict[str, dict[str, str]] | None = None
         self._sampler_for = sampler_for
+        self._tensor_sets: dict[frozenset, frozenset[str]] = {}
 
     # -- reading ------------------------------------------------------------------------------
     def records(self) -> list[TrialRecord]:
@@ -202,10 +206,17 @@ class StudyController:
         write_asked(trial, config, self.space.patch_bytes(config), self.preset_of(config))
         return trial
 
-    def _tensors_of(self, config: PatchConfig) -> frozenset[str]:
-        """What a config trains and stores: configs that differ only in names (``dw`` and
-        ``full`` on a depthwise site store the same tensors) train the same patch."""
-        return frozenset(self.space.patch_tensors(config))
+    def _tensors_of(self, config: PatchConfig | Mapping[str, str]) -> frozenset[str]:
+        """What a config (or its stored ``{site: kind}``) trains and stores: configs that differ
+        only in names (``dw`` and ``full`` on a depthwise site store the same tensors) train the
+        same patch. Remembered per config: every ask compares against every trained trial."""
+        sites = config.to_dict() if isinstance(config, PatchConfig) else config
+        key = frozenset(sites.items())
+        tensors = self._tensor_sets.get(key)
+        if tensors is None:
+            config = PatchConfig.from_dict(sites)
+            tensors = self._tensor_sets[key] = frozenset(self.space.patch_tensors(config))
+        return tensors
 
     def _ask_new(self, records: list[TrialRecord]):
         """Ask for the next trial: a queued one as it is, else the sampler's proposal of a
@@ -216,7 +227,7 @@ class StudyController:
             self.study.sampler = self._sampler_for(claim_proposer(self.study))
             self._sampler_for = None
         trained = {
-            self._tensors_of(r.config): r for r in records if r.complete and r.config is not None
+            self._tensors_of(r.sites): r for r in records if r.complete and r.sites is not None
         }
         for _ in range(MAX_DUPLICATES):
             trial = self.study.ask(self.distributions)
@@ -302,17 +313,36 @@ class StudyController:
         finally:
             self._heartbeat.remove(trial.number)
 
-    def tell_interrupted(self, trial) -> None:
-        """A trial stopped by the user (Ctrl-C): failed, and its config retried on resume."""
+    def tell_interrupted(self, trial, why: str = "interrupted") -> None:
+        """A trial that stopped before it finished (Ctrl-C, its Ray worker died): failed with
+        ``why``, and its config queued to run again (on resume, or next)."""
         self._heartbeat.remove(trial.number)
-        retry_trial(
-            self.study,
-            self.storage,
-            trial.number,
-            trial.params,
-            "interrupted",
-            config=self.config_of(trial),
-        )
+        with self.exclusive():
+            retry_trial(
+                self.study,
+                self.storage,
+                trial.number,
+                trial.params,
+                why,
+                config=self.config_of(trial),
+            )
+
+    def tell_lost(self, trial, why: str) -> None:
+        """A trial whose worker died before it sent an outcome: failed with ``why`` and its
+        config queued again, unless it is the :data:`MAX_LOST` th run of that config in a row
+        to end so (a retry of a retry...): then it stays failed, and counts."""
+        import optuna
+
+        records = {r.number: r for r in self.records()}
+        runs, number = 1, trial.number
+        while (number := records[number].retry_of) is not None and number in records:
+            runs += 1
+        if runs < MAX_LOST:
+            self.tell_interrupted(trial, why)
+            return
+        self._heartbeat.remove(trial.number)
+        write_failure(trial, f"{why}; {runs} runs of this config in a row died: not retried")
+        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
     # -- internals ----------------------------------------------------------------------------
     def _stamp_trial(self, number: int, stamp) -> None:

@@ -7,8 +7,9 @@ lost the way Ray's ``OptunaSearch`` can lose it (a result without the metric tur
 (:func:`~spotpatch.search._runner.run_job`); its outcome (metrics and patch tensors, or the
 error) travels back through a small actor on the driver's node, and the driver tells it, so
 workers need no access to the storage or the artifact store. A trial whose worker dies has no
-outcome and is recorded FAIL. Workers do need the study's data at the same paths (a shared file
-system).
+outcome: it is recorded FAIL with the reason and its config is the next trial, as for a local
+worker that stops (up to :data:`~spotpatch.search.MAX_LOST` runs of one config in a row).
+Workers do need the study's data at the same paths (a shared file system).
 """
 
 from __future__ import annotations
@@ -105,7 +106,9 @@ def _make_searcher(driver: _DriverOnly, sink):
                 if trial is not None:
                     self.live[trial_id] = (index, trial)
                     return {"study": index, "job": asdict(run.controller.job(trial, run.seed))}
-            return Searcher.FINISHED
+            # A live trial whose worker dies needs its config run again: not finished until
+            # none is live (None: ask again later).
+            return None if self.live else Searcher.FINISHED
 
         def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
             if trial_id not in self.live:
@@ -113,9 +116,10 @@ def _make_searcher(driver: _DriverOnly, sink):
             index, trial = self.live.pop(trial_id)
             run = driver.runs[index]
             outcome = ray.get(sink.pop.remote((index, trial.number)))
-            if outcome is None:
-                outcome = TrialOutcome(error="the Ray trial crashed (see the Ray worker logs)")
-            run.controller.tell(trial, outcome)
+            if outcome is None:  # its worker died before it sent one
+                run.controller.tell_lost(trial, "its Ray worker died (see Ray's logs)")
+            else:
+                run.controller.tell(trial, outcome)
             if driver.on_progress is not None:
                 driver.on_progress(run.name, run.progress())
 

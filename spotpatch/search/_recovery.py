@@ -4,7 +4,9 @@ A RUNNING trial is stale when the process that stamped it is gone (same host), o
 stamp (or its start, if it never got one) is older than ``stale_after`` seconds (another host).
 Every storage and backend resumes this way, so a killed run, a Ctrl-C and a lost Ray worker all
 end the same: the trial is FAIL with the reason, marked retried (it no longer counts toward the
-study's total), and its config is the next trial.
+study's total), and its config is the next trial. Failing a trial and queueing its config are
+two writes; a process stopped between them leaves a retried trial with no retry, whose config
+the next process to ask queues.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from spotpatch.search._heartbeat import process_alive
 from spotpatch.search._record import TrialRecord, enqueue_attrs, mark_retried
 from spotpatch.spaces import PatchConfig
 
-__all__ = ["beat_is_stale", "is_stale", "retry_trial", "recover_stale"]
+__all__ = ["beat_is_stale", "is_stale", "retry_trial", "recover_stale", "unqueued_retries"]
 
 log = logging.getLogger("spotpatch")
 _UNSTAMPED_GRACE = 30.0  # seconds
@@ -64,7 +66,9 @@ def retry_trial(
     """Fail trial ``number`` as not finished and queue its config again (``config``: the one
     it trained, when its params are only the nearest gates).
 
-    Returns False (and queues nothing) when another process finished or failed it first.
+    Returns False (and queues nothing) when another process finished or failed it first. Call
+    it under the study's lock: a process stopped between the two steps leaves the config to
+    :func:`recover_stale`.
     """
     import optuna
 
@@ -76,13 +80,34 @@ def retry_trial(
         study.tell(number, state=optuna.trial.TrialState.FAIL)
     except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError):
         return False
-    attrs = enqueue_attrs("retry", retry_of=number, config=config)
-    study.enqueue_trial(dict(params), user_attrs=attrs)
+    _queue_retry(study, number, params, config)
     return True
 
 
+def _queue_retry(
+    study, number: int, params: Mapping[str, Any], config: PatchConfig | None
+) -> None:
+    attrs = enqueue_attrs("retry", retry_of=number, config=config)
+    study.enqueue_trial(dict(params), user_attrs=attrs)
+
+
+def unqueued_retries(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """Trials failed for a retry that was never queued: the process that retried them stopped
+    between the two steps. Read under the study's lock, which every retry holds, these are
+    orphans, not retries under way."""
+    import optuna
+
+    queued = {r.retry_of for r in records if r.retry_of is not None}
+    return [
+        r
+        for r in records
+        if r.state == optuna.trial.TrialState.FAIL and r.retried and r.number not in queued
+    ]
+
+
 def recover_stale(study, storage, records: Sequence[TrialRecord], stale_after: float) -> list[int]:
-    """Retry every stale trial among ``records``; returns their numbers."""
+    """Retry every stale trial among ``records``, and queue the config of every failed trial
+    whose retry was never queued; returns their numbers. Call it under the study's lock."""
     now = time.time()
     recovered = [
         r.number
@@ -90,6 +115,9 @@ def recover_stale(study, storage, records: Sequence[TrialRecord], stale_after: f
         if is_stale(r, stale_after, now=now)
         and retry_trial(study, storage, r.number, r.params, "its worker stopped", config=r.config)
     ]
+    for r in unqueued_retries(records):
+        _queue_retry(study, r.number, r.params, r.config)
+        recovered.append(r.number)
     if recovered:
         log.warning("retrying trials left running by a stopped worker: %s", recovered)
     return recovered

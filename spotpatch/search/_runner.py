@@ -126,7 +126,8 @@ def run_here(
     active = list(runs)
     while active:
         waiting = False
-        for run in sorted(active, key=_need):
+        # One study needs no ordering (and ordering reads every study's trials).
+        for run in sorted(active, key=_need) if len(active) > 1 else list(active):
             work = run.controller.next_work(run.total, warm_start=run.warm_start is not None)
             if work is None:
                 active.remove(run)

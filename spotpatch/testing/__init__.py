@@ -2,26 +2,39 @@
 rooms themselves.
 
 ``synthetic_study`` writes a spotpatch study in seconds, without training, through the same
-record writer as real studies; ``load_in_chromium`` loads a dashboard page in headless Chromium
-and says whether every plot drew. Imports from any room.
+record writer as real studies; ``StandInEvaluator`` scores a config in milliseconds (and fails
+at random) for tests that run hundreds of trials; ``load_in_chromium`` loads a dashboard page in
+headless Chromium and says whether every plot drew. Imports from any room.
 """
 
 from __future__ import annotations
 
 from spotpatch.testing._browser import BrowserLoad, find_chromium, load_in_chromium
+from spotpatch.testing._standin import (
+    STAND_IN_ERROR,
+    StandInEvaluator,
+    evaluation_counts,
+    stand_in_worker,
+)
 from spotpatch.testing._synthetic import (
     SYNTHETIC_SITES,
     synthetic_meta,
     synthetic_site_bytes,
+    synthetic_space,
     synthetic_study,
 )
 
 __all__ = [
+    "STAND_IN_ERROR",
     "SYNTHETIC_SITES",
     "BrowserLoad",
+    "StandInEvaluator",
+    "evaluation_counts",
     "find_chromium",
     "load_in_chromium",
     "synthetic_meta",
     "synthetic_site_bytes",
+    "synthetic_space",
     "synthetic_study",
+    "stand_in_worker",
 ]

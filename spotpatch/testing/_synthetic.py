@@ -24,10 +24,16 @@ from spotpatch.search import (
     failed_trial,
     write_relaxation,
 )
-from spotpatch.spaces import PatchConfig
+from spotpatch.spaces import HeadTensor, PatchConfig, PatchSite, PatchSpace
 from spotpatch.studies import artifact_store, create_or_load_study
 
-__all__ = ["SYNTHETIC_SITES", "synthetic_meta", "synthetic_study", "synthetic_site_bytes"]
+__all__ = [
+    "SYNTHETIC_SITES",
+    "synthetic_meta",
+    "synthetic_space",
+    "synthetic_study",
+    "synthetic_site_bytes",
+]
 
 #: (site, depthwise, channels): a made-up stack of conv layers, each followed by its norm.
 SYNTHETIC_SITES = tuple(
@@ -78,6 +84,28 @@ def synthetic_site_bytes(config: dict[str, str]) -> dict[str, int]:
         if kind != "shared":
             out[site] = _bytes(_site_tensors(site, depthwise, channels, kind))
     return out
+
+
+def synthetic_space(**options) -> PatchSpace:
+    """The patch space of the made-up detector (no model built): one stage per pair of
+    feature levels; ``options`` are :class:`~spotpatch.spaces.PatchSpace`'s (``granularity``,
+    ``kinds``, ``dtype``)."""
+    sites = tuple(
+        PatchSite(
+            name=site,
+            layer="conv",
+            weight_shape=(channels, 1 if depthwise else channels, 3, 3),
+            bias=False,
+            norm=_norm(site),
+            norm_features=channels,
+            groups=channels if depthwise else 1,
+            block=site.rpartition(".")[0],
+            stage=f"backbone.features@s{channels}",
+        )
+        for site, depthwise, channels in SYNTHETIC_SITES
+    )
+    head = tuple(HeadTensor(name, shape) for name, shape in _HEAD.items())
+    return PatchSpace("synthetic", sites, head, **options)
 
 
 def _preset(name: str) -> dict[str, str]:

@@ -171,6 +171,45 @@ os._exit(9)
     assert len(retried) == 1 and retried[0].params == stale.params
 
 
+def test_a_retry_never_queued_is_queued_by_the_next_ask(setup):
+    from spotpatch.search._record import mark_retried
+
+    controller, evaluator = setup()
+    run_trials(controller, evaluator, 1)
+    trial = controller.study.ask(controller.distributions)
+    # A process failed the trial for a retry and stopped before it queued the retry.
+    mark_retried(controller.storage, trial._trial_id, "its worker stopped")
+    controller.study.tell(trial, state=S.FAIL)
+    state = run_trials(controller, evaluator, 3)
+    assert state.done == 3 and state.failed == 0
+    (retry,) = [r for r in controller.records() if r.retry_of == trial.number]
+    assert retry.complete and retry.params == trial.params
+    assert evaluator.calls[1] == controller.space.config_from_gates(trial.params).to_dict()
+
+
+def test_a_config_whose_worker_dies_each_time_is_retried_then_failed(setup):
+    from spotpatch.search import MAX_LOST
+
+    controller, evaluator = setup()
+    numbers = []
+    for _ in range(MAX_LOST):
+        trial = controller.ask(5)
+        numbers.append(trial.number)
+        controller.tell_lost(trial, "its worker died")
+    records = {r.number: r for r in controller.records()}
+    runs = [records[n] for n in numbers]
+    assert [r.retry_of for r in runs] == [None, *numbers[:-1]]  # each the retry of the last
+    assert len({tuple(sorted(r.params.items())) for r in runs}) == 1
+    assert all(r.retried and r.error == "not finished: its worker died" for r in runs[:-1])
+    last = runs[-1]
+    assert last.state == S.FAIL and not last.retried and last.counts_toward_total()
+    assert (
+        last.error == f"its worker died; {MAX_LOST} runs of this config in a row died: not retried"
+    )
+    state = run_trials(controller, evaluator, 3)
+    assert (state.done, state.failed) == (3, 1) and len(evaluator.calls) == 2
+
+
 def test_a_stopped_trial_whose_config_was_trained_is_not_trained_again(setup):
     controller, evaluator = setup()
     run_trials(controller, evaluator, 1)
