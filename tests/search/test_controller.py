@@ -296,10 +296,13 @@ def test_a_sampler_that_only_repeats_itself_still_ends(setup):
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
-def test_a_config_storing_the_same_tensors_is_a_duplicate(tmp_path, random_base):
-    from spotpatch.search import MAX_DUPLICATES
+def test_a_config_storing_the_same_tensors_is_a_duplicate(tmp_path, random_base, monkeypatch):
+    from spotpatch.search import _controller
     from spotpatch.spaces import PatchConfig
 
+    # The sampler proposes the duplicate every time: the cap ends each ask (kept small here).
+    cap = 4
+    monkeypatch.setattr(_controller, "MAX_DUPLICATES", cap)
     storage = open_storage(f"sqlite:///{tmp_path}/s.db")
     optuna.create_study(study_name="t", storage=storage, directions=["maximize", "minimize"])
     space = random_base.space(3, granularity="site")
@@ -315,7 +318,7 @@ def test_a_config_storing_the_same_tensors_is_a_duplicate(tmp_path, random_base)
     evaluator = FakeEvaluator(space)
     run_trials(controller, evaluator, 2)
     duplicates = [r for r in controller.records() if r.duplicate_of is not None]
-    assert len(evaluator.calls) == 2 and len(duplicates) == MAX_DUPLICATES
+    assert len(evaluator.calls) == 2 and len(duplicates) == cap
     assert {r.duplicate_of for r in duplicates} == {0}
 
 
