@@ -419,6 +419,8 @@ def test_serve_command_stops_cleanly_on_ctrl_c(url):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A suite started in the background inherits an ignored SIGINT; Ctrl-C is the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         line = proc.stdout.readline()
