@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +32,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from spotpatch._errors import UserError
 from spotpatch.evaluators._coco import CocoSplit, sample
+from spotpatch.spaces import parse_bytes
 
 __all__ = [
     "AUTO_SHARE",
@@ -55,9 +56,6 @@ log = logging.getLogger("spotpatch")
 AUTO_SHARE = 0.25
 #: Images per forward while a cache is built: the batch size of scoring.
 BUILD_BATCH = 32
-_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2}
-_UNITS |= {"gb": 1000**3, "gib": 1024**3, "tb": 1000**4, "tib": 1024**4}
-_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*")
 
 
 def parse_cache_size(text: str) -> int | None:
@@ -71,17 +69,14 @@ def parse_cache_size(text: str) -> int | None:
         return None
     if text == "off":
         return 0
-    match = _SIZE.fullmatch(str(text))
-    if not match or match.group(2).lower() not in _UNITS:
-        raise ValueError(f"not a size: {text!r}")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    return parse_bytes(text)
 
 
 def cache_size_problem(text: object) -> str | None:
     """What is wrong with a ``prefix_cache`` value, or None."""
     try:
         parse_cache_size(str(text))
-    except ValueError:
+    except UserError:
         return "must be auto, off or a size such as 512MiB"
     return None
 

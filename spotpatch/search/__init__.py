@@ -21,6 +21,7 @@ from spotpatch.search._controller import (
     StudyController,
 )
 from spotpatch.search._early_stopping import EarlyStopping
+from spotpatch.search._heartbeat import advisory_lock
 from spotpatch.search._pareto import FrontPoint, hypervolume, knee_point, pareto_front
 from spotpatch.search._progress import StudyProgress, front_points, summarize
 from spotpatch.search._record import (
@@ -56,14 +57,15 @@ from spotpatch.search._select import (
     DEFAULT_RULE,
     FleetPlan,
     SelectionRule,
-    parse_bytes,
     parse_rule,
     plan_fleet,
     select_point,
 )
 from spotpatch.search._trial import TrialJob, TrialOutcome
+from spotpatch.spaces import parse_bytes
 
 __all__ = [
+    "advisory_lock",
     "DEFAULT_LAMBDAS",
     "MAX_DUPLICATES",
     "MAX_LOST",

@@ -22,7 +22,7 @@ from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Heartbeat", "host_lock", "process_alive", "this_process"]
+__all__ = ["Heartbeat", "advisory_lock", "host_lock", "process_alive", "this_process"]
 
 Stamp = Callable[[Mapping[str, Any]], None]
 
@@ -115,17 +115,24 @@ def host_lock(storage, study_name: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _database_lock(storage, study_name: str) -> Iterator[None]:
-    """PostgreSQL's session advisory lock on the study's name (the database is the scope, so
-    hosts that name the server differently still share it); it is released when its connection
-    closes, also when the process dies."""
+    """PostgreSQL's lock on the study's name (the database is the scope, so hosts that name the
+    server differently still share it)."""
     engine = getattr(storage, "engine", None)
     if engine is None or engine.dialect.name != "postgresql":
         yield
         return
+    digest = hashlib.sha256(f"spotpatch|{study_name}".encode()).digest()
+    with advisory_lock(engine, int.from_bytes(digest[:8], "big", signed=True)):
+        yield
+
+
+@contextlib.contextmanager
+def advisory_lock(engine, key: int) -> Iterator[None]:
+    """Hold PostgreSQL's session advisory lock ``key`` (a signed 64-bit integer) on one of the
+    engine's connections; the server releases it when that connection closes, also when the
+    process dies."""
     import sqlalchemy
 
-    digest = hashlib.sha256(f"spotpatch|{study_name}".encode()).digest()
-    key = int.from_bytes(digest[:8], "big", signed=True)
     with engine.connect() as conn:
         conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
         try:

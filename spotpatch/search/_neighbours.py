@@ -178,7 +178,7 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
             score of the study's largest config. ``None``: no descent.
         cost: the size of a config (gate params -> bytes), to try the biggest savings first;
             without it, the number of gate steps a move takes stands for its saving.
-        min_saving: descent proposals that save less than this share of the largest trial's
+        min_saving: descent proposals that save less than this share of the largest config's
             size are not worth a trial.
 
     Example:
@@ -278,20 +278,17 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
         self, done: Sequence[Any], choices: Mapping[str, Sequence[Any]], tried: set[tuple]
     ) -> dict[str, Any] | None:
         """The next descent proposal, or None when the descent has nothing left to try."""
-        best = max(done, key=lambda t: (t.values[1], t.values[0])).values[0]
-        kept = [t for t in done if t.values[0] >= best - self._descent]
-        short = [t.params for t in done if t.values[0] < best - self._descent]
+        # The mark: the score of the largest config (the full fine-tune), not the best score.
+        mark = max(done, key=lambda t: (t.values[1], t.values[0])).values[0] - self._descent
+        kept = [t for t in done if t.values[0] >= mark]
+        short = [t.params for t in done if t.values[0] < mark]
         start = min(kept, key=lambda t: (t.values[1], -t.values[0]))
         params = {g: v for g, v in start.params.items() if g in choices}
         if len(params) != len(choices):
             return None
         rank = _ranks(choices)
         size = self._cost or (lambda p: sum(rank[str(v)] for v in p.values()))
-        largest = (
-            max(t.values[1] for t in done)
-            if self._cost
-            else size({g: options[-1] for g, options in choices.items()})
-        )
+        largest = size({g: options[-1] for g, options in choices.items()})
         here = size(params)
         candidates = []
         for _, step, new in descent_moves(params, choices, self._groups):

@@ -14,25 +14,23 @@ Pareto set of (total bytes, total mAP) of the studies so far.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from spotpatch._errors import UserError
 from spotpatch.search._pareto import FrontPoint, knee_point, pareto_front
+from spotpatch.spaces import parse_bytes
 
 __all__ = [
     "DEFAULT_RULE",
     "SelectionRule",
     "parse_rule",
-    "parse_bytes",
     "select_point",
     "FleetPlan",
     "plan_fleet",
 ]
 
 DEFAULT_RULE = "within=1.0"
-_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2}
 
 
 @dataclass(frozen=True)
@@ -53,14 +51,6 @@ class SelectionRule:
         if self.kind == "max-bytes":
             return f"max-bytes={int(self.value)}"
         return f"{self.kind}={self.value:g}"
-
-
-def parse_bytes(text: str) -> int:
-    """``123``, ``200kB``, ``1.5MiB`` -> bytes; UserError otherwise."""
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
-    if not m or m.group(2).lower() not in _UNITS:
-        raise UserError(f"not a byte count: {text!r} (e.g. 250000, 200KiB, 1.5MB)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
 def parse_rule(text: str) -> SelectionRule:

@@ -18,6 +18,7 @@ from spotpatch.spaces._io import Patch, load_patch, payload_bytes, save_patch, s
 from spotpatch.spaces._kinds import KIND_NAMES, PatchKind, parse_kind
 from spotpatch.spaces._mixture import MixedPatch
 from spotpatch.spaces._sites import HeadTensor, PatchSite, class_head_modules, discover_sites
+from spotpatch.spaces._sizes import parse_bytes
 from spotpatch.spaces._space import GRANULARITIES, PRESETS, PatchConfig, PatchSpace
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "dequantize_int8",
     "discover_sites",
     "load_patch",
+    "parse_bytes",
     "parse_kind",
     "payload_bytes",
     "quantize_int8",

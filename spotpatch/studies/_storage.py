@@ -21,6 +21,7 @@ from spotpatch._errors import UserError
 from spotpatch.search import (
     StudyMeta,
     TrialRecord,
+    advisory_lock,
     is_spotpatch_study,
     spotpatch_study_names,
     study_meta,
@@ -57,14 +58,8 @@ def _schema_lock(url: str) -> Iterator[None]:
 
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
     try:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_KEY})
-            try:
-                yield
-            finally:
-                conn.execute(
-                    sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _SCHEMA_KEY}
-                )
+        with advisory_lock(engine, _SCHEMA_KEY):
+            yield
     finally:
         engine.dispose()
 
