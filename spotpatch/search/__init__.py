@@ -14,8 +14,8 @@ Imports from ``spaces`` and ``evaluators``.
 from __future__ import annotations
 
 from spotpatch.search._controller import (
+    MAX_ATTEMPTS,
     MAX_DUPLICATES,
-    MAX_LOST,
     WAIT,
     WARM_START,
     StudyController,
@@ -68,7 +68,7 @@ __all__ = [
     "advisory_lock",
     "DEFAULT_LAMBDAS",
     "MAX_DUPLICATES",
-    "MAX_LOST",
+    "MAX_ATTEMPTS",
     "NeighbourSampler",
     "DEFAULT_RULE",
     "ConfirmRun",

@@ -31,18 +31,24 @@ from spotpatch.search._record import (
     warm_start_claim,
     write_asked,
     write_duplicate,
-    write_failure,
     write_heartbeat,
     write_pruned,
     write_relaxation,
     write_result,
     write_warm_start_claim,
 )
-from spotpatch.search._recovery import beat_is_stale, recover_stale, retry_trial
+from spotpatch.search._recovery import (
+    MAX_ATTEMPTS,
+    attempts,
+    beat_is_stale,
+    give_up,
+    recover_stale,
+    retry_trial,
+)
 from spotpatch.search._trial import TrialJob, TrialOutcome
 from spotpatch.spaces import PRESETS, PatchConfig, PatchSpace
 
-__all__ = ["StudyController", "WARM_START", "WAIT"]
+__all__ = ["MAX_ATTEMPTS", "StudyController", "WARM_START", "WAIT"]
 
 log = logging.getLogger("spotpatch")
 #: :meth:`StudyController.next_work`'s answers besides a trial and None.
@@ -52,9 +58,6 @@ _WARMING = "warm start"  # the heartbeat's key for the claim
 #: Proposals of already-trained configs in a row before one is trained anyway (a sampler stuck
 #: in a space it has exhausted still ends).
 MAX_DUPLICATES = 32
-#: Runs of one config in a row whose worker died before they finished: the last is failed for
-#: good (a config that kills its worker every time would otherwise be retried forever).
-MAX_LOST = 3
 
 
 class StudyController:
@@ -295,7 +298,8 @@ class StudyController:
     # -- telling ------------------------------------------------------------------------------
     def tell(self, trial, outcome: TrialOutcome) -> None:
         """Record how a trial ended: scored (metrics, config, patch tensors as an artifact),
-        failed (its error) or stopped early (the mAPs that stopped it)."""
+        failed (its error; its config is asked again, see :meth:`tell_failed`) or stopped
+        early (the mAPs that stopped it)."""
         import optuna
 
         try:
@@ -305,8 +309,7 @@ class StudyController:
                 self.study.tell(trial, values=values)
             elif outcome.error is not None:
                 log.warning("trial %d failed: %s", trial.number, outcome.error)
-                write_failure(trial, outcome.error)
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                self.tell_failed(trial, outcome.error, raised=True)
             else:
                 write_pruned(trial, outcome.intermediate)
                 self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -314,8 +317,24 @@ class StudyController:
             self._heartbeat.remove(trial.number)
 
     def tell_interrupted(self, trial, why: str = "interrupted") -> None:
-        """A trial that stopped before it finished (Ctrl-C, its Ray worker died): failed with
-        ``why``, and its config queued to run again (on resume, or next)."""
+        """A trial that stopped before it finished (Ctrl-C): failed with ``why``, and its
+        config queued to run again (on resume, or next)."""
+        self._retry(trial, f"not finished: {why}")
+
+    def tell_failed(self, trial, why: str, *, raised: bool = False) -> None:
+        """A trial that failed: it raised (``why`` is its error), or its worker died before it
+        sent an outcome. Failed with ``why`` and its config queued again, unless it is the
+        :data:`MAX_ATTEMPTS` th run of that config in a row to fail (a retry of a retry...):
+        then it stays failed, and counts."""
+
+        runs = attempts(self.records(), trial.number)
+        if runs < MAX_ATTEMPTS:
+            self._retry(trial, why if raised else f"not finished: {why}")
+            return
+        self._heartbeat.remove(trial.number)
+        give_up(self.study, self.storage, trial.number, why, runs)
+
+    def _retry(self, trial, why: str) -> None:
         self._heartbeat.remove(trial.number)
         with self.exclusive():
             retry_trial(
@@ -326,23 +345,6 @@ class StudyController:
                 why,
                 config=self.config_of(trial),
             )
-
-    def tell_lost(self, trial, why: str) -> None:
-        """A trial whose worker died before it sent an outcome: failed with ``why`` and its
-        config queued again, unless it is the :data:`MAX_LOST` th run of that config in a row
-        to end so (a retry of a retry...): then it stays failed, and counts."""
-        import optuna
-
-        records = {r.number: r for r in self.records()}
-        runs, number = 1, trial.number
-        while (number := records[number].retry_of) is not None and number in records:
-            runs += 1
-        if runs < MAX_LOST:
-            self.tell_interrupted(trial, why)
-            return
-        self._heartbeat.remove(trial.number)
-        write_failure(trial, f"{why}; {runs} runs of this config in a row died: not retried")
-        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
     # -- internals ----------------------------------------------------------------------------
     def _stamp_trial(self, number: int, stamp) -> None:

@@ -8,7 +8,7 @@ lost the way Ray's ``OptunaSearch`` can lose it (a result without the metric tur
 error) travels back through a small actor on the driver's node, and the driver tells it, so
 workers need no access to the storage or the artifact store. A trial whose worker dies has no
 outcome: it is recorded FAIL with the reason and its config is the next trial, as for a local
-worker that stops (up to :data:`~spotpatch.search.MAX_LOST` runs of one config in a row).
+worker that stops (up to :data:`~spotpatch.search.MAX_ATTEMPTS` runs of one config in a row).
 Workers do need the study's data at the same paths (a shared file system).
 """
 
@@ -117,7 +117,7 @@ def _make_searcher(driver: _DriverOnly, sink):
             run = driver.runs[index]
             outcome = ray.get(sink.pop.remote((index, trial.number)))
             if outcome is None:  # its worker died before it sent one
-                run.controller.tell_lost(trial, "its Ray worker died (see Ray's logs)")
+                run.controller.tell_failed(trial, "its Ray worker died (see Ray's logs)")
             else:
                 run.controller.tell(trial, outcome)
             if driver.on_progress is not None:

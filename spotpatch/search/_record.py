@@ -71,6 +71,7 @@ __all__ = [
     "write_failure",
     "write_pruned",
     "write_duplicate",
+    "mark_failed",
     "mark_retried",
     "write_heartbeat",
     "completed_trial",
@@ -557,9 +558,14 @@ def write_duplicate(trial, of: TrialRecord) -> list[float]:
     return [float(of.map), float(of.patch_bytes)]
 
 
+def mark_failed(storage, trial_id: int, why: str) -> None:
+    """Record, before failing it, why a trial failed (its config is not retried)."""
+    storage.set_trial_user_attr(trial_id, _ERROR, why[:_ERROR_CHARS])
+
+
 def mark_retried(storage, trial_id: int, why: str) -> None:
-    """Record, before failing it, that a trial did not finish and that its config is retried."""
-    storage.set_trial_user_attr(trial_id, _ERROR, f"not finished: {why}")
+    """Record, before failing it, why a trial failed and that its config is retried."""
+    storage.set_trial_user_attr(trial_id, _ERROR, why[:_ERROR_CHARS])
     storage.set_trial_system_attr(trial_id, _RETRIED, True)
 
 

@@ -19,13 +19,36 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from spotpatch.search._heartbeat import process_alive
-from spotpatch.search._record import TrialRecord, enqueue_attrs, mark_retried
+from spotpatch.search._record import TrialRecord, enqueue_attrs, mark_failed, mark_retried
 from spotpatch.spaces import PatchConfig
 
-__all__ = ["beat_is_stale", "is_stale", "retry_trial", "recover_stale", "unqueued_retries"]
+__all__ = [
+    "MAX_ATTEMPTS",
+    "attempts",
+    "beat_is_stale",
+    "give_up",
+    "is_stale",
+    "retry_trial",
+    "recover_stale",
+    "unqueued_retries",
+]
 
 log = logging.getLogger("spotpatch")
 _UNSTAMPED_GRACE = 30.0  # seconds
+_STOPPED = "not finished: its worker stopped"
+#: Runs of one config in a row that failed (raised, or their worker died): the last is failed
+#: for good and counts (a config that fails every time would otherwise be retried forever).
+MAX_ATTEMPTS = 3
+
+
+def attempts(records: Sequence[TrialRecord], number: int) -> int:
+    """How many runs in a row of trial ``number``'s config it ends: 1, plus one per retry
+    before it (a retry of a retry...)."""
+    by_number = {r.number: r for r in records}
+    runs = 1
+    while (number := by_number[number].retry_of) is not None and number in by_number:
+        runs += 1
+    return runs
 
 
 def beat_is_stale(
@@ -54,6 +77,24 @@ def is_stale(record: TrialRecord, stale_after: float, *, now: float | None = Non
     return beat_is_stale(record.heartbeat, stale_after, now=now)
 
 
+def give_up(study, storage, number: int, why: str, runs: int) -> bool:
+    """Fail trial ``number``, the ``runs`` th failed run of its config in a row, for good: its
+    config is not queued again and it counts toward the study's total. Returns False when
+    another process finished or failed it first."""
+    import optuna
+
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study.study_name), number
+    )
+    try:
+        mark_failed(storage, trial_id, f"{why}; {runs} runs of this config in a row failed: "
+                    "not retried")  # fmt: skip
+        study.tell(number, state=optuna.trial.TrialState.FAIL)
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError):
+        return False
+    return True
+
+
 def retry_trial(
     study,
     storage,
@@ -63,8 +104,8 @@ def retry_trial(
     *,
     config: PatchConfig | None = None,
 ) -> bool:
-    """Fail trial ``number`` as not finished and queue its config again (``config``: the one
-    it trained, when its params are only the nearest gates).
+    """Fail trial ``number`` with ``why`` and queue its config again (``config``: the one it
+    trained, when its params are only the nearest gates).
 
     Returns False (and queues nothing) when another process finished or failed it first. Call
     it under the study's lock: a process stopped between the two steps leaves the config to
@@ -109,12 +150,17 @@ def recover_stale(study, storage, records: Sequence[TrialRecord], stale_after: f
     """Retry every stale trial among ``records``, and queue the config of every failed trial
     whose retry was never queued; returns their numbers. Call it under the study's lock."""
     now = time.time()
-    recovered = [
-        r.number
-        for r in records
-        if is_stale(r, stale_after, now=now)
-        and retry_trial(study, storage, r.number, r.params, "its worker stopped", config=r.config)
-    ]
+    recovered = []
+    for r in records:
+        if not is_stale(r, stale_after, now=now):
+            continue
+        runs = attempts(records, r.number)
+        if runs >= MAX_ATTEMPTS:
+            if give_up(study, storage, r.number, _STOPPED, runs):
+                log.warning("trial %d: its worker stopped, %d runs of its config in a row "
+                            "failed: not retried", r.number, runs)  # fmt: skip
+        elif retry_trial(study, storage, r.number, r.params, _STOPPED, config=r.config):
+            recovered.append(r.number)
     for r in unqueued_retries(records):
         _queue_retry(study, r.number, r.params, r.config)
         recovered.append(r.number)

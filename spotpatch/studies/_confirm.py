@@ -32,7 +32,12 @@ from spotpatch.studies._report import (
     selected_searched,
 )
 from spotpatch.studies._setup import evaluator_of, recorded_spec
-from spotpatch.studies._storage import DEFAULT_STORAGE, load_study, open_storage
+from spotpatch.studies._storage import (
+    DEFAULT_STORAGE,
+    check_run_folders,
+    load_study,
+    open_storage,
+)
 
 __all__ = ["CONFIRM_SEED", "ConfirmedConfig", "Confirmation", "confirm_study"]
 
@@ -112,7 +117,7 @@ def confirm_study(
 
     Raises:
         UserError: an unknown study or preset, a bad rule, ``seeds`` < 1, no searched trial
-            the rule can pick, or a study file that is gone.
+            the rule can pick, a study file that is gone, or a storage that cannot be written.
     """
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
@@ -121,6 +126,7 @@ def confirm_study(
         raise UserError(f"unknown preset {unknown[0]!r} (expected {', '.join(PRESETS)})")
     parsed = parse_rule(rule)
     study = load_study(study_name, open_storage(storage, existing=True))
+    check_run_folders(storage, None)  # retrainings are stored with the study
     meta = study_meta(study)
     records = trial_records(study)
     chosen, why = selected_searched(searched_trials(records), meta.full_bytes, parsed)

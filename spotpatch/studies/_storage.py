@@ -131,12 +131,13 @@ def artifacts_dir_for(url: str, artifacts: str | Path | None = None) -> Path:
     return Path("spotpatch-artifacts").resolve()
 
 
-def check_run_folders(url: str, artifacts: str | Path) -> None:
+def check_run_folders(url: str, artifacts: str | Path | None) -> None:
     """Refuse, before a run writes anything, folders it could not write to: a SQLite storage's
     folder (missing, a file, or taking no new file: SQLite writes its journal beside the
     database), its database when it exists (a folder, or read-only), and the artifact folder
     (a file, or neither it nor the nearest folder above it, where it would be made, takes a new
-    file). Other storages are checked by their server when opened.
+    file; None: no artifacts are written). Other storages are checked by their server when
+    opened.
 
     Raises:
         UserError: one line naming the folder or file.
@@ -156,6 +157,8 @@ def check_run_folders(url: str, artifacts: str | Path) -> None:
                 open(path, "r+b").close()
             except OSError as e:
                 raise UserError(f"storage {path} cannot be written ({e.strerror or e})") from None
+    if artifacts is None:
+        return
     folder = Path(artifacts)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"artifact folder {folder} is a file, not a folder")

@@ -115,12 +115,36 @@ def test_artifact_holds_the_patch(setup, tmp_path):
     assert trial_record(trial).artifact_sha256 == trial.user_attrs["artifact_sha256"]
 
 
-def test_a_failing_trial_is_recorded_and_the_study_goes_on(setup):
+def test_a_trial_that_raises_is_recorded_and_its_config_asked_again(setup):
     controller, evaluator = setup(fail_on=2)
     state = run_trials(controller, evaluator, 4)
-    assert state.done == 4 and state.failed == 1
-    failed = [t for t in controller.study.trials if t.state == S.FAIL]
-    assert failed[0].user_attrs["error"] == "RuntimeError: boom"
+    assert state.done == 4 and state.failed == 0  # the retried failure does not count
+    (failed,) = [r for r in controller.records() if r.state == S.FAIL]
+    assert failed.error == "RuntimeError: boom" and failed.retried
+    (retry,) = [r for r in controller.records() if r.retry_of == failed.number]
+    assert retry.complete and retry.params == failed.params
+    assert evaluator.calls[2] == evaluator.calls[1]
+    assert len(evaluator.calls) == 5
+
+
+def test_a_config_that_raises_every_time_is_failed_for_good_after_its_attempts(setup):
+    from spotpatch.search import MAX_ATTEMPTS
+
+    controller, _ = setup()
+
+    class Broken(FakeEvaluator):
+        def evaluate(self, config, **kwargs):
+            self.calls.append(config.to_dict())
+            raise RuntimeError("boom")
+
+    broken = Broken(controller.space)
+    state = run_trials(controller, broken, 2)
+    assert (state.done, state.failed) == (2, 2)
+    assert len(broken.calls) == 2 * MAX_ATTEMPTS
+    given_up = [r for r in controller.records() if r.counts_toward_total()]
+    assert [r.error for r in given_up] == [
+        f"RuntimeError: boom; {MAX_ATTEMPTS} runs of this config in a row failed: not retried"
+    ] * 2
 
 
 def test_enqueued_configs_come_first_and_are_not_duplicated(setup):
@@ -188,14 +212,14 @@ def test_a_retry_never_queued_is_queued_by_the_next_ask(setup):
 
 
 def test_a_config_whose_worker_dies_each_time_is_retried_then_failed(setup):
-    from spotpatch.search import MAX_LOST
+    from spotpatch.search import MAX_ATTEMPTS
 
     controller, evaluator = setup()
     numbers = []
-    for _ in range(MAX_LOST):
+    for _ in range(MAX_ATTEMPTS):
         trial = controller.ask(5)
         numbers.append(trial.number)
-        controller.tell_lost(trial, "its worker died")
+        controller.tell_failed(trial, "its worker died")
     records = {r.number: r for r in controller.records()}
     runs = [records[n] for n in numbers]
     assert [r.retry_of for r in runs] == [None, *numbers[:-1]]  # each the retry of the last
@@ -204,7 +228,8 @@ def test_a_config_whose_worker_dies_each_time_is_retried_then_failed(setup):
     last = runs[-1]
     assert last.state == S.FAIL and not last.retried and last.counts_toward_total()
     assert (
-        last.error == f"its worker died; {MAX_LOST} runs of this config in a row died: not retried"
+        last.error
+        == f"its worker died; {MAX_ATTEMPTS} runs of this config in a row failed: not retried"
     )
     state = run_trials(controller, evaluator, 3)
     assert (state.done, state.failed) == (3, 1) and len(evaluator.calls) == 2
@@ -346,3 +371,34 @@ def test_processes_sharing_a_study_seed_their_samplers_apart(tmp_path, random_ba
     assert indices == [0, 1] and apart[0] != apart[1]
     asked(lambda: {"sampler_for": sampler_for})  # later ones (a resume, another host) count on
     assert indices == [0, 1, 2, 3]
+
+
+def test_a_config_whose_local_worker_stops_each_time_is_retried_then_failed(setup):
+    import socket
+    import subprocess
+    import sys
+
+    from spotpatch.search import MAX_ATTEMPTS
+    from spotpatch.search._record import write_heartbeat
+
+    controller, evaluator = setup()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead = {"host": socket.gethostname(), "pid": int(gone.stdout), "time": 0.0}
+    numbers = []
+    for _ in range(MAX_ATTEMPTS):
+        trial = controller.ask(5)  # recovers the last one, whose worker is gone
+        numbers.append(trial.number)
+        controller._heartbeat.remove(trial.number)
+        write_heartbeat(controller.storage, trial._trial_id, dead)
+    state = run_trials(controller, evaluator, 3)
+    records = {r.number: r for r in controller.records()}
+    runs = [records[n] for n in numbers]
+    assert [r.retry_of for r in runs] == [None, *numbers[:-1]]
+    assert all(r.state == S.FAIL and r.retried for r in runs[:-1])
+    assert runs[-1].state == S.FAIL and not runs[-1].retried
+    assert runs[-1].error == (
+        f"not finished: its worker stopped; {MAX_ATTEMPTS} runs of this config in a row "
+        "failed: not retried"
+    )
+    assert (state.done, state.failed) == (3, 1) and len(evaluator.calls) == 2

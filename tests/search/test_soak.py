@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from spotpatch.search import trial_record, trial_records
+from spotpatch.search import MAX_ATTEMPTS, trial_record, trial_records
 from spotpatch.studies import open_storage
 from spotpatch.testing import STAND_IN_ERROR, evaluation_counts, stand_in_worker
 
@@ -128,18 +128,27 @@ def test_workers_killed_at_random_lose_no_trial_and_run_none_twice(folder):
     by_number = {r.number: r for r in records}
     evaluations = evaluation_counts(folder)
     trained = [r for r in records if r.complete]
-    raised = [r for r in records if r.state == S.FAIL and r.error == STAND_IN_ERROR]
-    retried = [r for r in records if r.retried]
+    failed = [r for r in records if r.state == S.FAIL]
+    raised = [r for r in failed if r.error.startswith(STAND_IN_ERROR)]
+    killed = [r for r in failed if r.error.startswith("not finished:")]
+    retried = [r for r in failed if r.retried]
+    given_up = [r for r in failed if not r.retried]
     retries = {r.retry_of: r for r in records if r.retry_of is not None}
-    # Nothing is left running or queued, and the study stopped at its total.
+    # Nothing is left running or queued, and the study stopped at its total: every trial
+    # that counts completed, unless its config failed MAX_ATTEMPTS times in a row.
     assert not [r.number for r in records if r.state in (S.RUNNING, S.WAITING)]
     assert sum(r.counts_toward_total() for r in records) == TRIALS
-    assert len(trained) + len(raised) == TRIALS
-    # Every failure is the evaluator's own or a killed worker's trial, whose config was asked
-    # again by exactly one later trial.
-    assert {r.number for r in records if r.state == S.FAIL} == {r.number for r in raised + retried}
+    assert len(trained) + len(given_up) == TRIALS
+    for r in given_up:
+        chain = [r]
+        while chain[-1].retry_of is not None:
+            chain.append(by_number[chain[-1].retry_of])
+        assert len(chain) == MAX_ATTEMPTS and all(c.state == S.FAIL for c in chain)
+    # Every failure is the evaluator's own or a killed worker's trial, and every failed
+    # trial's config was asked again by exactly one later trial.
+    assert sorted(r.number for r in raised + killed) == sorted(r.number for r in failed)
     lost = [r.number for r in retried if r.number not in retries]
-    assert not lost, f"killed trials whose config was never asked again: {lost}"
+    assert not lost, f"failed trials whose config was never asked again: {lost}"
     for r in retried:
         retry = retries[r.number]
         assert retry.number > r.number and r.params.items() <= retry.params.items()
@@ -151,9 +160,10 @@ def test_workers_killed_at_random_lose_no_trial_and_run_none_twice(folder):
     for r in records:
         if r.duplicate_of is not None:
             assert evaluations[SEED + r.number] == 0 and by_number[r.duplicate_of].complete
-    assert raised and retried, "the soak exercised no failure or no kill"
+    assert raised and killed, "the soak exercised no failure or no kill"
     print(
         f"\nsoak: {TRIALS} trials, {WORKERS} workers, {KILLS} kills, {len(raised)} exceptions, "
-        f"{len(retried)} killed trials retried, {len(lost)} lost, {len(twice)} run twice, "
-        f"{sum(evaluations.values())} evaluations, {seconds:.0f} s"
+        f"{len(killed)} killed trials, {len(retried)} failed trials retried, "
+        f"{len(trained)} complete, {len(given_up)} given up, {len(lost)} lost, "
+        f"{len(twice)} run twice, {sum(evaluations.values())} evaluations, {seconds:.0f} s"
     )

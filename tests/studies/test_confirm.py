@@ -88,3 +88,20 @@ def test_confirm_command(study, capsys):
     spec.unlink()
     assert main(["confirm", "glyphs", "--storage", url]) == 2
     assert "is gone" in capsys.readouterr().err
+
+
+def test_confirm_refuses_a_storage_it_cannot_write_before_training(study, capsys, monkeypatch):
+    from spotpatch.studies import _storage
+
+    url, _ = study
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(30, "Read-only file system")
+
+    # A folder on a read-only mount: no new file can be made there.
+    monkeypatch.setattr(_storage.tempfile, "mkstemp", read_only)
+    assert main(["confirm", "glyphs", "--storage", url, "--seeds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "storage folder" in err, err
+    monkeypatch.undo()
+    assert not confirm_runs(load_study("glyphs", open_storage(url)))

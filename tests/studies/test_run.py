@@ -228,7 +228,7 @@ def _fails_first(spec_path: str) -> _FailsFirst:
 
 
 @pytest.mark.ray
-def test_a_trial_failing_on_ray_is_recorded_with_its_error(study_file, tmp_path):
+def test_a_trial_failing_on_ray_is_recorded_with_its_error_and_asked_again(study_file, tmp_path):
     import functools
     import sys
 
@@ -248,9 +248,10 @@ def test_a_trial_failing_on_ray_is_recorded_with_its_error(study_file, tmp_path)
         workers=1,
     )
     state = states["shapes-subset"]
-    assert state.failed == 1 and state.done == 2
+    assert state.failed == 0 and state.done == 2
     study = load_study("shapes-subset", open_storage(f"sqlite:///{tmp_path}/s.db"))
-    first, second = study.trials[:2]
-    assert first.state == optuna.trial.TrialState.FAIL
-    assert first.user_attrs["error"] == "RuntimeError: the worker ran out of luck"
-    assert second.state == optuna.trial.TrialState.COMPLETE
+    first, *rest = trial_records(study)
+    assert first.state == optuna.trial.TrialState.FAIL and first.retried
+    assert first.error == "RuntimeError: the worker ran out of luck"
+    assert [r.complete for r in rest] == [True, True]
+    assert [r.retry_of for r in rest].count(first.number) == 1
