@@ -29,9 +29,9 @@ def _add_select(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--select",
         metavar="RULE",
-        help="which trial's patch: knee | min-map=X | max-bytes=B | within=D (default "
-        "within=1.0: the smallest patch within 1 mAP point of the best; mAP in [0, 1], D in "
-        "points)",
+        help="which trial's patch: knee | min-map=X | max-bytes=B | within=D | within-full=D "
+        "(default within=1.0: the smallest patch within 1 mAP point of the best; within-full: "
+        "of the full fine-tune's trial; mAP in [0, 1], D in points)",
     )
 
 

@@ -20,6 +20,7 @@ from spotpatch.search import (
     StudyMeta,
     TrialRecord,
     front_points,
+    full_fine_tune_map,
     hypervolume,
     pareto_front,
     parse_rule,
@@ -170,12 +171,14 @@ class DashboardData:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def _select(points: Sequence[FrontPoint], rule: str, full_bytes: int) -> tuple[int | None, str]:
+def _select(
+    points: Sequence[FrontPoint], rule: str, full_bytes: int, full_map: float | None
+) -> tuple[int | None, str]:
     """The trial number a rule picks, or None with the reason."""
     if not points:
         return None, "no completed trial yet"
     try:
-        return select_point(points, rule, full_bytes).number, ""
+        return select_point(points, rule, full_bytes, full_map=full_map).number, ""
     except UserError as e:
         return None, str(e)
 
@@ -193,7 +196,7 @@ def trials_scatter(study, rule: str, *, records: list[TrialRecord] | None = None
     points = front_points(records)
     front = pareto_front(points)
     on_front = {p.number for p in front}
-    selected, note = _select(points, rule, meta.full_bytes)
+    selected, note = _select(points, rule, meta.full_bytes, full_fine_tune_map(records))
     shown = [
         TrialPoint(
             number=r.number,

@@ -6,6 +6,9 @@ Rules (mAP in [0, 1], distances in mAP points, so ``within=1.0`` means 0.01):
 - ``min-map=X``: the smallest patch with mAP >= X.
 - ``max-bytes=B``: the best mAP with at most B bytes (``B`` may end in kB, KiB, MB, MiB).
 - ``within=D``: the smallest patch within D points of the study's best mAP (the default, D=1.0).
+- ``within-full=D``: the smallest patch within D points of the full fine-tune's mAP (the
+  study's trial of the ``full`` preset): "as accurate as fine-tuning everything". Unlike
+  ``within``, one lucky run of a large patch does not raise the mark.
 
 The fleet plan picks one front point per study to maximize the mean mAP under a total byte
 budget: a multiple-choice knapsack, solved exactly by merging each study's choices into the
@@ -19,11 +22,13 @@ from dataclasses import dataclass
 
 from spotpatch._errors import UserError
 from spotpatch.search._pareto import FrontPoint, knee_point, pareto_front
+from spotpatch.search._record import TrialRecord
 from spotpatch.spaces import parse_bytes
 
 __all__ = [
     "DEFAULT_RULE",
     "SelectionRule",
+    "full_fine_tune_map",
     "parse_rule",
     "select_point",
     "FleetPlan",
@@ -35,7 +40,8 @@ DEFAULT_RULE = "within=1.0"
 
 @dataclass(frozen=True)
 class SelectionRule:
-    """A parsed rule: ``kind`` is knee | min-map | max-bytes | within, ``value`` its number.
+    """A parsed rule: ``kind`` is knee | min-map | max-bytes | within | within-full, ``value``
+    its number.
 
     Example:
         >>> parse_rule("max-bytes=200KiB")
@@ -55,12 +61,12 @@ class SelectionRule:
 
 def parse_rule(text: str) -> SelectionRule:
     """Parse a selection rule; a bad one is a UserError naming the accepted forms."""
-    forms = "knee, min-map=X, max-bytes=B or within=D"
+    forms = "knee, min-map=X, max-bytes=B, within=D or within-full=D"
     text = str(text).strip()
     if text == "knee":
         return SelectionRule("knee")
     kind, sep, value = text.partition("=")
-    if not sep or kind not in ("min-map", "max-bytes", "within"):
+    if not sep or kind not in ("min-map", "max-bytes", "within", "within-full"):
         raise UserError(f"unknown selection rule {text!r}: use {forms}")
     if kind == "max-bytes":
         return SelectionRule(kind, float(parse_bytes(value)))
@@ -70,15 +76,27 @@ def parse_rule(text: str) -> SelectionRule:
         raise UserError(f"selection rule {text!r}: {value!r} is not a number") from None
     if kind == "min-map" and not 0.0 <= number <= 1.0:
         raise UserError(f"selection rule {text!r}: mAP is in [0, 1]")
-    if kind == "within" and number < 0:
+    if kind in ("within", "within-full") and number < 0:
         raise UserError(f"selection rule {text!r}: the distance must be >= 0 mAP points")
     return SelectionRule(kind, number)
 
 
+def full_fine_tune_map(records: Sequence[TrialRecord]) -> float | None:
+    """The full fine-tune's mAP in a study: its best completed run of the ``full`` preset's
+    config (queued as the preset or proposed), or None when it has none."""
+    maps = [r.map for r in records if r.complete and r.preset == "full"]
+    return max(maps) if maps else None
+
+
 def select_point(
-    points: Sequence[FrontPoint], rule: SelectionRule | str, full_bytes: int
+    points: Sequence[FrontPoint],
+    rule: SelectionRule | str,
+    full_bytes: int,
+    *,
+    full_map: float | None = None,
 ) -> FrontPoint:
-    """The point a rule picks among finished trials (always a front point).
+    """The point a rule picks among finished trials (always a front point). ``full_map``: the
+    full fine-tune's mAP, which ``within-full`` measures from (:func:`full_fine_tune_map`).
 
     Raises:
         UserError: no trial, or none satisfies the rule (the message says what is there).
@@ -92,6 +110,19 @@ def select_point(
     if rule.kind == "within":
         floor = front[-1].map - rule.value / 100.0
         return next(p for p in front if p.map >= floor - 1e-12)
+    if rule.kind == "within-full":
+        if full_map is None:
+            raise UserError(
+                f"rule {rule} needs the full fine-tune's trial: run the study with the preset full"
+            )
+        floor = full_map - rule.value / 100.0
+        for p in front:
+            if p.map >= floor - 1e-12:
+                return p
+        raise UserError(
+            f"no trial comes within {rule.value:g} points of the full fine-tune's mAP "
+            f"{full_map:.4f} (rule {rule}); the best is {front[-1].map:.4f}"
+        )
     if rule.kind == "min-map":
         for p in front:
             if p.map >= rule.value:

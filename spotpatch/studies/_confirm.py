@@ -28,7 +28,6 @@ from spotpatch.studies._report import (
     confirmed,
     mean_sd,
     preset_runs,
-    searched_trials,
     selected_searched,
 )
 from spotpatch.studies._setup import evaluator_of, recorded_spec
@@ -129,7 +128,7 @@ def confirm_study(
     check_run_folders(storage, None)  # retrainings are stored with the study
     meta = study_meta(study)
     records = trial_records(study)
-    chosen, why = selected_searched(searched_trials(records), meta.full_bytes, parsed)
+    chosen, why = selected_searched(records, meta.full_bytes, parsed)
     if chosen is None:
         raise UserError(f"study {study_name!r}: nothing to confirm ({why})")
     try:

@@ -38,6 +38,7 @@ from spotpatch.search import (
     FrontPoint,
     TrialRecord,
     confirm_runs,
+    full_fine_tune_map,
     parse_rule,
     select_point,
     study_meta,
@@ -244,15 +245,16 @@ def searched_trials(records: Sequence[TrialRecord]) -> list[TrialRecord]:
 
 
 def selected_searched(
-    searched: Sequence[TrialRecord], full_bytes: int, rule
+    records: Sequence[TrialRecord], full_bytes: int, rule
 ) -> tuple[TrialRecord | None, str | None]:
-    """The trial the rule picks among ``searched`` (:func:`searched_trials`), or None and why
-    not."""
+    """The trial the rule picks among the searched ones of ``records``
+    (:func:`searched_trials`), or None and why not."""
+    searched = searched_trials(records)
     if not searched:
         return None, "no searched trial yet"
     points = [FrontPoint(r.number, r.map, r.patch_bytes) for r in searched]
     try:
-        point = select_point(points, rule, full_bytes)
+        point = select_point(points, rule, full_bytes, full_map=full_fine_tune_map(records))
     except UserError as e:
         return None, str(e)
     return next(r for r in searched if r.number == point.number), None
@@ -291,7 +293,7 @@ def report_row(
             r.map >= t.map - MATCH_TOLERANCE - 1e-12 and r.patch_bytes <= t.bytes for r in searched
         )
     )
-    chosen, note = selected_searched(searched, full_bytes, rule)
+    chosen, note = selected_searched(records, full_bytes, rule)
     selected = _result(chosen, full_bytes) if chosen is not None else None
     head, full = techniques.get("head"), techniques.get("full")
     check = None

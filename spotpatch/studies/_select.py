@@ -7,6 +7,7 @@ from spotpatch.search import (
     FleetPlan,
     TrialRecord,
     front_points,
+    full_fine_tune_map,
     parse_rule,
     plan_fleet,
     select_point,
@@ -31,7 +32,7 @@ def selected_trial(study, rule: str) -> TrialRecord:
     points = front_points(records)
     if not points:
         raise UserError(f"study {study.study_name!r} has no completed trial yet")
-    point = select_point(points, parsed, meta.full_bytes)
+    point = select_point(points, parsed, meta.full_bytes, full_map=full_fine_tune_map(records))
     return next(r for r in records if r.number == point.number)
 
 

@@ -52,7 +52,17 @@ def test_rules_nothing_satisfies_say_so(rule, message):
 
 
 @pytest.mark.parametrize(
-    "text", ["", "knees", "within", "within=x", "min-map=1.5", "within=-1", "max-bytes=3 parsecs"]
+    "text",
+    [
+        "",
+        "knees",
+        "within",
+        "within=x",
+        "min-map=1.5",
+        "within=-1",
+        "within-full=-1",
+        "max-bytes=3 parsecs",
+    ],
 )
 def test_bad_rules_are_refused(text):
     with pytest.raises(UserError):
@@ -114,3 +124,31 @@ def test_the_plan_compares_with_one_full_detector_per_task():
     assert plan.full_bytes == 2 * FULL
     assert plan.choices["b"].number == 0 and plan.choices["a"].number == 2
     assert plan.to_json()["choices"]["a"]["patch_bytes"] == 600
+
+
+def test_within_full_measures_from_the_full_fine_tune():
+    # The full fine-tune scored 0.44: 0.40 is 4 points short, 0.45 within a point.
+    assert select_point(POINTS, "within-full=1.0", FULL, full_map=0.44).number == 2
+    assert select_point(POINTS, "within-full=5", FULL, full_map=0.44).number == 1
+    # A lucky run above the full fine-tune does not raise the mark, unlike within's.
+    assert select_point(POINTS, "within=1.0", FULL).number == 2
+    assert select_point(POINTS, "within-full=1.0", FULL, full_map=0.30).number == 1
+    with pytest.raises(UserError, match="no trial comes within 1 points of the full"):
+        select_point(POINTS, "within-full=1", FULL, full_map=0.50)
+    with pytest.raises(UserError, match="needs the full fine-tune's trial"):
+        select_point(POINTS, "within-full=1", FULL)
+    assert str(parse_rule("within-full=1")) == "within-full=1"
+
+
+def test_the_full_fine_tune_is_the_best_run_of_the_full_preset():
+    from types import SimpleNamespace
+
+    from spotpatch.search import full_fine_tune_map
+
+    def record(preset, value, complete=True):
+        return SimpleNamespace(preset=preset, map=value, complete=complete)
+
+    records = [record("full", 0.5), record("full", 0.6), record("head", 0.9)]
+    records.append(record("full", 0.7, complete=False))
+    assert full_fine_tune_map(records) == 0.6
+    assert full_fine_tune_map(records[2:]) is None

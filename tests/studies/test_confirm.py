@@ -83,6 +83,14 @@ def test_confirm_command(study, capsys):
                  "--json"]) == 0  # fmt: skip
     out = json.loads(capsys.readouterr().out)
     assert [c["label"] for c in out["configs"]] == ["selected", "full", "head"]
+    # Measured from the full fine-tune's trial: 100 points below it, the smallest searched.
+    assert main(["confirm", "glyphs", "--storage", url, "--seeds", "1",
+                 "--select", "within-full=100", "--json"]) == 0  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    searched = [r for r in trial_records(load_study("glyphs", open_storage(url)))
+                if r.complete and r.source != "preset"]  # fmt: skip
+    smallest = min(searched, key=lambda r: (r.patch_bytes, r.number))
+    assert out["configs"][0]["trial"] == smallest.number and out["rule"] == "within-full=100"
     assert main(["confirm", "glyphs", "--storage", url, "--seeds", "0"]) == 2
     assert "--seeds must be at least 1" in capsys.readouterr().err
     spec.unlink()
