@@ -8,6 +8,9 @@ study per method on the task's patch space (block gates, kinds bn/dw/lora4/full)
 - ``relax+nsga2``: the gate relaxation, its distinct configs enqueued, then NSGA-II;
 - ``relax+neighbours``: the same warm start, then the ``neighbours`` sampler (front configs
   moved a gate or a stage at a time, NSGA-II for a quarter of the trials);
+- ``relax+descent``: the same warm start and the full fine-tune (the descent's mark, one
+  trial), then the ``descent`` sampler (from the accurate end down, one stage cheaper per
+  trial while the full fine-tune's score holds within a point; then ``neighbours``);
 - ``nsga2``, ``tpe``, ``gp``, ``random``: cold studies with that sampler;
 - ``nsga2+es``: cold NSGA-II with multi-objective early stopping (checkpoints 1/3, 2/3).
 
@@ -48,7 +51,16 @@ from spotpatch.search import (
 )
 from spotpatch.studies import evaluator_of, load_spec
 
-METHODS = ("nsga2", "relax+nsga2", "relax+neighbours", "tpe", "gp", "random", "nsga2+es")
+METHODS = (
+    "nsga2",
+    "relax+nsga2",
+    "relax+neighbours",
+    "relax+descent",
+    "tpe",
+    "gp",
+    "random",
+    "nsga2+es",
+)
 TASKS = ("shapes-subset", "glyphs")
 
 
@@ -73,7 +85,8 @@ def run_one(evaluator: PatchEvaluator, method: str, seed: int, budget: int, tria
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = method.removeprefix("relax+").removesuffix("+es")
-    sampler = make_sampler(name, seed, groups=evaluator.space.stage_gates())
+    space = evaluator.space
+    sampler = make_sampler(name, seed, groups=space.stage_gates(), cost=space.gates_bytes)
     storage = optuna.storages.InMemoryStorage()
     study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
     early = EarlyStopping(checkpoints=(0.33, 0.67)) if method == "nsga2+es" else None
@@ -90,6 +103,8 @@ def run_one(evaluator: PatchEvaluator, method: str, seed: int, budget: int, tria
         record["relaxation_cpu_seconds"] = time.process_time() - cpu
         relax_te = record["relaxation_cpu_seconds"] / trial_s
         controller.enqueue(result.distinct_configs(), source="relaxation")
+        if name == "descent":  # its mark: the full fine-tune's score
+            controller.enqueue([space.preset("full")], source="preset")
         record["relaxation_seconds"] = result.seconds
     record["relaxation_te"] = relax_te
     trials = max(1, int(budget - relax_te + 0.999))

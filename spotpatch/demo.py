@@ -37,6 +37,9 @@ DEMO_STEPS = 150
 DEMO_TRIALS = 12
 #: The fixed recipes each study runs first, as reference points on its front.
 DEMO_PRESETS = ("head", "full")
+#: The demo's sampler: at 12 trials the benchmark's ``descent`` (which walks down from the full
+#: fine-tune, one stage per trial) would spend the demo's few trials near the full detector.
+DEMO_SAMPLER = "neighbours"
 #: The fleet plan's total byte budget for the three patches.
 DEMO_BUDGET = "1MiB"
 #: How the dashboard and the exports pick each task's patch: where more bytes stop paying.
@@ -66,7 +69,13 @@ def demo_spec(bench: Path, name: str, out: Path, storage: str) -> Path:
     spec = replace(
         spec,
         train=replace(spec.train, steps=DEMO_STEPS),
-        search=replace(spec.search, trials=DEMO_TRIALS, storage=storage, presets=DEMO_PRESETS),
+        search=replace(
+            spec.search,
+            trials=DEMO_TRIALS,
+            storage=storage,
+            presets=DEMO_PRESETS,
+            sampler=DEMO_SAMPLER,
+        ),
     )
     comment = (
         f'The demo\'s study of the bundled benchmark task "{name}": {DEMO_TRIALS} trials of '

@@ -42,7 +42,7 @@ def study_spec(task: BenchmarkTask, root: Path, *, seed: int = 0) -> StudySpec:
     Returns:
         The spec the benchmark writes for the task: its train, val and test splits, block gates
         and 24 trials, every preset (the existing techniques, which the report compares) among
-        them, the ``neighbours`` sampler after the warm start; the rest is the spec's defaults
+        them, the ``descent`` sampler after the warm start; the rest is the spec's defaults
         (the shipped base, kinds bn, dw, lora4 and full, 300 steps per trial, lr 0.01 with norms
         and low-rank factors at 3x, the default storage).
 
@@ -65,7 +65,7 @@ def study_spec(task: BenchmarkTask, root: Path, *, seed: int = 0) -> StudySpec:
             test_images=folder / "test",
         ),
         space=SpaceSpec(granularity="block"),
-        search=SearchSpec(trials=24, presets=PRESETS, sampler="neighbours"),
+        search=SearchSpec(trials=24, presets=PRESETS, sampler="descent"),
     )
 
 
