@@ -293,6 +293,13 @@ def _add_confirm(sub: argparse._SubParsersAction) -> None:
         choices=PRESETS,
         help="also retrain this fixed recipe (repeatable)",
     )
+    p.add_argument(
+        "--walk",
+        action="store_true",
+        help="while the last patch retrained falls more than D points below the full "
+        "fine-tune (rule within=D or within-full=D), retrain the next larger searched front "
+        "trial: finds the smallest patch confirmed within D",
+    )
     _add_storage(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -319,6 +326,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         presets=args.preset,
         on_run=said,
+        walk=args.walk,
     )
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
@@ -339,6 +347,14 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         f"selected vs full: {100 * v.delta:+.1f} ± {100 * v.delta_sd:.1f} mAP points "
         f"({v.seeds} seeds each)"
     )
+    if args.walk:
+        h = result.held_versus_full
+        print(
+            f"smallest searched patch within the rule's distance, confirmed: trial {result.held}, "
+            f"{100 * h.delta:+.1f} ± {100 * h.delta_sd:.1f} mAP points"
+            if h is not None
+            else "no searched front trial was confirmed within the rule's distance"
+        )
     return 0
 
 

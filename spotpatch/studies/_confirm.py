@@ -5,6 +5,12 @@ tolerance a selection rule uses. ``confirm`` retrains the searched patch the rul
 report picks it: presets left out), the full fine-tune and any preset named, ``seeds`` times
 each at the study's own budget, and stores every run in the study (a stopped confirm resumes).
 The report then uses the mean of these runs.
+
+With ``walk``, a selected patch whose mean falls more than the rule's D points below the full
+fine-tune's is not the end: the next larger searched front trial is retrained the same way, and
+the next, until one holds within D (or the front is exhausted). The smallest searched patch
+whose confirmed mAP is within D of the confirmed full fine-tune is then known, not guessed
+from single runs.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from spotpatch._errors import UserError
 from spotpatch.search import (
     DEFAULT_RULE,
     ConfirmRun,
+    FrontPoint,
     confirm_runs,
+    pareto_front,
     parse_rule,
     study_meta,
     trial_records,
@@ -28,6 +36,7 @@ from spotpatch.studies._report import (
     confirmed,
     mean_sd,
     preset_runs,
+    searched_trials,
     selected_searched,
 )
 from spotpatch.studies._setup import evaluator_of, recorded_spec
@@ -79,17 +88,27 @@ class Confirmation:
     seeds: tuple[int, ...]
     configs: tuple[ConfirmedConfig, ...]
     versus_full: Confirmed
+    #: With ``walk``: the smallest walked trial confirmed within D points (None: none was),
+    #: and its difference to the full fine-tune.
+    held: int | None = None
+    held_versus_full: Confirmed | None = None
 
     def to_json(self) -> dict:
         from dataclasses import asdict
 
-        return {
+        out = {
             "study": self.study,
             "rule": self.rule,
             "seeds": list(self.seeds),
             "configs": [asdict(c) | {"mean": c.mean, "sd": c.sd} for c in self.configs],
             "versus_full": asdict(self.versus_full),
         }
+        if any(c.label == "candidate" for c in self.configs) or self.held is not None:
+            out["held"] = self.held
+            out["held_versus_full"] = (
+                asdict(self.held_versus_full) if self.held_versus_full else None
+            )
+        return out
 
 
 def confirm_study(
@@ -101,6 +120,7 @@ def confirm_study(
     presets: Sequence[str] = (),
     progress: bool | None = None,
     on_run: Callable[[str, int, float], None] | None = None,
+    walk: bool = False,
 ) -> Confirmation:
     """Retrain the selected searched patch, the full fine-tune and ``presets`` with ``seeds``
     new seeds each; runs the study already stored are not repeated.
@@ -113,6 +133,9 @@ def confirm_study(
         presets: more fixed recipes to retrain.
         progress: progress bars while training (None: only on a terminal).
         on_run: called with (label, seed, mAP) after each new retraining.
+        walk: while the last patch retrained falls more than the rule's D points below the
+            full fine-tune, retrain the next larger searched front trial (label
+            ``candidate``); needs a ``within`` or ``within-full`` rule.
 
     Raises:
         UserError: an unknown study or preset, a bad rule, ``seeds`` < 1, no searched trial
@@ -124,6 +147,8 @@ def confirm_study(
     if unknown:
         raise UserError(f"unknown preset {unknown[0]!r} (expected {', '.join(PRESETS)})")
     parsed = parse_rule(rule)
+    if walk and parsed.kind not in ("within", "within-full"):
+        raise UserError(f"--walk needs a within=D or within-full=D rule, got {parsed}")
     study = load_study(study_name, open_storage(storage, existing=True))
     check_run_folders(storage, None)  # retrainings are stored with the study
     meta = study_meta(study)
@@ -144,8 +169,8 @@ def confirm_study(
         wanted.append((name, trial.number if trial else None, space.preset(name)))
     seed_list = tuple(CONFIRM_SEED + i for i in range(seeds))
     done = {(tuple(sorted(r.sites.items())), r.seed): r for r in confirm_runs(study)}
-    results = []
-    for label, number, config in wanted:
+
+    def retrain(label: str, number: int | None, config) -> ConfirmedConfig:
         key = tuple(sorted(config.to_dict().items()))
         maps = []
         for seed in seed_list:
@@ -158,8 +183,32 @@ def confirm_study(
                 if on_run is not None:
                     on_run(label, seed, run.map)
             maps.append(run.map)
-        results.append(ConfirmedConfig(label, number, space.patch_bytes(config), tuple(maps)))
-    runs = tuple(done.values())
-    versus = confirmed(runs, chosen.config.to_dict(), space.preset("full").to_dict())
-    assert versus is not None  # both were just retrained
-    return Confirmation(study_name, str(parsed), seed_list, tuple(results), versus)
+        return ConfirmedConfig(label, number, space.patch_bytes(config), tuple(maps))
+
+    def versus_full(config) -> Confirmed:
+        versus = confirmed(tuple(done.values()), config.to_dict(), space.preset("full").to_dict())
+        assert versus is not None  # both were retrained
+        return versus
+
+    results = [retrain(*w) for w in wanted]
+    versus = versus_full(chosen.config)
+    held = held_versus = None
+    if walk:
+        tolerance = parsed.value / 100.0
+        walked, last = chosen, versus
+        front = pareto_front([FrontPoint(r.number, r.map, r.patch_bytes)
+                              for r in searched_trials(records)])  # fmt: skip
+        by_number = {r.number: r for r in records}
+        larger = iter(p for p in front if p.bytes > chosen.patch_bytes)
+        while last.delta < -tolerance - 1e-12:
+            point = next(larger, None)
+            if point is None:
+                break
+            walked = by_number[point.number]
+            results.append(retrain("candidate", walked.number, walked.config))
+            last = versus_full(walked.config)
+        if last.delta >= -tolerance - 1e-12:
+            held, held_versus = walked.number, last
+    return Confirmation(
+        study_name, str(parsed), seed_list, tuple(results), versus, held, held_versus
+    )

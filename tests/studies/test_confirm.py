@@ -113,3 +113,72 @@ def test_confirm_refuses_a_storage_it_cannot_write_before_training(study, capsys
     assert err.count("\n") == 1 and "storage folder" in err, err
     monkeypatch.undo()
     assert not confirm_runs(load_study("glyphs", open_storage(url)))
+
+
+def test_walk_retrains_larger_front_trials_until_one_holds(
+    bench_study, tmp_path, monkeypatch, capsys
+):
+    from spotpatch._errors import UserError
+    from spotpatch.search import FrontPoint, pareto_front
+    from spotpatch.studies import _confirm, _run, evaluator_of, load_spec
+    from spotpatch.studies._report import searched_trials
+    from spotpatch.testing import StandInEvaluator
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    spec = bench_study(
+        tmp_path / "glyphs.toml",
+        "glyphs",
+        train={"steps": 2, "batch_size": 4},
+        search={"presets": ("head", "full"), "warm_start": "none", "storage": url,
+                "sampler": "random"},
+    )  # fmt: skip
+    real = evaluator_of(load_spec(spec), progress=False)
+
+    class ByBytes(StandInEvaluator):
+        """Trials and retrainings scored by bytes, in milliseconds: mAP ~ 0.8 * sqrt(bytes /
+        full bytes) and a little noise, so larger is better; the rest is the real one's."""
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    for module in (_run, _confirm):
+        monkeypatch.setattr(module, "evaluator_of", lambda *a, **k: ByBytes(real.space))
+    run_study(spec, trials=10, progress=False)
+    with pytest.raises(UserError, match="--walk needs a within"):
+        confirm_study("glyphs", storage=url, rule="knee", walk=True, progress=False)
+    tolerance = 30.0
+    result = confirm_study(
+        "glyphs", storage=url, rule="within=100", seeds=2, walk=True, progress=False
+    )
+    records = {r.number: r for r in trial_records(load_study("glyphs", open_storage(url)))}
+    front = pareto_front([FrontPoint(r.number, r.map, r.patch_bytes)
+                          for r in searched_trials(list(records.values()))])  # fmt: skip
+    # within=100 picks the smallest searched front trial, which holds at once.
+    assert [c.label for c in result.configs] == ["selected", "full"]
+    assert result.held == front[0].number == result.configs[0].trial
+    # A tighter distance walks up the front from the rule's pick, in order, to the first
+    # that holds.
+    result = confirm_study(
+        "glyphs", storage=url, rule=f"within={tolerance:g}", seeds=2, walk=True, progress=False
+    )
+    walked = [c for c in result.configs if c.label != "full"]
+    start = [p.number for p in front].index(walked[0].trial)
+    assert [c.trial for c in walked] == [p.number for p in front[start : start + len(walked)]]
+    full = next(c for c in result.configs if c.label == "full")
+    gaps = [100 * (c.mean - full.mean) for c in walked]
+    assert all(g < -tolerance for g in gaps[:-1]) and len(walked) > 1
+    if result.held is None:
+        assert walked[-1].trial == front[-1].number and gaps[-1] < -tolerance
+    else:
+        assert result.held == walked[-1].trial and gaps[-1] >= -tolerance
+        assert result.held_versus_full.delta == pytest.approx(gaps[-1] / 100)
+    # The command says the same, from the stored runs (nothing retrains).
+    capsys.readouterr()
+    assert main(["confirm", "glyphs", "--storage", url, "--select", f"within={tolerance:g}",
+                 "--seeds", "2", "--walk"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert " seed " not in out  # no retraining
+    if result.held is None:
+        assert "no searched front trial was confirmed within" in out
+    else:
+        assert f"confirmed: trial {result.held}, " in out
