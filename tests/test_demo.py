@@ -6,7 +6,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from spotpatch.cli import main
-from spotpatch.demo import DEMO_STEPS, DEMO_TASKS, DEMO_TRIALS, demo_spec, demo_steps
+from spotpatch.demo import (
+    DEMO_SAMPLER,
+    DEMO_STEPS,
+    DEMO_TASKS,
+    DEMO_TRIALS,
+    demo_spec,
+    demo_steps,
+)
 from spotpatch.studies import load_spec
 
 
@@ -21,6 +28,7 @@ def test_demo_specs_are_the_benchmark_specs_with_the_demo_budget(bench, tmp_path
     assert (spec.train.steps, spec.search.trials) == (DEMO_STEPS, DEMO_TRIALS)
     assert spec.search.presets == ("head", "full") and spec.search.storage == storage
     assert spec.search.warm_start == "relaxation"
+    assert spec.search.sampler == DEMO_SAMPLER == "neighbours"
     assert spec.data.train.is_file()
     # Nothing else changes: the same task, seed, base, space and search.
     bundled = load_spec(bench / "studies" / "glyphs.toml")
@@ -32,6 +40,7 @@ def test_demo_specs_are_the_benchmark_specs_with_the_demo_budget(bench, tmp_path
             trials=bundled.search.trials,
             storage=bundled.search.storage,
             presets=bundled.search.presets,
+            sampler=bundled.search.sampler,
         )
         == bundled.search
     )
