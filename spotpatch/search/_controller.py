@@ -326,7 +326,6 @@ class StudyController:
         sent an outcome. Failed with ``why`` and its config queued again, unless it is the
         :data:`MAX_ATTEMPTS` th run of that config in a row to fail (a retry of a retry...):
         then it stays failed, and counts."""
-
         runs = attempts(self.records(), trial.number)
         if runs < MAX_ATTEMPTS:
             self._retry(trial, why if raised else f"not finished: {why}")

@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from spotpatch.search._heartbeat import process_alive
@@ -81,18 +81,8 @@ def give_up(study, storage, number: int, why: str, runs: int) -> bool:
     """Fail trial ``number``, the ``runs`` th failed run of its config in a row, for good: its
     config is not queued again and it counts toward the study's total. Returns False when
     another process finished or failed it first."""
-    import optuna
-
-    trial_id = storage.get_trial_id_from_study_id_trial_number(
-        storage.get_study_id_from_name(study.study_name), number
-    )
-    try:
-        mark_failed(storage, trial_id, f"{why}; {runs} runs of this config in a row failed: "
-                    "not retried")  # fmt: skip
-        study.tell(number, state=optuna.trial.TrialState.FAIL)
-    except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError):
-        return False
-    return True
+    text = f"{why}; {runs} runs of this config in a row failed: not retried"
+    return _fail(study, storage, number, lambda trial_id: mark_failed(storage, trial_id, text))
 
 
 def retry_trial(
@@ -111,17 +101,25 @@ def retry_trial(
     it under the study's lock: a process stopped between the two steps leaves the config to
     :func:`recover_stale`.
     """
+    if not _fail(study, storage, number, lambda trial_id: mark_retried(storage, trial_id, why)):
+        return False
+    _queue_retry(study, number, params, config)
+    return True
+
+
+def _fail(study, storage, number: int, mark: Callable[[int], None]) -> bool:
+    """``mark`` trial ``number`` (by its storage id), then tell it FAIL; False when another
+    process finished or failed it first."""
     import optuna
 
     trial_id = storage.get_trial_id_from_study_id_trial_number(
         storage.get_study_id_from_name(study.study_name), number
     )
     try:
-        mark_retried(storage, trial_id, why)
+        mark(trial_id)
         study.tell(number, state=optuna.trial.TrialState.FAIL)
     except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError):
         return False
-    _queue_retry(study, number, params, config)
     return True
 
 

@@ -107,29 +107,22 @@ def select_point(
         raise UserError("the study has no completed trial to select from")
     if rule.kind == "knee":
         return knee_point(front, full_bytes)
-    if rule.kind == "within":
-        floor = front[-1].map - rule.value / 100.0
-        return next(p for p in front if p.map >= floor - 1e-12)
-    if rule.kind == "within-full":
-        if full_map is None:
+    if rule.kind == "within":  # the best reaches its own floor
+        return _smallest_reaching(front, front[-1].map - rule.value / 100.0)
+    if rule.kind in ("within-full", "min-map"):
+        if rule.kind == "min-map":
+            floor, wanted = rule.value, f"reaches mAP {rule.value:g}"
+        elif full_map is None:
             raise UserError(
                 f"rule {rule} needs the full fine-tune's trial: run the study with the preset full"
             )
-        floor = full_map - rule.value / 100.0
-        for p in front:
-            if p.map >= floor - 1e-12:
-                return p
-        raise UserError(
-            f"no trial comes within {rule.value:g} points of the full fine-tune's mAP "
-            f"{full_map:.4f} (rule {rule}); the best is {front[-1].map:.4f}"
-        )
-    if rule.kind == "min-map":
-        for p in front:
-            if p.map >= rule.value:
-                return p
-        raise UserError(
-            f"no trial reaches mAP {rule.value:g} (rule {rule}); the best is {front[-1].map:.4f}"
-        )
+        else:
+            floor = full_map - rule.value / 100.0
+            wanted = f"comes within {rule.value:g} points of the full fine-tune's {full_map:.4f}"
+        point = _smallest_reaching(front, floor)
+        if point is None:
+            raise UserError(f"no trial {wanted} (rule {rule}); the best is {front[-1].map:.4f}")
+        return point
     fits = [p for p in front if p.bytes <= rule.value]
     if not fits:
         raise UserError(
@@ -137,6 +130,11 @@ def select_point(
             f"the smallest has {front[0].bytes:,}"
         )
     return fits[-1]
+
+
+def _smallest_reaching(front: Sequence[FrontPoint], floor: float) -> FrontPoint | None:
+    """The smallest front point (``front`` is ordered by bytes) with mAP at least ``floor``."""
+    return next((p for p in front if p.map >= floor - 1e-12), None)
 
 
 @dataclass(frozen=True)

@@ -88,8 +88,9 @@ class Confirmation:
     seeds: tuple[int, ...]
     configs: tuple[ConfirmedConfig, ...]
     versus_full: Confirmed
-    #: With ``walk``: the smallest walked trial confirmed within D points (None: none was),
-    #: and its difference to the full fine-tune.
+    #: Whether it walked; then the smallest walked trial confirmed within D points (None: none
+    #: was), and its difference to the full fine-tune.
+    walk: bool = False
     held: int | None = None
     held_versus_full: Confirmed | None = None
 
@@ -103,7 +104,7 @@ class Confirmation:
             "configs": [asdict(c) | {"mean": c.mean, "sd": c.sd} for c in self.configs],
             "versus_full": asdict(self.versus_full),
         }
-        if any(c.label == "candidate" for c in self.configs) or self.held is not None:
+        if self.walk:
             out["held"] = self.held
             out["held_versus_full"] = (
                 asdict(self.held_versus_full) if self.held_versus_full else None
@@ -210,5 +211,5 @@ def confirm_study(
         if last.delta >= -tolerance - 1e-12:
             held, held_versus = walked.number, last
     return Confirmation(
-        study_name, str(parsed), seed_list, tuple(results), versus, held, held_versus
+        study_name, str(parsed), seed_list, tuple(results), versus, walk, held, held_versus
     )

@@ -133,7 +133,8 @@ def test_within_full_measures_from_the_full_fine_tune():
     # A lucky run above the full fine-tune does not raise the mark, unlike within's.
     assert select_point(POINTS, "within=1.0", FULL).number == 2
     assert select_point(POINTS, "within-full=1.0", FULL, full_map=0.30).number == 1
-    with pytest.raises(UserError, match="no trial comes within 1 points of the full"):
+    missing = "no trial comes within 1 points of the full fine-tune's 0.5"
+    with pytest.raises(UserError, match=missing):
         select_point(POINTS, "within-full=1", FULL, full_map=0.50)
     with pytest.raises(UserError, match="needs the full fine-tune's trial"):
         select_point(POINTS, "within-full=1", FULL)

@@ -83,6 +83,7 @@ def test_confirm_command(study, capsys):
                  "--json"]) == 0  # fmt: skip
     out = json.loads(capsys.readouterr().out)
     assert [c["label"] for c in out["configs"]] == ["selected", "full", "head"]
+    assert "held" not in out  # no walk
     # Measured from the full fine-tune's trial: 100 points below it, the smallest searched.
     assert main(["confirm", "glyphs", "--storage", url, "--seeds", "1",
                  "--select", "within-full=100", "--json"]) == 0  # fmt: skip
@@ -156,6 +157,7 @@ def test_walk_retrains_larger_front_trials_until_one_holds(
     # within=100 picks the smallest searched front trial, which holds at once.
     assert [c.label for c in result.configs] == ["selected", "full"]
     assert result.held == front[0].number == result.configs[0].trial
+    assert result.to_json()["held"] == result.held
     # A tighter distance walks up the front from the rule's pick, in order, to the first
     # that holds.
     result = confirm_study(
