@@ -16,7 +16,7 @@ from spotpatch.dashboard._across import AcrossTasks, across_tasks, number_text
 from spotpatch.dashboard._fleet_figures import difficulty_figure
 from spotpatch.dashboard._page import PageFigures, html_document
 from spotpatch.dashboard._page import page_text as _e
-from spotpatch.studies import FleetReport, TechniqueResult
+from spotpatch.studies import FleetReport, TechniqueResult, technique_text
 
 __all__ = ["across_section", "render_report_html", "write_report_html"]
 
@@ -25,7 +25,7 @@ def _cell(t: TechniqueResult | None) -> str:
     if t is None:
         return "<td>-</td>"
     hover = f"trial {t.trial}, {t.bytes:,} bytes"
-    return f'<td title="{_e(hover)}">{t.map:.3f} ({t.bytes_pct:.1f} %)</td>'
+    return f'<td title="{_e(hover)}">{_e(technique_text(t))}</td>'
 
 
 def _table(data: AcrossTasks) -> str:

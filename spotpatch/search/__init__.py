@@ -4,7 +4,8 @@ format of studies (``_record``: the one module that writes and reads trial and s
 
 Modules: ``_record`` (stored format), ``_controller`` (ask/tell), ``_trial`` and ``_runner`` (a
 trial's job, run anywhere, and its outcome), ``_heartbeat`` (liveness, host lock),
-``_recovery`` (stale trials), ``_early_stopping``, ``_progress``, ``_samplers``,
+``_recovery`` (stale trials), ``_repeats`` (configs run again with other seeds),
+``_early_stopping``, ``_progress``, ``_samplers``,
 ``_neighbours`` (the neighbours sampler, imported lazily), ``_relaxation``, ``_ray``
 (imported lazily), ``_pareto``, ``_select``.
 
@@ -51,6 +52,7 @@ from spotpatch.search._relaxation import (
     RelaxationResult,
     relax,
 )
+from spotpatch.search._repeats import REPEAT_TOLERANCE, next_repeat
 from spotpatch.search._runner import StudyRun, run_here, run_job, run_trials
 from spotpatch.search._samplers import SAMPLER_NAMES, make_sampler
 from spotpatch.search._select import (
@@ -66,6 +68,8 @@ from spotpatch.search._trial import TrialJob, TrialOutcome
 from spotpatch.spaces import parse_bytes
 
 __all__ = [
+    "REPEAT_TOLERANCE",
+    "next_repeat",
     "advisory_lock",
     "DEFAULT_LAMBDAS",
     "MAX_DUPLICATES",

@@ -45,6 +45,7 @@ from spotpatch.search._recovery import (
     recover_stale,
     retry_trial,
 )
+from spotpatch.search._repeats import next_repeat
 from spotpatch.search._trial import TrialJob, TrialOutcome
 from spotpatch.spaces import PRESETS, PatchConfig, PatchSpace
 
@@ -76,6 +77,9 @@ class StudyController:
         early_stopping: on when given.
         heartbeat: seconds between heartbeats of running trials.
         stale_after: a running trial with no heartbeat for this long is failed and retried.
+        repeats: runs, each with its own seed, of the configs that decide the selection (the
+            full fine-tune and the ``within-full=1`` pick; :func:`~spotpatch.search.next_repeat`)
+            before the sampler proposes; 1: none run twice.
 
     Example:
         >>> controller = StudyController(storage, "pets", space)  # doctest: +SKIP
@@ -95,6 +99,7 @@ class StudyController:
         early_stopping: EarlyStopping | None = None,
         heartbeat: float = 20.0,
         stale_after: float = 120.0,
+        repeats: int = 1,
     ):
         import optuna
         from optuna.distributions import CategoricalDistribution
@@ -105,6 +110,7 @@ class StudyController:
         self.artifact_store = artifact_store
         self.early_stopping = early_stopping
         self.stale_after = stale_after
+        self.repeats = repeats
         self.distributions = {
             label: CategoricalDistribution(space.choices(label)) for label in space.groups()
         }
@@ -222,13 +228,23 @@ class StudyController:
         return tensors
 
     def _ask_new(self, records: list[TrialRecord]):
-        """Ask for the next trial: a queued one as it is, else the sampler's proposal of a
-        config not trained yet. A proposal that trains the same tensors as a trained config is
-        told that trial's stored result (the sampler learns from it) and the sampler asked
-        again."""
+        """Ask for the next trial: a queued one as it is, else a repeat
+        (:func:`~spotpatch.search.next_repeat`, with ``repeats`` > 1), else the sampler's
+        proposal of a config not trained yet. A proposal that trains the same tensors as a
+        trained config is told that trial's stored result (the sampler learns from it) and the
+        sampler asked again."""
+        import optuna
+
         if self._sampler_for is not None:  # the study's lock is held: the index is ours
             self.study.sampler = self._sampler_for(claim_proposer(self.study))
             self._sampler_for = None
+        again = None
+        if not any(r.state == optuna.trial.TrialState.WAITING for r in records):
+            again = next_repeat(records, self.repeats)
+        if again is not None:  # a config that decides the selection, run with another seed
+            attrs = enqueue_attrs("repeat", repeat_of=again.number, config=again.config)
+            self.study.enqueue_trial(dict(again.params), user_attrs=attrs)
+            return self.study.ask(self.distributions)
         trained = {
             self._tensors_of(r.sites): r for r in records if r.complete and r.sites is not None
         }

@@ -23,7 +23,8 @@ can use it.
 With ``descent`` (the ``descent`` sampler of :func:`~spotpatch.search.make_sampler`), the
 sampler first walks down from the accurate end: it takes the smallest config whose score is
 within ``descent`` of the score of the study's largest config (the full fine-tune, when the
-study runs that preset) and proposes it
+study runs that preset; a config run more than once, ``search.repeats``, scores the mean of its
+runs) and proposes it
 with one stage made cheaper: the stage shared, or, where sharing it was tried and cost too
 much, the stage one kind weaker. A proposal that keeps the score within the tolerance becomes
 the next starting point; one that does not tells the sampler not to try anything weaker
@@ -43,7 +44,7 @@ import numpy as np
 import optuna
 
 from spotpatch.search._pareto import FrontPoint, pareto_front
-from spotpatch.search._record import RelaxationPhaseRecord, relaxation_record
+from spotpatch.search._record import RelaxationPhaseRecord, is_duplicate, relaxation_record
 
 __all__ = [
     "NeighbourSampler",
@@ -278,12 +279,23 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
         self, done: Sequence[Any], choices: Mapping[str, Sequence[Any]], tried: set[tuple]
     ) -> dict[str, Any] | None:
         """The next descent proposal, or None when the descent has nothing left to try."""
+        # Each config at the mean of its runs (repeats with other seeds); duplicates are none.
+        runs: dict[tuple, list[Any]] = {}
+        for t in done:
+            if not is_duplicate(t):
+                runs.setdefault(_key(t.params), []).append(t)
+        configs = [
+            (ts[0].params, sum(t.values[0] for t in ts) / len(ts), ts[0].values[1])
+            for ts in runs.values()
+        ]
+        if not configs:
+            return None
         # The mark: the score of the largest config (the full fine-tune), not the best score.
-        mark = max(done, key=lambda t: (t.values[1], t.values[0])).values[0] - self._descent
-        kept = [t for t in done if t.values[0] >= mark]
-        short = [t.params for t in done if t.values[0] < mark]
-        start = min(kept, key=lambda t: (t.values[1], -t.values[0]))
-        params = {g: v for g, v in start.params.items() if g in choices}
+        mark = max(configs, key=lambda c: (c[2], c[1]))[1] - self._descent
+        kept = [c for c in configs if c[1] >= mark]
+        short = [c[0] for c in configs if c[1] < mark]
+        start = min(kept, key=lambda c: (c[2], -c[1]))
+        params = {g: v for g, v in start[0].items() if g in choices}
         if len(params) != len(choices):
             return None
         rank = _ranks(choices)

@@ -9,14 +9,15 @@ budget: 0 for nothing, the best mAP for a free patch that reaches it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["FrontPoint", "pareto_front", "hypervolume", "knee_point"]
 
 
 @dataclass(frozen=True)
 class FrontPoint:
-    """A finished trial as the front sees it.
+    """A finished trial as the front sees it: ``map`` is the mean over ``runs`` runs of its
+    config (each with its own seed; ``number`` is the first of them).
 
     Example:
         >>> pareto_front([FrontPoint(0, 0.3, 100), FrontPoint(1, 0.2, 200)])
@@ -26,6 +27,7 @@ class FrontPoint:
     number: int
     map: float
     bytes: int
+    runs: int = field(default=1, repr=False)
 
 
 def pareto_front(points: Iterable[FrontPoint]) -> list[FrontPoint]:

@@ -27,8 +27,31 @@ class StudyProgress:
 
 
 def front_points(records: Sequence[TrialRecord]) -> list[FrontPoint]:
-    """Completed trials as (number, mAP, bytes) points."""
-    return [FrontPoint(r.number, r.map, r.patch_bytes) for r in records if r.complete]
+    """Completed configs as points: a config run more than once (a repeat with another seed)
+    is one point at the mean of its runs, numbered by its first trial.
+
+    A duplicate (a proposal told an earlier trial's result) stands for its config only where
+    ``records`` hold no run of it (a subset of a study's records, such as its searched trials
+    without the presets).
+    """
+    runs: dict[frozenset, list[TrialRecord]] = {}
+    for r in records:
+        if r.complete:
+            runs.setdefault(_key(r), []).append(r)
+    for r in records:
+        if r.duplicate_of is not None and r.map is not None and r.sites is not None:
+            runs.setdefault(_key(r), [r])
+    return sorted(
+        (
+            FrontPoint(rs[0].number, sum(r.map for r in rs) / len(rs), rs[0].patch_bytes, len(rs))
+            for rs in runs.values()
+        ),
+        key=lambda p: p.number,
+    )
+
+
+def _key(record: TrialRecord) -> frozenset:
+    return frozenset((record.sites or {}).items()) or frozenset({("#", record.number)})
 
 
 def summarize(records: Sequence[TrialRecord], total: int, full_bytes: int) -> StudyProgress:

@@ -9,8 +9,9 @@ system attributes for the heartbeat), so the study also opens with Optuna's own 
 A trial stores:
 
 - when asked: ``config`` ({site: kind}), ``patch_bytes``, ``preset`` (the fixed recipe it equals,
-  if any); from its enqueueing, ``source`` (``preset``, ``relaxation``, ``retry``; none for the
-  sampler's own) and ``retry_of``;
+  if any); from its enqueueing, ``source`` (``preset``, ``relaxation``, ``retry``, ``repeat``;
+  none for the sampler's own), ``retry_of`` and ``repeat_of`` (the trial whose config it runs
+  again with its own seed, to average out seed noise);
 - when told: ``map``, ``map50``, ``patch_bytes``, ``train_seconds``, ``eval_seconds``,
   ``config``, ``summary``, ``intermediate`` ({step: mAP}), ``artifact_id`` (its patch tensors in
   the artifact store) and ``artifact_sha256`` (the sha256 of that file's bytes, checked by
@@ -66,6 +67,7 @@ __all__ = [
     "write_confirm_run",
     "enqueue_attrs",
     "queued_config",
+    "is_duplicate",
     "write_asked",
     "write_result",
     "write_failure",
@@ -95,6 +97,7 @@ _PATCH_BYTES = "patch_bytes"
 _PRESET = "preset"
 _SOURCE = "source"
 _RETRY_OF = "retry_of"
+_REPEAT_OF = "repeat_of"
 _MAP = "map"
 _MAP50 = "map50"
 _TRAIN_SECONDS = "train_seconds"
@@ -107,9 +110,9 @@ _ERROR = "error"
 _PRUNED_AT = "pruned_at"
 _DUPLICATE_OF = "duplicate_of"
 
-#: Where a trial's config came from: the sampler, the warm start, a fixed recipe, or a retry of
-#: a trial that did not finish.
-SOURCES = ("sampler", "relaxation", "preset", "retry")
+#: Where a trial's config came from: the sampler, the warm start, a fixed recipe, a retry of a
+#: trial that did not finish, or a repeat of a finished one (another seed).
+SOURCES = ("sampler", "relaxation", "preset", "retry", "repeat")
 _ERROR_CHARS = 2000
 
 
@@ -343,6 +346,7 @@ class TrialRecord:
         error: why a failed trial failed.
         pruned_at: the step an early-stopped trial stopped at.
         retry_of: the trial whose config this one retries.
+        repeat_of: the trial whose config this one runs again with its own seed.
         duplicate_of: the trial that trained this config, when the sampler proposed it again
             (this trial holds that one's result and trained nothing).
         retried: a failed trial whose config a later trial took over.
@@ -368,6 +372,7 @@ class TrialRecord:
     pruned_at: int | None
     retry_of: int | None
     duplicate_of: int | None
+    repeat_of: int | None
     retried: bool
     heartbeat: Mapping[str, Any] | None
     started: datetime | None
@@ -447,6 +452,7 @@ def trial_record(trial) -> TrialRecord:
         pruned_at=_number(attrs.get(_PRUNED_AT), int),
         retry_of=_number(attrs.get(_RETRY_OF), int),
         duplicate_of=_number(attrs.get(_DUPLICATE_OF), int),
+        repeat_of=_number(attrs.get(_REPEAT_OF), int),
         retried=bool(trial.system_attrs.get(_RETRIED, False)),
         heartbeat=beat if isinstance(beat, dict) else None,
         started=trial.datetime_start,
@@ -460,7 +466,11 @@ def trial_records(study) -> list[TrialRecord]:
 
 # -- writing a trial ---------------------------------------------------------------------------
 def enqueue_attrs(
-    source: str, *, retry_of: int | None = None, config: PatchConfig | None = None
+    source: str,
+    *,
+    retry_of: int | None = None,
+    repeat_of: int | None = None,
+    config: PatchConfig | None = None,
 ) -> dict[str, Any]:
     """The attributes a queued trial carries (``study.enqueue_trial(..., user_attrs=)``).
 
@@ -470,9 +480,17 @@ def enqueue_attrs(
     attrs: dict[str, Any] = {_SOURCE: source}
     if retry_of is not None:
         attrs[_RETRY_OF] = retry_of
+    if repeat_of is not None:
+        attrs[_REPEAT_OF] = repeat_of
     if config is not None:
         attrs[_CONFIG] = config.to_dict()
     return attrs
+
+
+def is_duplicate(trial) -> bool:
+    """Whether a stored trial (an Optuna ``FrozenTrial``) holds another trial's result (the
+    sampler proposed a trained config again): it is not a run of its own."""
+    return trial.user_attrs.get(_DUPLICATE_OF) is not None
 
 
 def queued_config(trial) -> PatchConfig | None:
@@ -583,10 +601,12 @@ def completed_trial(
     artifact_id: str | None = None,
     artifact_sha256: str | None = None,
     duplicate_of: int | None = None,
+    repeat_of: int | None = None,
 ):
     """A completed Optuna trial holding ``result`` as :func:`write_result` stores it, for
     ``study.add_trials`` (with ``duplicate_of``: a proposal told trial ``duplicate_of``'s
-    result, as :func:`write_duplicate` stores it)."""
+    result, as :func:`write_duplicate` stores it; with ``repeat_of``: a run of trial
+    ``repeat_of``'s config with another seed)."""
     import optuna
 
     attrs = {
@@ -597,6 +617,8 @@ def completed_trial(
         attrs[_SOURCE] = source
     if duplicate_of is not None:
         attrs[_DUPLICATE_OF] = duplicate_of
+    if repeat_of is not None:
+        attrs[_REPEAT_OF] = repeat_of
     return optuna.trial.create_trial(
         values=[result.map, float(result.patch_bytes)],
         user_attrs=attrs,

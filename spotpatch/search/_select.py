@@ -7,8 +7,11 @@ Rules (mAP in [0, 1], distances in mAP points, so ``within=1.0`` means 0.01):
 - ``max-bytes=B``: the best mAP with at most B bytes (``B`` may end in kB, KiB, MB, MiB).
 - ``within=D``: the smallest patch within D points of the study's best mAP (the default, D=1.0).
 - ``within-full=D``: the smallest patch within D points of the full fine-tune's mAP (the
-  study's trial of the ``full`` preset): "as accurate as fine-tuning everything". Unlike
+  study's trials of the ``full`` preset): "as accurate as fine-tuning everything". Unlike
   ``within``, one lucky run of a large patch does not raise the mark.
+
+A config run more than once (``search.repeats``) counts at the mean of its runs, for every rule
+and for the full fine-tune's mark.
 
 The fleet plan picks one front point per study to maximize the mean mAP under a total byte
 budget: a multiple-choice knapsack, solved exactly by merging each study's choices into the
@@ -82,10 +85,11 @@ def parse_rule(text: str) -> SelectionRule:
 
 
 def full_fine_tune_map(records: Sequence[TrialRecord]) -> float | None:
-    """The full fine-tune's mAP in a study: its best completed run of the ``full`` preset's
-    config (queued as the preset or proposed), or None when it has none."""
+    """The full fine-tune's mAP in a study: the mean of its completed runs of the ``full``
+    preset's config (queued as the preset, proposed, or repeated with other seeds), or None
+    when it has none."""
     maps = [r.map for r in records if r.complete and r.preset == "full"]
-    return max(maps) if maps else None
+    return sum(maps) / len(maps) if maps else None
 
 
 def select_point(

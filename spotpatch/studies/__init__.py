@@ -29,6 +29,7 @@ from spotpatch.studies._report import (
     fleet_report,
     report_markdown,
     report_of,
+    technique_text,
 )
 from spotpatch.studies._run import open_controller, run_studies, run_study
 from spotpatch.studies._select import fleet_plan, selected_trial, spotpatch_studies
@@ -74,6 +75,7 @@ __all__ = [
     "FleetReport",
     "ReportClaims",
     "ReportRow",
+    "technique_text",
     "TechniqueResult",
     "claim_lines",
     "Confirmed",

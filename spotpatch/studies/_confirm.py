@@ -22,8 +22,8 @@ from spotpatch._errors import UserError
 from spotpatch.search import (
     DEFAULT_RULE,
     ConfirmRun,
-    FrontPoint,
     confirm_runs,
+    front_points,
     pareto_front,
     parse_rule,
     study_meta,
@@ -197,8 +197,7 @@ def confirm_study(
     if walk:
         tolerance = parsed.value / 100.0
         walked, last = chosen, versus
-        front = pareto_front([FrontPoint(r.number, r.map, r.patch_bytes)
-                              for r in searched_trials(records)])  # fmt: skip
+        front = pareto_front(front_points(searched_trials(records)))
         by_number = {r.number: r for r in records}
         larger = iter(p for p in front if p.bytes > chosen.patch_bytes)
         while last.delta < -tolerance - 1e-12:

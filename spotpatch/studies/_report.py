@@ -38,6 +38,7 @@ from spotpatch.search import (
     FrontPoint,
     TrialRecord,
     confirm_runs,
+    front_points,
     full_fine_tune_map,
     parse_rule,
     select_point,
@@ -50,6 +51,7 @@ from spotpatch.studies._select import spotpatch_studies
 __all__ = [
     "MATCH_TOLERANCE",
     "TechniqueResult",
+    "technique_text",
     "Confirmed",
     "ReportRow",
     "ReportClaims",
@@ -72,12 +74,14 @@ MATCH_TOLERANCE = 0.005
 
 @dataclass(frozen=True)
 class TechniqueResult:
-    """A patch in the table: its trial, val mAP, bytes and bytes as a % of the full detector."""
+    """A patch in the table: its (first) trial, val mAP (the mean over ``runs`` runs of its
+    config), bytes and bytes as a % of the full detector."""
 
     trial: int
     map: float
     bytes: int
     bytes_pct: float
+    runs: int = 1
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,7 @@ class ReportRow:
     Attributes:
         study: the study (its task).
         difficulty: full fine-tune mAP minus head-only mAP (None without both).
-        techniques: preset name -> its best completed trial in the study.
+        techniques: preset name -> its result in the study (the mean of its runs).
         selected: the searched patch the rule picks (None: no searched trial, or none fits).
         delta_vs_full: the selected patch's mAP minus the full fine-tune's (None without both):
             their mean mAPs over retrainings where ``confirmed``, single runs elsewhere.
@@ -210,26 +214,38 @@ class FleetReport:
         }
 
 
-def _result(record: TrialRecord, full_bytes: int) -> TechniqueResult:
+def _result(point: FrontPoint, full_bytes: int) -> TechniqueResult:
     return TechniqueResult(
-        trial=record.number,
-        map=record.map,
-        bytes=record.patch_bytes,
-        bytes_pct=100.0 * record.patch_bytes / full_bytes,
+        trial=point.number,
+        map=point.map,
+        bytes=point.bytes,
+        bytes_pct=100.0 * point.bytes / full_bytes,
+        runs=point.runs,
     )
 
 
+def _runs_of(record: TrialRecord, records: Sequence[TrialRecord]) -> FrontPoint:
+    """A trial's config as a point at the mean of its completed runs in ``records``."""
+    maps = [r.map for r in records if r.complete and r.sites == record.sites]
+    return FrontPoint(record.number, sum(maps) / len(maps), record.patch_bytes, len(maps))
+
+
 def _queued_as_preset(records: Sequence[TrialRecord]) -> set[int]:
-    """The trials queued as presets, and the retries of those."""
+    """The trials queued as presets, and the retries and repeats of those."""
     by_number = {r.number: r for r in records}
     out = set()
     for r in records:
         origin = r
-        while origin.source == "retry" and origin.retry_of in by_number:
-            origin = by_number[origin.retry_of]
+        while (back := _queued_after(origin)) in by_number:
+            origin = by_number[back]
         if origin.source == "preset":
             out.add(r.number)
     return out
+
+
+def _queued_after(record: TrialRecord) -> int | None:
+    """The trial whose config a retry or a repeat runs again, else None."""
+    return {"retry": record.retry_of, "repeat": record.repeat_of}.get(record.source)
 
 
 def searched_trials(records: Sequence[TrialRecord]) -> list[TrialRecord]:
@@ -252,7 +268,7 @@ def selected_searched(
     searched = searched_trials(records)
     if not searched:
         return None, "no searched trial yet"
-    points = [FrontPoint(r.number, r.map, r.patch_bytes) for r in searched]
+    points = front_points(searched)
     try:
         point = select_point(points, rule, full_bytes, full_map=full_fine_tune_map(records))
     except UserError as e:
@@ -261,7 +277,8 @@ def selected_searched(
 
 
 def preset_runs(records: Sequence[TrialRecord]) -> dict[str, TrialRecord]:
-    """Each preset's best completed trial among those queued as presets."""
+    """Each preset's first completed trial among those queued as presets (its repeats, if
+    any, follow it: :func:`~spotpatch.search.front_points` averages them)."""
     queued_as_preset = _queued_as_preset(records)
     best: dict[str, TrialRecord] = {}
     for preset in PRESETS:
@@ -270,8 +287,8 @@ def preset_runs(records: Sequence[TrialRecord]) -> dict[str, TrialRecord]:
             for r in records
             if r.complete and r.preset == preset and r.number in queued_as_preset
         ]
-        if runs:  # a preset retried: its best run
-            best[preset] = max(runs, key=lambda r: (r.map, -r.number))
+        if runs:
+            best[preset] = min(runs, key=lambda r: r.number)
     return best
 
 
@@ -284,17 +301,19 @@ def report_row(
 ) -> ReportRow:
     """One study's row, from its trial records (and its retrainings, ``runs``)."""
     presets = preset_runs(records)
-    techniques = {p: _result(r, full_bytes) for p, r in presets.items()}
-    searched = searched_trials(records)
+    techniques = {p: _result(_runs_of(r, records), full_bytes) for p, r in presets.items()}
+    searched = front_points(searched_trials(records))
     unmatched = tuple(
         preset
         for preset, t in techniques.items()
         if not any(
-            r.map >= t.map - MATCH_TOLERANCE - 1e-12 and r.patch_bytes <= t.bytes for r in searched
+            p.map >= t.map - MATCH_TOLERANCE - 1e-12 and p.bytes <= t.bytes for p in searched
         )
     )
     chosen, note = selected_searched(records, full_bytes, rule)
-    selected = _result(chosen, full_bytes) if chosen is not None else None
+    selected = None
+    if chosen is not None:
+        selected = _result(next(p for p in searched if p.number == chosen.number), full_bytes)
     head, full = techniques.get("head"), techniques.get("full")
     check = None
     if chosen is not None and "full" in presets:
@@ -389,8 +408,13 @@ def fleet_report(storage, rule: str = DEFAULT_RULE) -> FleetReport:
 
 
 # -- as text -----------------------------------------------------------------------------------
-def _cell(t: TechniqueResult | None) -> str:
-    return "-" if t is None else f"{t.map:.3f} ({t.bytes_pct:.1f} %)"
+def technique_text(t: TechniqueResult | None) -> str:
+    """A technique's cell: ``0.712 (22.0 %)``, with ``, mean of 2 runs`` for a config run
+    again with other seeds."""
+    if t is None:
+        return "-"
+    runs = f", mean of {t.runs} runs" if t.runs > 1 else ""
+    return f"{t.map:.3f} ({t.bytes_pct:.1f} %{runs})"
 
 
 def _number(value: float | None, fmt: str) -> str:
@@ -436,8 +460,8 @@ def report_markdown(report: FleetReport) -> str:
         cells = [
             r.study,
             _number(r.difficulty, ".3f"),
-            *(_cell(r.techniques.get(t)) for t in report.techniques),
-            _cell(r.selected),
+            *(technique_text(r.techniques.get(t)) for t in report.techniques),
+            technique_text(r.selected),
             delta_text(r),
         ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -10,6 +10,8 @@ import functools
 import logging
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -102,6 +104,7 @@ def open_controller(spec: StudySpec, evaluator: PatchEvaluator | None = None) ->
         sampler_for=sampler,
         artifact_store=artifact_store(meta.artifacts),
         early_stopping=early,
+        repeats=spec.search.repeats,
     )
 
 
@@ -274,10 +277,24 @@ def _run_ray(specs, runs, on_progress) -> dict[str, StudyProgress]:
     )
 
 
+def stop_with_parent(every: float = 2.0) -> None:
+    """Interrupt this process, as Ctrl-C would (its trial fails and is retried), once the
+    process that started it is gone: a driver killed outright leaves no worker training on."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
+
+
 def _worker(specs: list[StudySpec], threads: int) -> None:
     """One local worker process: its own evaluators, the shared studies."""
     import torch
 
+    stop_with_parent()
     torch.set_num_threads(threads)
     runs = [_study_run(spec, open_controller(spec)) for spec in specs]
     try:

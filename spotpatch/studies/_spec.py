@@ -109,6 +109,7 @@ class SearchSpec:
     checkpoints: tuple[float, ...] = (0.33, 0.67)
     relaxation_lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     presets: tuple[str, ...] = ()
+    repeats: int = 1
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
         "artifacts": ("path",),
         "ray_address": (str,),
         "early_stopping": (bool,),
+        "repeats": (int, _at_least(1)),
         "checkpoints": (list, _fraction_list, float),
         "relaxation_lambdas": (
             list,

@@ -150,7 +150,8 @@ def synthetic_study(
     classes: tuple[str, ...] = ("cat", "dog"),
 ):
     """Create study ``name`` in ``storage`` with ``trials`` completed trials (presets ``head`` and
-    ``full`` first, then the warm start's configs when ``warm_start``, then random ones) and
+    ``full`` first, then the warm start's configs when ``warm_start``, then random ones, no
+    config twice) and
     ``failed`` failed ones. With ``artifacts`` (a folder) every completed trial gets its patch
     tensors as an artifact there, its sha256 recorded as a run records it. Returns the Optuna
     study.
@@ -192,7 +193,8 @@ def synthetic_study(
         phases = []
         for lam, level in ((0.05, 1.2), (0.2, 0.8), (0.8, 0.4)):
             config, probabilities = relaxed(level)
-            queue.append((config, "relaxation", None))
+            if all(config != c for c, _, _ in queue):  # queued once, as a study queues it
+                queue.append((config, "relaxation", None))
             phases.append(
                 RelaxationPhase(
                     lam=lam,
@@ -210,7 +212,8 @@ def synthetic_study(
                 kind = "bn"
             if kind != "shared":
                 config[site] = kind
-        queue.append((config, "sampler", None))
+        if all(config != c for c, _, _ in queue):  # as a study, each config trained once
+            queue.append((config, "sampler", None))
     made = []
     span = math.log(full_bytes / head_bytes)
     for number, (config, source, preset) in enumerate(queue[:trials]):

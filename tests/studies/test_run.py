@@ -255,3 +255,40 @@ def test_a_trial_failing_on_ray_is_recorded_with_its_error_and_asked_again(study
     assert first.error == "RuntimeError: the worker ran out of luck"
     assert [r.complete for r in rest] == [True, True]
     assert [r.retry_of for r in rest].count(first.number) == 1
+
+
+_ORPHAN = """
+import multiprocessing, sys, time
+from pathlib import Path
+
+def child(out):
+    from spotpatch.studies._run import stop_with_parent
+    stop_with_parent(every=0.1)
+    Path(out + ".started").write_text("")
+    try:
+        time.sleep(60)
+    except KeyboardInterrupt:
+        Path(out).write_text("interrupted")
+
+if __name__ == "__main__":
+    p = multiprocessing.get_context("spawn").Process(target=child, args=(sys.argv[1],))
+    p.start()
+    p.join()
+"""
+
+
+def test_a_worker_stops_when_its_driver_is_killed(tmp_path):
+    script, out = tmp_path / "driver.py", tmp_path / "child"
+    script.write_text(_ORPHAN)
+    driver = subprocess.Popen([sys.executable, str(script), str(out)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "child.started").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        driver.send_signal(signal.SIGKILL)  # no handler runs: the worker must notice itself
+        driver.wait()
+        while not out.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert out.read_text() == "interrupted"
+    finally:
+        driver.kill()

@@ -1,0 +1,69 @@
+"""Which config to run again with another seed, so that selection does not rest on luck.
+
+One run of a config moves by about a point of mAP from seed to seed, the size of the tolerance
+a selection rule uses: the smallest patch within a point of the full fine-tune is then the
+luckiest run among many small ones, and the full fine-tune's own run sets the mark. With
+``repeats`` > 1 (``search.repeats``), before the sampler proposes a new config the study runs
+again, until each has ``repeats`` runs,
+
+1. the full fine-tune (the ``full`` preset's config): its mean is the mark, and
+2. the config the ``within-full`` rule picks at the mean of its runs (the smallest within
+   ``tolerance`` of that mark).
+
+A pick whose next run pulls its mean below the mark stops being the pick; the next smallest
+config that reaches the mark is then run again. Every rule and the descent read configs at the
+mean of their runs (:func:`~spotpatch.search.front_points`), so each repeat is one trial spent
+where the study's answer is decided.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from spotpatch.search._pareto import pareto_front
+from spotpatch.search._progress import front_points
+from spotpatch.search._record import TrialRecord
+from spotpatch.search._select import _smallest_reaching, full_fine_tune_map
+
+__all__ = ["REPEAT_TOLERANCE", "next_repeat"]
+
+#: How close (in mAP) to the full fine-tune's mean a config must be to be the pick that repeats
+#: confirm: the ``within-full=1`` rule's point.
+REPEAT_TOLERANCE = 0.01
+
+
+def next_repeat(
+    records: Sequence[TrialRecord], repeats: int, tolerance: float = REPEAT_TOLERANCE
+) -> TrialRecord | None:
+    """The trial whose config should run again now (see the module's doc), or None.
+
+    A config counts its completed runs and those queued or running, so parallel workers do not
+    run it more than ``repeats`` times.
+    """
+    import optuna
+
+    if repeats <= 1:
+        return None
+    S = optuna.trial.TrialState
+    live = [
+        r
+        for r in records
+        if r.sites is not None
+        and (r.complete or (r.state in (S.RUNNING, S.WAITING) and r.duplicate_of is None))
+    ]
+
+    def runs(record: TrialRecord) -> int:
+        return sum(r.sites == record.sites for r in live)
+
+    full = [r for r in records if r.complete and r.preset == "full"]
+    if not full:
+        return None
+    if runs(full[0]) < repeats:
+        return full[0]
+    pick = _smallest_reaching(
+        pareto_front(front_points(records)), full_fine_tune_map(records) - tolerance
+    )
+    if pick is None:
+        return None
+    record = next(r for r in records if r.number == pick.number)
+    return record if runs(record) < repeats else None

@@ -1,0 +1,130 @@
+"""Configs run again with other seeds: which ones (:func:`next_repeat`), how a study reads them
+(the mean of their runs) and the controller running them."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import torch
+
+from spotpatch.evaluators import EvalResult
+from spotpatch.search import (
+    StudyController,
+    front_points,
+    full_fine_tune_map,
+    make_sampler,
+    next_repeat,
+    pareto_front,
+    run_trials,
+    select_point,
+)
+from spotpatch.studies import artifact_store, open_storage
+
+S = optuna.trial.TrialState
+
+
+def _record(number, sites, value, size, *, preset=None, state=S.COMPLETE, duplicate_of=None):
+    return SimpleNamespace(
+        number=number,
+        sites={"s": sites},
+        map=value if state == S.COMPLETE or duplicate_of is not None else None,
+        patch_bytes=size,
+        preset=preset,
+        state=state,
+        duplicate_of=duplicate_of,
+        complete=state == S.COMPLETE and duplicate_of is None,
+    )
+
+
+def test_a_config_run_twice_is_one_point_at_its_mean():
+    records = [
+        _record(0, "full", 0.80, 100, preset="full"),
+        _record(1, "a", 0.70, 30),
+        _record(2, "full", 0.84, 100, preset="full"),
+        _record(3, "a", 0.70, 30, duplicate_of=1),  # the same run: not a second one
+        _record(4, "b", None, 50, state=S.FAIL),
+    ]
+    points = front_points(records)
+    assert [(p.number, p.runs) for p in points] == [(0, 2), (1, 1)]
+    assert points[0].map == pytest.approx(0.82) and points[0].bytes == 100
+    # A duplicate stands for its config where the records hold no run of it.
+    assert [(p.number, p.map) for p in front_points(records[3:])] == [(3, 0.70)]
+
+
+def test_the_full_fine_tune_runs_again_first_then_the_pick():
+    full = _record(0, "full", 0.80, 100, preset="full")
+    small, mid = _record(1, "small", 0.795, 20), _record(2, "mid", 0.81, 50)
+    assert next_repeat([full, small, mid], 1) is None  # repeats off
+    assert next_repeat([small, mid], 2) is None  # no mark without the full fine-tune
+    assert next_repeat([full, small, mid], 2).number == 0
+    # Its second run in flight counts: the pick (the smallest within a point of it) is next.
+    running = _record(3, "full", None, 100, preset="full", state=S.RUNNING)
+    assert next_repeat([full, small, mid, running], 2).number == 1
+    again = _record(3, "full", 0.80, 100, preset="full")
+    assert next_repeat([full, small, mid, again], 2).number == 1
+    assert next_repeat([full, small, mid, again], 3).number == 0
+    # The pick's second run pulls its mean (0.775) below the mark (0.79): the next smallest
+    # within a point is the pick now, and it has one run.
+    unlucky = _record(4, "small", 0.755, 20)
+    assert next_repeat([full, small, mid, again, unlucky], 2).number == 2
+    lucky = _record(4, "small", 0.80, 20)
+    assert next_repeat([full, small, mid, again, lucky], 2) is None  # decided
+
+
+class NoisyEvaluator:
+    """Scores a config by its bytes (a quarter of the full detector's reaches the full score)
+    plus a seed's noise; records every (config, seed)."""
+
+    def __init__(self, space):
+        self.space = space
+        self.calls: list[tuple[dict, int]] = []
+
+    def evaluate(self, config, *, callback=None, fractions=(), seed=0):
+        self.calls.append((config.to_dict(), seed))
+        size = self.space.patch_bytes(config)
+        value = 0.5 * min(1.0, 4 * size / self.space.full_bytes()) + 0.004 * (seed % 3)
+        return EvalResult(value, value, size, 0.1, 0.1, config, {"x": torch.zeros(3)}, ())
+
+
+def test_a_study_with_repeats_runs_the_full_fine_tune_and_its_pick_twice(tmp_path, random_base):
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db")
+    optuna.create_study(study_name="t", storage=storage, directions=["maximize", "minimize"])
+    space = random_base.space(3, granularity="stage")
+    controller = StudyController(
+        storage,
+        "t",
+        space,
+        sampler=make_sampler("descent", 0, groups=space.stage_gates(), cost=space.gates_bytes),
+        artifact_store=artifact_store(tmp_path / "art"),
+        repeats=2,
+    )
+    with controller.exclusive():
+        controller.enqueue([space.preset("full")], source="preset")
+    evaluator = NoisyEvaluator(space)
+    state = run_trials(controller, evaluator, 12, seed=7)
+    assert state.done == 12 and len(evaluator.calls) == 12  # repeats count toward the total
+    records = controller.records()
+    repeats = [r for r in records if r.source == "repeat"]
+    by_number = {r.number: r for r in records}
+    full = by_number[0]
+    assert full.preset == "full" and any(r.repeat_of == 0 for r in repeats)
+    for r in repeats:  # the same config, its own seed
+        assert r.sites == by_number[r.repeat_of].sites and r.complete
+    seeds = [seed for sites, seed in evaluator.calls if sites == full.sites]
+    assert len(seeds) == 2 and len(set(seeds)) == 2
+    # Nothing ran more than twice; besides the full fine-tune, picks ran twice. The pick at
+    # the end has two runs, unless the last trial found it (no trial is left to repeat it).
+    runs = [tuple(sorted(r.sites.items())) for r in records if r.complete]
+    assert max(runs.count(k) for k in runs) == 2
+    assert any(r.repeat_of != 0 for r in repeats)
+    points = front_points(records)
+    pick = select_point(
+        pareto_front(points),
+        "within-full=1",
+        space.full_bytes(),
+        full_map=full_fine_tune_map(records),
+    )
+    assert pick.bytes < full.patch_bytes
+    assert pick.runs == 2 or pick.number == records[-1].number
