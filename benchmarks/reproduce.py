@@ -1,9 +1,10 @@
 """The comparison across all ten bundled tasks, as `spotpatch report` prints it.
 
 Every task gets the same budget: ``--steps`` per trial (150 by default, the demo's) and
-``--trials`` per study (24), counting the presets (every technique) and the warm start's
-configs. The ten study files go to one ``spotpatch run``; then ``spotpatch report`` writes the
-table and the claims. Everything resumes: run it again to finish a stopped run.
+``--trials`` per study (the bundled specs' 30), counting the presets (every technique), the
+warm start's configs and the repeats (``search.repeats = 2``: the full fine-tune and the config
+the selection picks run with a second seed). The ten study files go to one ``spotpatch run``;
+then ``spotpatch report`` writes the table and the claims. Everything resumes: run it again to finish a stopped run.
 
     python benchmarks/reproduce.py --out runs/reproduce --workers 2
 
@@ -40,19 +41,21 @@ def study_files(
     out: Path,
     *,
     steps: int,
-    trials: int,
+    trials: int | None,
     device: str,
     seed: int,
     tasks: list[str] | None = None,
     sampler: str | None = None,
     lambdas: tuple[float, ...] | None = None,
     presets: tuple[str, ...] | None = None,
+    repeats: int | None = None,
     bench: Path | None = None,
 ) -> list[Path]:
     """The bundled benchmark under ``out/bench`` (written once) and one study file per task
     under ``out/studies``, all on one storage, at one budget. ``tasks`` (default: all ten),
-    ``sampler``, ``lambdas`` (the warm start's penalty path) and ``presets`` replace the
-    bundled specs'. ``bench``: a benchmark written before (with the same seed) to reuse."""
+    ``trials``, ``sampler``, ``lambdas`` (the warm start's penalty path), ``presets`` and
+    ``repeats`` replace the bundled specs' (None: theirs). ``bench``: a benchmark written before
+    (with the same seed) to reuse."""
     bench = bench or out / "bench"
     if not all((bench / "studies" / f"{t.name}.toml").is_file() for t in BENCHMARK_TASKS):
         write_benchmark(bench, seed=seed, overwrite=True)
@@ -62,7 +65,11 @@ def study_files(
         if tasks and task.name not in tasks:
             continue
         spec = load_spec(bench / "studies" / f"{task.name}.toml")
-        search = replace(spec.search, trials=trials, storage=storage)
+        search = replace(spec.search, storage=storage)
+        if trials is not None:
+            search = replace(search, trials=trials)
+        if repeats is not None:
+            search = replace(search, repeats=repeats)
         if sampler is not None:
             search = replace(search, sampler=sampler)
         if lambdas is not None:
@@ -83,7 +90,10 @@ def main_(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/reproduce"))
     parser.add_argument("--steps", type=int, default=150, help="steps per trial (default 150)")
-    parser.add_argument("--trials", type=int, default=24, help="trials per task (default 24)")
+    parser.add_argument("--trials", type=int, help="trials per task (default: the specs', 30)")
+    parser.add_argument(
+        "--repeats", type=int, help="runs of the full fine-tune and the pick (default: 2)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="trials at once (default 1)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
     parser.add_argument("--seed", type=int, default=0, help="benchmark seed (default 0)")
@@ -119,8 +129,12 @@ def main_(argv: list[str] | None = None) -> int:
         sampler=args.sampler,
         lambdas=tuple(args.lambdas) if args.lambdas else None,
         presets=tuple(args.presets) if args.presets else None,
+        repeats=args.repeats,
         bench=args.bench.resolve() if args.bench else None,
     )
+    specs = [load_spec(f) for f in files]
+    trials = sorted({s.search.trials for s in specs})
+    repeats = sorted({s.search.repeats for s in specs})
     start = time.perf_counter()
     code = main(["run", *map(str, files), "--workers", str(args.workers)])
     seconds = time.perf_counter() - start
@@ -134,7 +148,8 @@ def main_(argv: list[str] | None = None) -> int:
         "seconds": round(seconds, 1),
         "machine": _machine(args.device),
         "steps": args.steps,
-        "trials": args.trials,
+        "trials": trials[0] if len(trials) == 1 else trials,
+        "repeats": repeats[0] if len(repeats) == 1 else repeats,
         "workers": args.workers,
         "tasks": len(files),
         "sampler": args.sampler,
@@ -143,7 +158,7 @@ def main_(argv: list[str] | None = None) -> int:
     }
     (out / "run.json").write_text(json.dumps(run, indent=2), encoding="utf-8")
     print(text)
-    print(f"{len(files)} studies x {args.trials} trials at {args.steps} steps, "
+    print(f"{len(files)} studies x {run['trials']} trials at {args.steps} steps, "
           f"{args.workers} workers: {seconds:.0f} s on {run['machine']}")  # fmt: skip
     return 0
 

@@ -242,6 +242,7 @@ def test_study_tomls_parse_and_point_at_the_data(full: Path) -> None:
             "norm_lr_scale": 3.0,
             "lora_lr_scale": 3.0,
         }
-        assert spec["search"]["trials"] == 24 and spec["search"]["sampler"] == "descent"
+        assert spec["search"]["trials"] == 30 and spec["search"]["sampler"] == "descent"
+        assert spec["search"]["repeats"] == 2
         assert spec["search"]["storage"] == DEFAULT_STORAGE
     assert study_spec(BENCHMARK_TASKS[0], full, seed=7).seed == 7
