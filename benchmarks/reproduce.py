@@ -4,7 +4,8 @@ Every task gets the same budget: ``--steps`` per trial (150 by default, the demo
 ``--trials`` per study (the bundled specs' 30), counting the presets (every technique), the
 warm start's configs and the repeats (``search.repeats = 2``: the full fine-tune and the config
 the selection picks run with a second seed). The ten study files go to one ``spotpatch run``;
-then ``spotpatch report`` writes the table and the claims. Everything resumes: run it again to finish a stopped run.
+then ``spotpatch report`` writes the table and the claims. Everything resumes: run it again to
+finish a stopped run.
 
     python benchmarks/reproduce.py --out runs/reproduce --workers 2
 
