@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spotpatch.studies import FleetReport, TechniqueResult, claim_lines, delta_text
+from spotpatch.studies import (
+    FleetReport,
+    TechniqueResult,
+    claim_lines,
+    delta_text,
+    held_header,
+    held_text,
+)
 
 __all__ = ["AcrossRow", "DifficultyPoint", "AcrossTasks", "across_tasks", "number_text"]
 
@@ -28,6 +35,8 @@ class AcrossRow:
         delta: ``selected``'s mAP minus the full fine-tune's, in mAP points, as the report
             prints it (with its spread and seeds where ``spotpatch confirm`` retrained both).
         note: why ``selected`` is None, when it is.
+        held: the smallest searched patch retrained within the rule's distance of the full
+            fine-tune, as the report prints it (``-`` without retrainings).
     """
 
     study: str
@@ -36,6 +45,7 @@ class AcrossRow:
     selected: TechniqueResult | None
     delta: str
     note: str | None
+    held: str = "-"
 
 
 @dataclass(frozen=True)
@@ -61,11 +71,12 @@ class AcrossTasks:
     rule: str
     techniques: tuple[str, ...]
     rows: tuple[AcrossRow, ...]
-    claims: tuple[str, str, str]
+    claims: tuple[str, ...]
     notes: tuple[str, ...]
     points: tuple[DifficultyPoint, ...]
     rho: float | None
     p_value: float | None
+    held_header: str | None = None
 
 
 def number_text(value: float | None, spec: str) -> str:
@@ -83,6 +94,7 @@ def across_tasks(report: FleetReport) -> AcrossTasks:
             selected=r.selected,
             delta=delta_text(r),
             note=r.note,
+            held=held_text(r),
         )
         for r in report.rows
     )
@@ -101,4 +113,5 @@ def across_tasks(report: FleetReport) -> AcrossTasks:
         points=points,
         rho=claims.rho,
         p_value=claims.p_value,
+        held_header=held_header(claims),
     )

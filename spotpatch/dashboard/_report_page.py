@@ -35,11 +35,13 @@ def _table(data: AcrossTasks) -> str:
         *data.techniques,
         f"searched ({data.rule})",
         "Δ mAP vs full (points)",
+        *([data.held_header] if data.held_header else []),
     ]
+    held = (lambda r: f"<td>{_e(r.held)}</td>") if data.held_header else (lambda r: "")
     rows = "".join(
         f"<tr><td>{_e(r.study)}</td><td>{number_text(r.difficulty, '.3f')}</td>"
         + "".join(_cell(t) for t in r.techniques)
-        + f"{_cell(r.selected)}<td>{_e(r.delta)}</td></tr>"
+        + f"{_cell(r.selected)}<td>{_e(r.delta)}</td>{held(r)}</tr>"
         for r in data.rows
     )
     header = "".join(f"<th>{_e(h)}</th>" for h in head)

@@ -21,6 +21,9 @@ selection rule picks among them.
 Where ``spotpatch confirm`` retrained the selected patch and the full fine-tune with other
 seeds, the difference to the full fine-tune is the difference of their mean mAPs, shown with
 its standard deviation and the number of seeds; elsewhere it is the difference of single runs.
+With a ``within=D`` or ``within-full=D`` rule, each row also names the smallest searched patch
+whose retrainings come within D points of the full fine-tune's (``held``: the answer
+``confirm --walk`` finds), and claim (d) counts the studies that have one.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ __all__ = [
     "MATCH_TOLERANCE",
     "TechniqueResult",
     "technique_text",
+    "held_text",
+    "held_header",
     "Confirmed",
     "ReportRow",
     "ReportClaims",
@@ -147,6 +152,10 @@ class ReportRow:
         unmatched: the presets no searched trial matches (see :data:`MATCH_TOLERANCE`).
         note: why ``selected`` is None, when it is.
         confirmed: the retrainings of the selected patch and the full fine-tune, if any.
+        held: the smallest searched patch retrained within the rule's D points of the full
+            fine-tune's retrainings (``within`` and ``within-full`` rules), if any.
+        held_confirmed: its retrainings against the full fine-tune's.
+        retrained: how many searched configs were retrained against the full fine-tune.
     """
 
     study: str
@@ -157,6 +166,9 @@ class ReportRow:
     unmatched: tuple[str, ...]
     note: str | None = None
     confirmed: Confirmed | None = None
+    held: TechniqueResult | None = None
+    held_confirmed: Confirmed | None = None
+    retrained: int = 0
 
     @property
     def has_presets(self) -> bool:
@@ -183,6 +195,11 @@ class ReportClaims:
         p_value: its two-sided p-value.
         correlated: the studies ``rho`` is computed on.
         notes: one line per study left out of a claim, saying why.
+        tolerance: the rule's D in mAP points (``within`` and ``within-full`` rules), else
+            None: claim (d) is made only with one.
+        retrained: studies where searched configs and the full fine-tune were retrained.
+        held: of those, the studies with a patch retrained within D of the full fine-tune.
+        mean_held_pct: the mean bytes % of those patches (None: none).
     """
 
     matched: int
@@ -194,6 +211,10 @@ class ReportClaims:
     p_value: float | None
     correlated: tuple[str, ...]
     notes: tuple[str, ...]
+    tolerance: float | None = None
+    retrained: int = 0
+    held: int = 0
+    mean_held_pct: float | None = None
 
 
 @dataclass(frozen=True)
@@ -316,8 +337,25 @@ def report_row(
         selected = _result(next(p for p in searched if p.number == chosen.number), full_bytes)
     head, full = techniques.get("head"), techniques.get("full")
     check = None
-    if chosen is not None and "full" in presets:
-        check = confirmed(runs, chosen.sites or {}, presets["full"].sites or {})
+    held = held_check = None
+    retrained = 0
+    if "full" in presets:
+        full_sites = presets["full"].sites or {}
+        if chosen is not None:
+            check = confirmed(runs, chosen.sites or {}, full_sites)
+        by_number = {r.number: r for r in records}
+        checks = [
+            (p, confirmed(runs, by_number[p.number].sites or {}, full_sites))
+            for p in sorted(searched, key=lambda p: (p.bytes, p.number))
+        ]
+        checks = [(p, c) for p, c in checks if c is not None]
+        retrained = len(checks)
+        if rule.kind in ("within", "within-full"):
+            tolerance = rule.value / 100.0
+            point, held_check = next(
+                ((p, c) for p, c in checks if c.delta >= -tolerance - 1e-12), (None, None)
+            )
+            held = _result(point, full_bytes) if point is not None else None
     delta = None
     if check is not None:
         delta = check.delta
@@ -332,6 +370,9 @@ def report_row(
         unmatched=unmatched,
         note=note,
         confirmed=check,
+        held=held,
+        held_confirmed=held_check,
+        retrained=retrained,
     )
 
 
@@ -339,8 +380,9 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def report_claims(rows: Sequence[ReportRow]) -> ReportClaims:
-    """The claims (a), (b) and (c) from the rows."""
+def report_claims(rows: Sequence[ReportRow], rule=None) -> ReportClaims:
+    """The claims (a), (b) and (c) from the rows, and (d) with a ``within`` or ``within-full``
+    ``rule`` (a :class:`~spotpatch.search.SelectionRule`)."""
     notes = []
     with_presets = [r for r in rows if r.has_presets]
     notes += [f"{r.study}: no preset was run; left out of (a)" for r in rows if not r.has_presets]
@@ -360,6 +402,7 @@ def report_claims(rows: Sequence[ReportRow]) -> ReportClaims:
         result = spearmanr([r.difficulty for r in pairs], [r.selected.bytes_pct for r in pairs])
         if math.isfinite(result.statistic):
             rho, p_value = float(result.statistic), float(result.pvalue)
+    held = [r.held.bytes_pct for r in rows if r.held is not None]
     deltas = [r.delta_vs_full for r in chosen if r.delta_vs_full is not None]
     sizes = [r.selected.bytes_pct for r in chosen]
     return ReportClaims(
@@ -372,6 +415,12 @@ def report_claims(rows: Sequence[ReportRow]) -> ReportClaims:
         p_value=p_value,
         correlated=tuple(r.study for r in pairs),
         notes=tuple(notes),
+        tolerance=rule.value
+        if rule is not None and rule.kind in ("within", "within-full")
+        else None,
+        retrained=sum(r.retrained > 0 for r in rows),
+        held=len(held),
+        mean_held_pct=_mean(held),
     )
 
 
@@ -391,7 +440,7 @@ def report_of(studies: Sequence, rule: str = DEFAULT_RULE) -> FleetReport:
         rule=str(parsed),
         techniques=tuple(p for p in PRESETS if p in used),
         rows=tuple(rows),
-        claims=report_claims(rows),
+        claims=report_claims(rows, parsed),
     )
 
 
@@ -432,14 +481,35 @@ def delta_text(row: ReportRow) -> str:
     return text
 
 
-def claim_lines(c: ReportClaims) -> tuple[str, str, str]:
-    """The claims (a), (b) and (c) in words, with their numbers."""
+def held_header(c: ReportClaims) -> str | None:
+    """The header of the held column, or None when the report has none (no distance in the
+    rule, or nothing retrained)."""
+    if c.tolerance is None or not c.retrained:
+        return None
+    return f"smallest retrained within {c.tolerance:g} of full"
+
+
+def held_text(row: ReportRow) -> str:
+    """The held cell: ``22.0 % (-1.0 ± 0.4, 3 seeds)``, ``none of 2 retrained`` where searched
+    patches were retrained and none held, ``-`` where none was."""
+    c = row.held_confirmed
+    if row.held is not None and c is not None:
+        return (
+            f"{row.held.bytes_pct:.1f} % ({100 * c.delta:+.1f} ± {100 * c.delta_sd:.1f}, "
+            f"{c.seeds} seed{'s' if c.seeds > 1 else ''})"
+        )
+    return f"none of {row.retrained} retrained" if row.retrained else "-"
+
+
+def claim_lines(c: ReportClaims) -> tuple[str, ...]:
+    """The claims (a), (b) and (c) in words, with their numbers, and (d) where the rule has a
+    distance and some study was retrained (``spotpatch confirm``)."""
     delta = None if c.mean_delta_vs_full is None else 100 * c.mean_delta_vs_full
     if c.rho is None:
         rho = "not computed (it needs 3 studies with both, and neither side constant)"
     else:
         rho = f"{c.rho:.2f} (p = {c.p_value:.3g}, over {len(c.correlated)} studies)"
-    return (
+    lines = (
         f"(a) The searched trials match or beat every preset in {c.matched} of "
         f"{c.with_presets} studies that ran presets (a searched trial matches a preset with "
         f"no more bytes and an mAP at most {MATCH_TOLERANCE} below).",
@@ -448,13 +518,28 @@ def claim_lines(c: ReportClaims) -> tuple[str, str, str]:
         f"is {_number(delta, '+.1f')} points from the full fine-tune's on average.",
         f"(c) Spearman's ρ of difficulty against the selected patch's bytes: {rho}.",
     )
+    if c.tolerance is None or not c.retrained:
+        return lines
+    held = (
+        f"; they take {c.mean_held_pct:.1f} % of the full detector's bytes on average"
+        if c.held
+        else ""
+    )
+    return (
+        *lines,
+        f"(d) Retrained with other seeds (`spotpatch confirm`): in {c.held} of {c.retrained} "
+        f"studies a searched patch comes within {c.tolerance:g} points of the full fine-tune's "
+        f"mean mAP (the smallest such patch per study){held}.",
+    )
 
 
 def report_markdown(report: FleetReport) -> str:
     """The report as Markdown: the table (val mAP and bytes % of the full detector per
     technique, the selected searched patch and its difference to the full fine-tune), then the
     claims."""
+    held = held_header(report.claims)
     head = ["study", "difficulty", *report.techniques, f"searched ({report.rule})", "Δ vs full"]
+    head += [held] if held else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report.rows:
         cells = [
@@ -463,6 +548,7 @@ def report_markdown(report: FleetReport) -> str:
             *(technique_text(r.techniques.get(t)) for t in report.techniques),
             technique_text(r.selected),
             delta_text(r),
+            *([held_text(r)] if held else []),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     c = report.claims
@@ -473,6 +559,12 @@ def report_markdown(report: FleetReport) -> str:
             f"Δ is the difference of mean mAPs over retrainings with other seeds (`spotpatch "
             f"confirm`) in {len(confirmed)} of {len(report.rows)} studies (± its standard "
             "deviation), of single runs elsewhere."
+        )
+    if held:
+        lines.append(
+            "The last column: the smallest searched patch whose retrainings' mean comes within "
+            "that distance of the full fine-tune's retrainings (Δ ± its standard deviation), "
+            "among those `spotpatch confirm` (with `--walk`: as many as it takes) retrained."
         )
     lines.append("")
     lines += [f"- {line}" for line in claim_lines(c)]

@@ -12,7 +12,13 @@ from spotpatch.cli import main
 from spotpatch.evaluators import EvalResult
 from spotpatch.search import StudyMeta, completed_trial
 from spotpatch.spaces import PatchConfig
-from spotpatch.studies import create_or_load_study, fleet_report, open_storage
+from spotpatch.studies import (
+    create_or_load_study,
+    fleet_report,
+    held_text,
+    open_storage,
+    report_markdown,
+)
 from spotpatch.testing import synthetic_meta
 
 FULL = 1000
@@ -154,3 +160,43 @@ def test_configs_run_again_count_at_their_mean_and_repeats_of_presets_stay_prese
     assert row.delta_vs_full == pytest.approx(-0.005)
     near = fleet_report(storage, rule="within-full=4").rows[0].selected
     assert (near.trial, near.runs) == (2, 2) and near.map == pytest.approx(0.59)
+
+
+def test_the_smallest_patch_retrained_within_d_of_the_full_fine_tune_is_named(tmp_path):
+    from spotpatch.search import ConfirmRun, write_confirm_run
+
+    storage, study = _study(
+        tmp_path,
+        _trial(0.30, 100, "a", source="preset", preset="head"),
+        _trial(0.60, 1000, "b", source="preset", preset="full"),
+        _trial(0.62, 200, "c"),  # the pick on its run...
+        _trial(0.615, 400, "d"),
+        _trial(0.64, 700, "e"),  # never retrained
+    )
+    (row,) = fleet_report(storage, rule="within-full=1").rows
+    assert (row.held, row.retrained, held_text(row)) == (None, 0, "-")
+    maps = {"b": (0.60, 0.62), "c": (0.58, 0.59), "d": (0.605, 0.615)}  # ...falls short retrained
+    for site, (m1, m2) in maps.items():
+        for seed, m in enumerate((m1, m2)):
+            write_confirm_run(study, ConfirmRun({site: "bn"}, seed, m, 1))
+    report = fleet_report(storage, rule="within-full=1")
+    (row,) = report.rows
+    assert row.selected.trial == 2 and row.confirmed.delta == pytest.approx(-0.025)
+    assert (row.held.trial, row.retrained) == (3, 2)
+    assert row.held_confirmed.delta == pytest.approx(0.0) and row.held.bytes_pct == 40.0
+    assert held_text(row) == "40.0 % (+0.0 ± 1.1, 2 seeds)"
+    claims = report.claims
+    assert (claims.tolerance, claims.retrained, claims.held) == (1.0, 1, 1)
+    assert claims.mean_held_pct == 40.0
+    text = report_markdown(report)
+    assert "| smallest retrained within 1 of full |" in text
+    assert "(d) Retrained with other seeds (`spotpatch confirm`): in 1 of 1 studies" in text
+    from spotpatch.dashboard import render_report_html
+
+    page = render_report_html(report)
+    assert "<th>smallest retrained within 1 of full</th>" in page
+    assert "<td>40.0 % (+0.0 ± 1.1, 2 seeds)</td>" in page
+    # Within 3 points, the smaller retrained patch holds; a rule without a distance has no (d).
+    assert fleet_report(storage, rule="within-full=3").rows[0].held.trial == 2
+    knee = fleet_report(storage, rule="knee")
+    assert knee.claims.tolerance is None and "(d)" not in report_markdown(knee)
