@@ -79,7 +79,8 @@ class StudyController:
         stale_after: a running trial with no heartbeat for this long is failed and retried.
         repeats: runs, each with its own seed, of the configs that decide the selection (the
             full fine-tune and the ``within-full=1`` pick; :func:`~spotpatch.search.next_repeat`)
-            before the sampler proposes; 1: none run twice.
+            before the sampler proposes, past the total where the last trials found the pick;
+            1: none run twice.
 
     Example:
         >>> controller = StudyController(storage, "pets", space)  # doctest: +SKIP
@@ -187,8 +188,10 @@ class StudyController:
         :data:`WARM_START` (this process now holds the study's warm start: run it, then
         :meth:`finish_warm_start`), :data:`WAIT` (another process runs the warm start and no
         queued trial is left meanwhile, or the study has its ``total`` only once the trials now
-        running finish), or None (the study has its ``total`` and nothing runs; with
-        ``waits=False``, as soon as it has its ``total``).
+        running finish), or None (the study has its ``total``, nothing runs and no repeat of its
+        pick is due; with ``waits=False``, as soon as it has its ``total`` while a trial runs).
+        Past the ``total``, the only trials are repeats of a pick the last trials found
+        (``repeats`` > 1, :func:`~spotpatch.search.next_repeat`).
 
         With ``warm_start``, a study without a warm-start record runs one before the sampler
         proposes anything; its queued trials (the presets) may run meanwhile.
@@ -199,16 +202,27 @@ class StudyController:
             records = self.records()
             if recover_stale(self.study, self.storage, records, self.stale_after):
                 records = self.records()
+            S = optuna.trial.TrialState
             if sum(r.counts_toward_total() for r in records) >= total:
                 # Done once nothing runs: a running trial may still fail and need a retry.
-                running = any(r.state == optuna.trial.TrialState.RUNNING for r in records)
-                return WAIT if running and waits else None
-            if warm_start and relaxation_record(self.study) is None:
+                if any(r.state == S.RUNNING for r in records):
+                    return WAIT if waits else None
+                # A pick the last trials found gets its repeats past the total: a study does
+                # not end on one lucky run.
+                again = None
+                if not any(r.state == S.WAITING for r in records):
+                    again = next_repeat(records, self.repeats)
+                if again is None:
+                    return None
+                trial = self._repeat(again)
+            elif warm_start and relaxation_record(self.study) is None:
                 if self._claim_warm_start():
                     return WARM_START
-                if not any(r.state == optuna.trial.TrialState.WAITING for r in records):
+                if not any(r.state == S.WAITING for r in records):
                     return WAIT
-            trial = self._ask_new(records)
+                trial = self._ask_new(records)
+            else:
+                trial = self._ask_new(records)
             # Stamped before the lock goes: a RUNNING trial always names its process.
             self._heartbeat.add(trial.number, functools.partial(self._stamp_trial, trial.number))
         config = self.config_of(trial)
@@ -241,10 +255,8 @@ class StudyController:
         again = None
         if not any(r.state == optuna.trial.TrialState.WAITING for r in records):
             again = next_repeat(records, self.repeats)
-        if again is not None:  # a config that decides the selection, run with another seed
-            attrs = enqueue_attrs("repeat", repeat_of=again.number, config=again.config)
-            self.study.enqueue_trial(dict(again.params), user_attrs=attrs)
-            return self.study.ask(self.distributions)
+        if again is not None:
+            return self._repeat(again)
         trained = {
             self._tensors_of(r.sites): r for r in records if r.complete and r.sites is not None
         }
@@ -257,6 +269,13 @@ class StudyController:
                 return trial
             log.info("trial %d proposes trial %d's config again", trial.number, earlier.number)
             self.study.tell(trial, values=write_duplicate(trial, earlier))
+        return self.study.ask(self.distributions)
+
+    def _repeat(self, again: TrialRecord):
+        """Queue and ask a run of ``again``'s config with another seed (a config that decides
+        the selection); call with no other trial queued."""
+        attrs = enqueue_attrs("repeat", repeat_of=again.number, config=again.config)
+        self.study.enqueue_trial(dict(again.params), user_attrs=attrs)
         return self.study.ask(self.distributions)
 
     def claim_warm_start(self, total: int) -> bool:

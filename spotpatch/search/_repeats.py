@@ -11,7 +11,9 @@ again, until each has ``repeats`` runs,
    ``tolerance`` of that mark).
 
 A pick whose next run pulls its mean below the mark stops being the pick; the next smallest
-config that reaches the mark is then run again. Every rule and the descent read configs at the
+config that reaches the mark is then run again. A pick that the study's last trials find gets
+its repeats past the study's total (:meth:`StudyController.next_work`), so that a study does not
+end on one run of its pick. Every rule and the descent read configs at the
 mean of their runs (:func:`~spotpatch.search.front_points`), so each repeat is one trial spent
 where the study's answer is decided.
 """

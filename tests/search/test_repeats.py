@@ -104,8 +104,11 @@ def test_a_study_with_repeats_runs_the_full_fine_tune_and_its_pick_twice(tmp_pat
         controller.enqueue([space.preset("full")], source="preset")
     evaluator = NoisyEvaluator(space)
     state = run_trials(controller, evaluator, 12, seed=7)
-    assert state.done == 12 and len(evaluator.calls) == 12  # repeats count toward the total
     records = controller.records()
+    # Repeats count toward the total; past it, only the repeats of a pick the last trials found.
+    assert state.done == len(evaluator.calls) == len(records) >= 12
+    assert all(r.source == "repeat" for r in records[12:])
+    assert len(records) == 13  # here the 12th trial found a new pick: its repeat follows
     repeats = [r for r in records if r.source == "repeat"]
     by_number = {r.number: r for r in records}
     full = by_number[0]
@@ -114,8 +117,8 @@ def test_a_study_with_repeats_runs_the_full_fine_tune_and_its_pick_twice(tmp_pat
         assert r.sites == by_number[r.repeat_of].sites and r.complete
     seeds = [seed for sites, seed in evaluator.calls if sites == full.sites]
     assert len(seeds) == 2 and len(set(seeds)) == 2
-    # Nothing ran more than twice; besides the full fine-tune, picks ran twice. The pick at
-    # the end has two runs, unless the last trial found it (no trial is left to repeat it).
+    # Nothing ran more than twice; besides the full fine-tune, picks ran twice, the last one
+    # too: the study does not end on one run of its pick.
     runs = [tuple(sorted(r.sites.items())) for r in records if r.complete]
     assert max(runs.count(k) for k in runs) == 2
     assert any(r.repeat_of != 0 for r in repeats)
@@ -127,4 +130,5 @@ def test_a_study_with_repeats_runs_the_full_fine_tune_and_its_pick_twice(tmp_pat
         full_map=full_fine_tune_map(records),
     )
     assert pick.bytes < full.patch_bytes
-    assert pick.runs == 2 or pick.number == records[-1].number
+    assert pick.runs == 2
+    assert run_trials(controller, evaluator, 12, seed=7).done == state.done  # resumed: done
