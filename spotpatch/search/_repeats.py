@@ -13,9 +13,9 @@ again, until each has ``repeats`` runs,
 A pick whose next run pulls its mean below the mark stops being the pick; the next smallest
 config that reaches the mark is then run again. A pick that the study's last trials find gets
 its repeats past the study's total (:meth:`StudyController.next_work`), so that a study does not
-end on one run of its pick. Every rule and the descent read configs at the
-mean of their runs (:func:`~spotpatch.search.front_points`), so each repeat is one trial spent
-where the study's answer is decided.
+end on one run of its pick. Every rule and the descent read configs at the mean of their runs
+(:func:`~spotpatch.search.front_points`), so each repeat is one trial spent where the study's
+answer is decided. A config whose run failed for good (its attempts spent) is not repeated.
 """
 
 from __future__ import annotations
@@ -54,13 +54,16 @@ def next_repeat(
         and (r.complete or (r.state in (S.RUNNING, S.WAITING) and r.duplicate_of is None))
     ]
 
-    def runs(record: TrialRecord) -> int:
-        return sum(r.sites == record.sites for r in live)
+    given_up = [r.sites for r in records if r.state == S.FAIL and not r.retried and r.sites]
+
+    def due(record: TrialRecord) -> bool:
+        runs = sum(r.sites == record.sites for r in live)
+        return runs < repeats and record.sites not in given_up
 
     full = [r for r in records if r.complete and r.preset == "full"]
     if not full:
         return None
-    if runs(full[0]) < repeats:
+    if due(full[0]):
         return full[0]
     pick = _smallest_reaching(
         pareto_front(front_points(records)), full_fine_tune_map(records) - tolerance
@@ -68,4 +71,4 @@ def next_repeat(
     if pick is None:
         return None
     record = next(r for r in records if r.number == pick.number)
-    return record if runs(record) < repeats else None
+    return record if due(record) else None

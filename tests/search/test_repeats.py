@@ -35,6 +35,7 @@ def _record(number, sites, value, size, *, preset=None, state=S.COMPLETE, duplic
         state=state,
         duplicate_of=duplicate_of,
         complete=state == S.COMPLETE and duplicate_of is None,
+        retried=False,
     )
 
 
@@ -71,6 +72,12 @@ def test_the_full_fine_tune_runs_again_first_then_the_pick():
     assert next_repeat([full, small, mid, again, unlucky], 2).number == 2
     lucky = _record(4, "small", 0.80, 20)
     assert next_repeat([full, small, mid, again, lucky], 2) is None  # decided
+    # A config whose repeat failed for good is not asked again (past the total, it would be
+    # forever); one whose failure is being retried is.
+    failed = _record(4, "small", None, 20, state=S.FAIL)
+    assert next_repeat([full, small, mid, again, failed], 2) is None
+    failed.retried = True
+    assert next_repeat([full, small, mid, again, failed], 2).number == 1
 
 
 class NoisyEvaluator:
