@@ -25,6 +25,7 @@ from spotpatch.search._record import (
     TrialRecord,
     claim_proposer,
     enqueue_attrs,
+    is_repeat,
     queued_config,
     relaxation_record,
     trial_records,
@@ -313,8 +314,9 @@ class StudyController:
         write_warm_start_claim(self.study, None)
 
     def job(self, trial, seed: int) -> TrialJob:
-        """What a worker needs to score ``trial`` (its seed is ``seed`` + its number)."""
-        early = self.early_stopping
+        """What a worker needs to score ``trial`` (its seed is ``seed`` + its number). A repeat
+        is not stopped early: it runs to be averaged with its config's other runs."""
+        early = None if is_repeat(trial) else self.early_stopping
         references = ()
         if early is not None:
             size = self.space.patch_bytes(self.config_of(trial))

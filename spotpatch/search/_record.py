@@ -68,6 +68,7 @@ __all__ = [
     "enqueue_attrs",
     "queued_config",
     "is_duplicate",
+    "is_repeat",
     "write_asked",
     "write_result",
     "write_failure",
@@ -491,6 +492,12 @@ def is_duplicate(trial) -> bool:
     """Whether a stored trial (an Optuna ``FrozenTrial``) holds another trial's result (the
     sampler proposed a trained config again): it is not a run of its own."""
     return trial.user_attrs.get(_DUPLICATE_OF) is not None
+
+
+def is_repeat(trial) -> bool:
+    """Whether a trial (queued, running or stored) runs a finished trial's config again with
+    another seed."""
+    return trial.user_attrs.get(_SOURCE) == "repeat"
 
 
 def queued_config(trial) -> PatchConfig | None:

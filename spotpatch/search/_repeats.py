@@ -39,8 +39,8 @@ def next_repeat(
 ) -> TrialRecord | None:
     """The trial whose config should run again now (see the module's doc), or None.
 
-    A config counts its completed runs and those queued or running, so parallel workers do not
-    run it more than ``repeats`` times.
+    A config counts its completed runs, those queued or running (so parallel workers do not
+    run it more than ``repeats`` times) and those stopped early (a retried repeat may be).
     """
     import optuna
 
@@ -51,7 +51,9 @@ def next_repeat(
         r
         for r in records
         if r.sites is not None
-        and (r.complete or (r.state in (S.RUNNING, S.WAITING) and r.duplicate_of is None))
+        and (
+            r.complete or (r.state in (S.RUNNING, S.WAITING, S.PRUNED) and r.duplicate_of is None)
+        )
     ]
 
     given_up = [r.sites for r in records if r.state == S.FAIL and not r.retried and r.sites]

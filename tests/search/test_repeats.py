@@ -17,6 +17,7 @@ from spotpatch.search import (
     make_sampler,
     next_repeat,
     pareto_front,
+    run_job,
     run_trials,
     select_point,
 )
@@ -139,3 +140,30 @@ def test_a_study_with_repeats_runs_the_full_fine_tune_and_its_pick_twice(tmp_pat
     assert pick.bytes < full.patch_bytes
     assert pick.runs == 2
     assert run_trials(controller, evaluator, 12, seed=7).done == state.done  # resumed: done
+
+
+def test_a_repeat_runs_to_the_end_even_with_early_stopping(tmp_path, random_base):
+    from spotpatch.search import EarlyStopping
+
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db")
+    optuna.create_study(study_name="t", storage=storage, directions=["maximize", "minimize"])
+    space = random_base.space(3, granularity="stage")
+    controller = StudyController(
+        storage,
+        "t",
+        space,
+        sampler=make_sampler("random", 0),
+        artifact_store=artifact_store(tmp_path / "art"),
+        early_stopping=EarlyStopping(checkpoints=(0.5,)),
+        repeats=2,
+    )
+    with controller.exclusive():
+        controller.enqueue([space.preset("full")], source="preset")
+    trial = controller.ask(3)  # the full fine-tune
+    controller.tell(trial, run_job(controller.job(trial, seed=0), NoisyEvaluator(space)))
+    trial = controller.ask(3)  # its second run
+    job = controller.job(trial, seed=0)
+    assert trial.user_attrs["repeat_of"] == 0 and job.fractions == ()
+    controller.tell_interrupted(trial)
+    trial = controller.ask(3)  # its retry: a retry may stop early
+    assert controller.job(trial, seed=0).fractions == (0.5,)
