@@ -96,20 +96,28 @@ class NoisyEvaluator:
         return EvalResult(value, value, size, 0.1, 0.1, config, {"x": torch.zeros(3)}, ())
 
 
-def test_a_study_with_repeats_runs_the_full_fine_tune_and_its_pick_twice(tmp_path, random_base):
+def _controller(tmp_path, space, sampler, **options):
+    """A controller of a new study with ``repeats = 2`` and the full fine-tune queued."""
     storage = open_storage(f"sqlite:///{tmp_path}/s.db")
     optuna.create_study(study_name="t", storage=storage, directions=["maximize", "minimize"])
-    space = random_base.space(3, granularity="stage")
     controller = StudyController(
         storage,
         "t",
         space,
-        sampler=make_sampler("descent", 0, groups=space.stage_gates(), cost=space.gates_bytes),
+        sampler=sampler,
         artifact_store=artifact_store(tmp_path / "art"),
         repeats=2,
+        **options,
     )
     with controller.exclusive():
         controller.enqueue([space.preset("full")], source="preset")
+    return controller
+
+
+def test_a_study_with_repeats_runs_the_full_fine_tune_and_its_pick_twice(tmp_path, random_base):
+    space = random_base.space(3, granularity="stage")
+    sampler = make_sampler("descent", 0, groups=space.stage_gates(), cost=space.gates_bytes)
+    controller = _controller(tmp_path, space, sampler)
     evaluator = NoisyEvaluator(space)
     state = run_trials(controller, evaluator, 12, seed=7)
     records = controller.records()
@@ -145,20 +153,9 @@ def test_a_study_with_repeats_runs_the_full_fine_tune_and_its_pick_twice(tmp_pat
 def test_a_repeat_runs_to_the_end_even_with_early_stopping(tmp_path, random_base):
     from spotpatch.search import EarlyStopping
 
-    storage = open_storage(f"sqlite:///{tmp_path}/s.db")
-    optuna.create_study(study_name="t", storage=storage, directions=["maximize", "minimize"])
     space = random_base.space(3, granularity="stage")
-    controller = StudyController(
-        storage,
-        "t",
-        space,
-        sampler=make_sampler("random", 0),
-        artifact_store=artifact_store(tmp_path / "art"),
-        early_stopping=EarlyStopping(checkpoints=(0.5,)),
-        repeats=2,
-    )
-    with controller.exclusive():
-        controller.enqueue([space.preset("full")], source="preset")
+    early = EarlyStopping(checkpoints=(0.5,))
+    controller = _controller(tmp_path, space, make_sampler("random", 0), early_stopping=early)
     trial = controller.ask(3)  # the full fine-tune
     controller.tell(trial, run_job(controller.job(trial, seed=0), NoisyEvaluator(space)))
     trial = controller.ask(3)  # its second run
