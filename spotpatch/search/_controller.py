@@ -46,7 +46,7 @@ from spotpatch.search._recovery import (
     recover_stale,
     retry_trial,
 )
-from spotpatch.search._repeats import next_repeat
+from spotpatch.search._repeats import REPEAT_TOLERANCE, next_repeat
 from spotpatch.search._trial import TrialJob, TrialOutcome
 from spotpatch.spaces import PRESETS, PatchConfig, PatchSpace
 
@@ -82,6 +82,7 @@ class StudyController:
             full fine-tune and the ``within-full=1`` pick; :func:`~spotpatch.search.next_repeat`)
             before the sampler proposes, past the total where the last trials found the pick;
             1: none run twice.
+        repeat_tolerance: the pick's distance to the full fine-tune (mAP in [0, 1]).
 
     Example:
         >>> controller = StudyController(storage, "pets", space)  # doctest: +SKIP
@@ -102,6 +103,7 @@ class StudyController:
         heartbeat: float = 20.0,
         stale_after: float = 120.0,
         repeats: int = 1,
+        repeat_tolerance: float = REPEAT_TOLERANCE,
     ):
         import optuna
         from optuna.distributions import CategoricalDistribution
@@ -113,6 +115,7 @@ class StudyController:
         self.early_stopping = early_stopping
         self.stale_after = stale_after
         self.repeats = repeats
+        self.repeat_tolerance = repeat_tolerance
         self.distributions = {
             label: CategoricalDistribution(space.choices(label)) for label in space.groups()
         }
@@ -212,7 +215,7 @@ class StudyController:
                 # not end on one lucky run.
                 again = None
                 if not any(r.state == S.WAITING for r in records):
-                    again = next_repeat(records, self.repeats)
+                    again = next_repeat(records, self.repeats, self.repeat_tolerance)
                 if again is None:
                     return None
                 trial = self._repeat(again)
@@ -255,7 +258,7 @@ class StudyController:
             self._sampler_for = None
         again = None
         if not any(r.state == optuna.trial.TrialState.WAITING for r in records):
-            again = next_repeat(records, self.repeats)
+            again = next_repeat(records, self.repeats, self.repeat_tolerance)
         if again is not None:
             return self._repeat(again)
         trained = {

@@ -13,7 +13,15 @@ SAMPLER_NAMES = ("nsga2", "neighbours", "descent", "tpe", "gp", "random")
 DESCENT_TOLERANCE = 0.01
 
 
-def make_sampler(name: str, seed: int, *, population: int = 8, groups=None, cost=None):
+def make_sampler(
+    name: str,
+    seed: int,
+    *,
+    population: int = 8,
+    groups=None,
+    cost=None,
+    tolerance: float = DESCENT_TOLERANCE,
+):
     """An Optuna sampler for a two-objective study.
 
     ``nsga2``: NSGA-II with a small population (our trials are expensive); ``neighbours``:
@@ -28,7 +36,9 @@ def make_sampler(name: str, seed: int, *, population: int = 8, groups=None, cost
     :meth:`spotpatch.spaces.PatchSpace.stage_gates` gives them) lets ``neighbours`` set a whole
     group at once and is what ``descent`` walks down; ``cost`` (gate params -> bytes,
     :meth:`spotpatch.spaces.PatchSpace.gates_bytes`) orders the descent's proposals by their
-    savings. The other samplers ignore both.
+    savings. The other samplers ignore both. ``tolerance`` (mAP in [0, 1]): how far below the
+    largest config's score a cheaper one may fall and still count as keeping it, for
+    ``descent``.
     """
     import warnings
 
@@ -37,10 +47,10 @@ def make_sampler(name: str, seed: int, *, population: int = 8, groups=None, cost
     # TPE's group and constant liar options are marked experimental; we rely on them knowingly.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _make(name, seed, population, groups, cost)
+        return _make(name, seed, population, groups, cost, tolerance)
 
 
-def _make(name: str, seed: int, population: int, groups, cost):
+def _make(name: str, seed: int, population: int, groups, cost, tolerance: float):
     import optuna
 
     if name == "nsga2":
@@ -49,7 +59,7 @@ def _make(name: str, seed: int, population: int, groups, cost):
         from spotpatch.search._neighbours import NeighbourSampler
 
         base = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-        descent = DESCENT_TOLERANCE if name == "descent" else None
+        descent = tolerance if name == "descent" else None
         return NeighbourSampler(base, seed=seed, groups=groups, descent=descent, cost=cost)
     if name == "tpe":
         return optuna.samplers.TPESampler(

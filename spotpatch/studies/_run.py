@@ -91,7 +91,9 @@ def open_controller(spec: StudySpec, evaluator: PatchEvaluator | None = None) ->
     else:
         meta = study_meta(load_study(spec.name, storage))
         space = study_space(base_of(spec), meta)
-    sampler = functools.partial(_sampler, spec.search.sampler, spec.seed, space)
+    sampler = functools.partial(
+        _sampler, spec.search.sampler, spec.seed, space, spec.search.tolerance
+    )
     if evaluator is not None:
         create_or_load_study(meta, storage, sampler(0))
     early = (
@@ -105,11 +107,18 @@ def open_controller(spec: StudySpec, evaluator: PatchEvaluator | None = None) ->
         artifact_store=artifact_store(meta.artifacts),
         early_stopping=early,
         repeats=spec.search.repeats,
+        repeat_tolerance=spec.search.tolerance / 100.0,
     )
 
 
-def _sampler(name: str, seed: int, space, index: int):
-    return make_sampler(name, seed + index, groups=space.stage_gates(), cost=space.gates_bytes)
+def _sampler(name: str, seed: int, space, tolerance: float, index: int):
+    return make_sampler(
+        name,
+        seed + index,
+        groups=space.stage_gates(),
+        cost=space.gates_bytes,
+        tolerance=tolerance / 100.0,
+    )
 
 
 def _enqueue_presets(

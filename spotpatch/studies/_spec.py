@@ -110,6 +110,7 @@ class SearchSpec:
     relaxation_lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     presets: tuple[str, ...] = ()
     repeats: int = 1
+    tolerance: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
         "ray_address": (str,),
         "early_stopping": (bool,),
         "repeats": (int, _at_least(1)),
+        "tolerance": (float, _at_least(0.0)),
         "checkpoints": (list, _fraction_list, float),
         "relaxation_lambdas": (
             list,

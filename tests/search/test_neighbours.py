@@ -257,3 +257,9 @@ def test_the_descent_reads_a_config_run_twice_at_the_mean_of_its_runs():
     assert proposal in from_full and proposal != small
     # Nothing weaker everywhere than the small config is proposed: it fell short.
     assert not all(KINDS.index(proposal[g]) <= KINDS.index(small[g]) for g in GATES)
+
+
+def test_the_descents_tolerance_is_the_samplers():
+    assert make_sampler("descent", 0, groups=STAGES)._descent == 0.01
+    assert make_sampler("descent", 0, groups=STAGES, tolerance=0.004)._descent == 0.004
+    assert make_sampler("neighbours", 0, groups=STAGES, tolerance=0.004)._descent is None

@@ -54,6 +54,10 @@ def test_a_good_spec(folder):
         (('sampler = "gp"', 'sampler = "gp"\nwarp = 2'), "unknown key 'search.warp'"),
         (('sampler = "gp"', 'sampler = "cma"'), "search.sampler must be one of"),
         (('sampler = "gp"', 'sampler = "gp"\nrepeats = 0'), "search.repeats must be at least 1"),
+        (
+            ('sampler = "gp"', 'sampler = "gp"\ntolerance = -1.0'),
+            "search.tolerance must be at least",
+        ),
         (("steps = 20", 'steps = "many"'), "train.steps must be an integer"),
         (("steps = 20", "steps = 0"), "train.steps must be at least 1"),
         (("steps = 20", "batch_size = 1"), "train.batch_size must be at least 2"),
@@ -182,6 +186,7 @@ def _specs(folder):
                 relaxation_lambdas=(0.0, 2.0, 1e20),
                 presets=("head", "full"),
                 repeats=2,
+                tolerance=0.5,
             ),
         ),
         replace(plain, train=TrainSpec(lr=2.0), search=SearchSpec(presets=("bn",))),
