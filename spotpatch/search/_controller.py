@@ -213,19 +213,16 @@ class StudyController:
                     return WAIT if waits else None
                 # A pick the last trials found gets its repeats past the total: a study does
                 # not end on one lucky run.
-                again = None
-                if not any(r.state == S.WAITING for r in records):
-                    again = next_repeat(records, self.repeats, self.repeat_tolerance)
+                again = self._due_repeat(records)
                 if again is None:
                     return None
                 trial = self._repeat(again)
-            elif warm_start and relaxation_record(self.study) is None:
-                if self._claim_warm_start():
-                    return WARM_START
-                if not any(r.state == S.WAITING for r in records):
-                    return WAIT
-                trial = self._ask_new(records)
             else:
+                if warm_start and relaxation_record(self.study) is None:
+                    if self._claim_warm_start():
+                        return WARM_START
+                    if not any(r.state == S.WAITING for r in records):
+                        return WAIT
                 trial = self._ask_new(records)
             # Stamped before the lock goes: a RUNNING trial always names its process.
             self._heartbeat.add(trial.number, functools.partial(self._stamp_trial, trial.number))
@@ -251,14 +248,10 @@ class StudyController:
         proposal of a config not trained yet. A proposal that trains the same tensors as a
         trained config is told that trial's stored result (the sampler learns from it) and the
         sampler asked again."""
-        import optuna
-
         if self._sampler_for is not None:  # the study's lock is held: the index is ours
             self.study.sampler = self._sampler_for(claim_proposer(self.study))
             self._sampler_for = None
-        again = None
-        if not any(r.state == optuna.trial.TrialState.WAITING for r in records):
-            again = next_repeat(records, self.repeats, self.repeat_tolerance)
+        again = self._due_repeat(records)
         if again is not None:
             return self._repeat(again)
         trained = {
@@ -274,6 +267,15 @@ class StudyController:
             log.info("trial %d proposes trial %d's config again", trial.number, earlier.number)
             self.study.tell(trial, values=write_duplicate(trial, earlier))
         return self.study.ask(self.distributions)
+
+    def _due_repeat(self, records: list[TrialRecord]) -> TrialRecord | None:
+        """The trial whose config runs again now (:func:`~spotpatch.search.next_repeat`); none
+        while trials are queued (they come first, and a repeat is asked as the next queued)."""
+        import optuna
+
+        if any(r.state == optuna.trial.TrialState.WAITING for r in records):
+            return None
+        return next_repeat(records, self.repeats, self.repeat_tolerance)
 
     def _repeat(self, again: TrialRecord):
         """Queue and ask a run of ``again``'s config with another seed (a config that decides

@@ -25,13 +25,14 @@ from collections.abc import Sequence
 from spotpatch.search._pareto import pareto_front
 from spotpatch.search._progress import front_points
 from spotpatch.search._record import TrialRecord
+from spotpatch.search._samplers import DESCENT_TOLERANCE
 from spotpatch.search._select import _smallest_reaching, full_fine_tune_map
 
 __all__ = ["REPEAT_TOLERANCE", "next_repeat"]
 
 #: How close (in mAP) to the full fine-tune's mean a config must be to be the pick that repeats
-#: confirm: the ``within-full=1`` rule's point.
-REPEAT_TOLERANCE = 0.01
+#: confirm: the ``within-full=1`` rule's point, the descent's tolerance.
+REPEAT_TOLERANCE = DESCENT_TOLERANCE
 
 
 def next_repeat(

@@ -246,9 +246,10 @@ def _result(point: FrontPoint, full_bytes: int) -> TechniqueResult:
 
 
 def _runs_of(record: TrialRecord, records: Sequence[TrialRecord]) -> FrontPoint:
-    """A trial's config as a point at the mean of its completed runs in ``records``."""
-    maps = [r.map for r in records if r.complete and r.sites == record.sites]
-    return FrontPoint(record.number, sum(maps) / len(maps), record.patch_bytes, len(maps))
+    """A completed trial's config as a point at the mean of its completed runs in ``records``
+    (numbered by the first of them)."""
+    (point,) = front_points([r for r in records if r.complete and r.sites == record.sites])
+    return point
 
 
 def _queued_as_preset(records: Sequence[TrialRecord]) -> set[int]:
