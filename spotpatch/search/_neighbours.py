@@ -172,9 +172,12 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
         floor: the weight every move has besides the warm start's guidance.
         attempts: neighbours drawn per trial before a trial falls back to ``base`` (a
             neighbour already tried is drawn again).
-        groups: gates that belong together (group name -> gate names), for group moves.
+        groups: gates that belong together, a detector stage each (group name -> gate
+            names): the stages the descent walks, and the groups of group moves (those of two
+            gates or more).
         group_share: the share of moves that are group moves, when there are groups.
-        descent: with groups, first walk down from the accurate end (see the module's doc):
+        descent: with groups, first walk down from the accurate end (see the module's doc),
+            stage by stage, a stage of one gate included:
             the tolerance, in score units, within which a cheaper config counts as keeping the
             score of the study's largest config. ``None``: no descent.
         cost: the size of a config (gate params -> bytes), to try the biggest savings first;
@@ -207,9 +210,12 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
         self._floor = floor
         self._attempts = attempts
         self._proposals: dict[int, dict[str, Any]] = {}
-        self._groups = {k: tuple(v) for k, v in (groups or {}).items() if len(v) > 1}
+        # The descent walks every stage, one gate or many (a detector's extra layers are one
+        # gate each, and large); a group move on a one-gate group is a plain gate move.
+        self._stages = {k: tuple(v) for k, v in (groups or {}).items() if v}
+        self._groups = {k: v for k, v in self._stages.items() if len(v) > 1}
         self._group_share = group_share if self._groups else 0.0
-        self._descent = descent if self._groups else None
+        self._descent = descent if self._stages else None
         self._cost = cost
         self._min_saving = min_saving
 
@@ -303,7 +309,7 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
         largest = size({g: options[-1] for g, options in choices.items()})
         here = size(params)
         candidates = []
-        for _, step, new in descent_moves(params, choices, self._groups):
+        for _, step, new in descent_moves(params, choices, self._stages):
             if _key(new) in tried or any(_weaker_or_equal(new, f, rank) for f in short):
                 continue
             saving = here - size(new)

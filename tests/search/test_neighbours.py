@@ -209,6 +209,29 @@ def test_descent_walks_down_from_the_accurate_end_to_what_each_stage_needs():
             short.append(p)
 
 
+def test_the_descent_walks_a_stage_of_one_gate_too():
+    # A detector's extra layers are a stage of one gate each, and among its largest.
+    stages = {"s0": GATES[:3], "one": GATES[5:], "s1": GATES[3:5]}
+    sizes = {g: 10.0 for g in GATES} | {"g5": 100.0}
+    cost = lambda p: sum(sizes[g] * KINDS.index(p[g]) for g in GATES)  # noqa: E731
+    sampler = NeighbourSampler(
+        optuna.samplers.RandomSampler(seed=0),
+        seed=0,
+        explore=0.0,
+        groups=stages,
+        descent=0.01,
+        cost=cost,
+    )
+    study = _study(sampler)
+    study.enqueue_trial({g: "full" for g in GATES})
+    trial = study.ask({g: DIST for g in GATES})
+    study.tell(trial, (0.8, cost(trial.params)))
+    # The biggest saving is the one-gate stage, shared.
+    assert study.ask({g: DIST for g in GATES}).params == {g: "full" for g in GATES[:5]} | {
+        "g5": "shared"
+    }
+
+
 def test_descent_by_name_falls_back_to_neighbours_when_done():
     sampler = make_sampler("descent", 0, groups=STAGES, cost=lambda p: _descent_values(p)[1])
     study = _study(sampler)
