@@ -51,7 +51,10 @@ def front_points(records: Sequence[TrialRecord]) -> list[FrontPoint]:
 
 
 def _key(record: TrialRecord) -> frozenset:
-    return frozenset((record.sites or {}).items()) or frozenset({("#", record.number)})
+    # An empty config (the head alone) is a config like any other; no config: the trial alone.
+    if record.sites is None:
+        return frozenset({("#", record.number)})
+    return frozenset(record.sites.items())
 
 
 def summarize(records: Sequence[TrialRecord], total: int, full_bytes: int) -> StudyProgress:

@@ -55,6 +55,16 @@ def test_a_config_run_twice_is_one_point_at_its_mean():
     assert [(p.number, p.map) for p in front_points(records[3:])] == [(3, 0.70)]
 
 
+def test_the_head_alone_run_twice_is_one_point_too():
+    # The head-only preset patches no site: its config is empty, and still one config.
+    head = [_record(n, "x", m, 10, preset="head") for n, m in ((0, 0.50), (5, 0.54))]
+    for r in head:
+        r.sites = {}
+    points = front_points([*head, _record(1, "a", 0.70, 30)])
+    assert [(p.number, p.runs) for p in points] == [(0, 2), (1, 1)]
+    assert points[0].map == pytest.approx(0.52)
+
+
 def test_the_full_fine_tune_runs_again_first_then_the_pick():
     full = _record(0, "full", 0.80, 100, preset="full")
     small, mid = _record(1, "small", 0.795, 20), _record(2, "mid", 0.81, 50)
@@ -121,12 +131,12 @@ def test_a_study_with_repeats_runs_the_full_fine_tune_and_its_pick_twice(tmp_pat
     sampler = make_sampler("descent", 0, groups=space.stage_gates(), cost=space.gates_bytes)
     controller = _controller(tmp_path, space, sampler)
     evaluator = NoisyEvaluator(space)
-    state = run_trials(controller, evaluator, 12, seed=7)
+    state = run_trials(controller, evaluator, 11, seed=7)
     records = controller.records()
     # Repeats count toward the total; past it, only the repeats of a pick the last trials found.
-    assert state.done == len(evaluator.calls) == len(records) >= 12
-    assert all(r.source == "repeat" for r in records[12:])
-    assert len(records) == 13  # here the 12th trial found a new pick: its repeat follows
+    assert state.done == len(evaluator.calls) == len(records) >= 11
+    assert all(r.source == "repeat" for r in records[11:])
+    assert len(records) == 12  # here the 11th trial found a new pick: its repeat follows
     repeats = [r for r in records if r.source == "repeat"]
     by_number = {r.number: r for r in records}
     full = by_number[0]
@@ -149,7 +159,7 @@ def test_a_study_with_repeats_runs_the_full_fine_tune_and_its_pick_twice(tmp_pat
     )
     assert pick.bytes < full.patch_bytes
     assert pick.runs == 2
-    assert run_trials(controller, evaluator, 12, seed=7).done == state.done  # resumed: done
+    assert run_trials(controller, evaluator, 11, seed=7).done == state.done  # resumed: done
 
 
 def test_a_repeat_runs_to_the_end_even_with_early_stopping(tmp_path, random_base):
