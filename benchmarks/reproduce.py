@@ -3,9 +3,10 @@
 Every task gets the same budget: ``--steps`` per trial (150 by default, the demo's) and
 ``--trials`` per study (the bundled specs' 30), counting the presets (every technique), the
 warm start's configs and the repeats (``search.repeats = 2``: the full fine-tune and the config
-the selection picks run with a second seed). The ten study files go to one ``spotpatch run``;
-then ``spotpatch report`` writes the table and the claims. Everything resumes: run it again to
-finish a stopped run.
+the selection picks run with a second seed). The bundled specs' ``search.tolerance = 0.5``: the
+descent and the pick keep a cheaper config within half a point of the full fine-tune. The ten
+study files go to one ``spotpatch run``; then ``spotpatch report`` writes the table and the
+claims. Everything resumes: run it again to finish a stopped run.
 
     python benchmarks/reproduce.py --out runs/reproduce --workers 2
 
@@ -136,6 +137,7 @@ def main_(argv: list[str] | None = None) -> int:
     specs = [load_spec(f) for f in files]
     trials = sorted({s.search.trials for s in specs})
     repeats = sorted({s.search.repeats for s in specs})
+    tolerances = sorted({s.search.tolerance for s in specs})
     start = time.perf_counter()
     code = main(["run", *map(str, files), "--workers", str(args.workers)])
     seconds = time.perf_counter() - start
@@ -151,6 +153,7 @@ def main_(argv: list[str] | None = None) -> int:
         "steps": args.steps,
         "trials": trials[0] if len(trials) == 1 else trials,
         "repeats": repeats[0] if len(repeats) == 1 else repeats,
+        "tolerance": tolerances[0] if len(tolerances) == 1 else tolerances,
         "workers": args.workers,
         "tasks": len(files),
         "sampler": args.sampler,
