@@ -248,10 +248,11 @@ def _result(point: FrontPoint, full_bytes: int) -> TechniqueResult:
 def _runs_of(record: TrialRecord, records: Sequence[TrialRecord]) -> FrontPoint:
     """A completed trial's config as a point at the mean of its completed runs in ``records``
     (numbered by the first of them)."""
-    if record.sites is None:
-        (point,) = front_points([record])
-        return point
-    (point,) = front_points([r for r in records if r.complete and r.sites == record.sites])
+    if record.sites is None:  # no config stored: the trial alone
+        runs = [record]
+    else:
+        runs = [r for r in records if r.complete and r.sites == record.sites]
+    (point,) = front_points(runs)
     return point
 
 
