@@ -176,10 +176,9 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
             names): the stages the descent walks, and the groups of group moves (those of two
             gates or more).
         group_share: the share of moves that are group moves, when there are groups.
-        descent: with groups, first walk down from the accurate end (see the module's doc),
-            stage by stage, a stage of one gate included:
-            the tolerance, in score units, within which a cheaper config counts as keeping the
-            score of the study's largest config. ``None``: no descent.
+        descent: with groups, first walk down from the accurate end, stage by stage (see the
+            module's doc): the tolerance, in score units, within which a cheaper config counts
+            as keeping the score of the study's largest config. ``None``: no descent.
         cost: the size of a config (gate params -> bytes), to try the biggest savings first;
             without it, the number of gate steps a move takes stands for its saving.
         min_saving: descent proposals that save less than this share of the largest config's

@@ -57,7 +57,9 @@ def next_repeat(
         )
     ]
 
-    given_up = [r.sites for r in records if r.state == S.FAIL and not r.retried and r.sites]
+    given_up = [
+        r.sites for r in records if r.state == S.FAIL and not r.retried and r.sites is not None
+    ]
 
     def due(record: TrialRecord) -> bool:
         runs = sum(r.sites == record.sites for r in live)

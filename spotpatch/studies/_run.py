@@ -91,9 +91,8 @@ def open_controller(spec: StudySpec, evaluator: PatchEvaluator | None = None) ->
     else:
         meta = study_meta(load_study(spec.name, storage))
         space = study_space(base_of(spec), meta)
-    sampler = functools.partial(
-        _sampler, spec.search.sampler, spec.seed, space, spec.search.tolerance
-    )
+    tolerance = spec.search.tolerance / 100.0  # mAP points -> mAP in [0, 1]
+    sampler = functools.partial(_sampler, spec.search.sampler, spec.seed, space, tolerance)
     if evaluator is not None:
         create_or_load_study(meta, storage, sampler(0))
     early = (
@@ -107,7 +106,7 @@ def open_controller(spec: StudySpec, evaluator: PatchEvaluator | None = None) ->
         artifact_store=artifact_store(meta.artifacts),
         early_stopping=early,
         repeats=spec.search.repeats,
-        repeat_tolerance=spec.search.tolerance / 100.0,
+        repeat_tolerance=tolerance,
     )
 
 
@@ -117,7 +116,7 @@ def _sampler(name: str, seed: int, space, tolerance: float, index: int):
         seed + index,
         groups=space.stage_gates(),
         cost=space.gates_bytes,
-        tolerance=tolerance / 100.0,
+        tolerance=tolerance,
     )
 
 

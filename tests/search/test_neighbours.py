@@ -174,17 +174,23 @@ def _descent_values(params):
     return score, float(size)
 
 
+def _descending(groups, descent=0.01, cost=None):
+    """A study whose sampler only descends (then neighbours), every other proposal random."""
+    return _study(
+        NeighbourSampler(
+            optuna.samplers.RandomSampler(seed=0),
+            seed=0,
+            explore=0.0,
+            groups=groups,
+            descent=descent,
+            cost=cost,
+        )
+    )
+
+
 def test_descent_walks_down_from_the_accurate_end_to_what_each_stage_needs():
     cost = lambda p: _descent_values(p)[1]  # noqa: E731
-    sampler = NeighbourSampler(
-        optuna.samplers.RandomSampler(seed=0),
-        seed=0,
-        explore=0.0,
-        groups=STAGES,
-        descent=0.005,
-        cost=cost,
-    )
-    study = _study(sampler)
+    study = _descending(STAGES, 0.005, cost)
     study.enqueue_trial({g: "full" for g in GATES})
     proposals = []
     for _ in range(12):
@@ -214,15 +220,7 @@ def test_the_descent_walks_a_stage_of_one_gate_too():
     stages = {"s0": GATES[:3], "one": GATES[5:], "s1": GATES[3:5]}
     sizes = {g: 10.0 for g in GATES} | {"g5": 100.0}
     cost = lambda p: sum(sizes[g] * KINDS.index(p[g]) for g in GATES)  # noqa: E731
-    sampler = NeighbourSampler(
-        optuna.samplers.RandomSampler(seed=0),
-        seed=0,
-        explore=0.0,
-        groups=stages,
-        descent=0.01,
-        cost=cost,
-    )
-    study = _study(sampler)
+    study = _descending(stages, cost=cost)
     study.enqueue_trial({g: "full" for g in GATES})
     trial = study.ask({g: DIST for g in GATES})
     study.tell(trial, (0.8, cost(trial.params)))
@@ -243,10 +241,7 @@ def test_descent_by_name_falls_back_to_neighbours_when_done():
 
 
 def test_the_descent_keeps_the_largest_configs_score_not_the_luckiest_run():
-    sampler = NeighbourSampler(
-        optuna.samplers.RandomSampler(seed=0), seed=0, explore=0.0, groups=STAGES, descent=0.01
-    )
-    study = _study(sampler)
+    study = _descending(STAGES)
     full = {g: "full" for g in GATES}
     trials = ((full, 0.80), (full | {"g5": "dw"}, 0.795), (full | {"g0": "dw"}, 0.85))
     for params, value in trials:
@@ -263,10 +258,7 @@ def test_the_descent_keeps_the_largest_configs_score_not_the_luckiest_run():
 
 
 def test_the_descent_reads_a_config_run_twice_at_the_mean_of_its_runs():
-    sampler = NeighbourSampler(
-        optuna.samplers.RandomSampler(seed=0), seed=0, explore=0.0, groups=STAGES, descent=0.01
-    )
-    study = _study(sampler)
+    study = _descending(STAGES)
     full = {g: "full" for g in GATES}
     small = full | {g: "shared" for g in STAGES["s2"]}
     # The full config twice (mean 0.80); the small one lucky once (0.80) then not (0.76): its

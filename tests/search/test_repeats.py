@@ -91,6 +91,12 @@ def test_the_full_fine_tune_runs_again_first_then_the_pick():
     assert next_repeat([full, small, mid, again, failed], 2) is None
     failed.retried = True
     assert next_repeat([full, small, mid, again, failed], 2).number == 1
+    # The same for the head alone (an empty config) as the pick.
+    head = _record(1, "", 0.80, 10, preset="head")
+    head_failed = _record(4, "", None, 10, state=S.FAIL)
+    head.sites = head_failed.sites = {}
+    assert next_repeat([full, head, again], 2).number == 1
+    assert next_repeat([full, head, again, head_failed], 2) is None
 
 
 class NoisyEvaluator:
