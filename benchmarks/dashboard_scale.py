@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from spotpatch.dashboard import dashboard_data, render_dashboard
-from spotpatch.search import DEFAULT_RULE
 from spotpatch.studies import open_storage
 from spotpatch.testing import find_chromium, load_in_chromium, synthetic_study
 
@@ -50,7 +49,7 @@ def main() -> None:
         setup = time.perf_counter() - start
 
         start = time.perf_counter()
-        data = dashboard_data(storage, DEFAULT_RULE)
+        data = dashboard_data(storage)
         read = time.perf_counter() - start
         start = time.perf_counter()
         text = render_dashboard(data)

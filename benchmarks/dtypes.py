@@ -1,10 +1,10 @@
 """Storage dtypes: each study's selected patch at float32, float16 and int8, scored as stored.
 
 Run: ``.venv/bin/python benchmarks/dtypes.py --storage sqlite:///runs/reproduce/spotpatch.db
---studies glyphs shapes-subset [--select within=1.0] [--out benchmarks/results/dtypes.json]``
+--studies glyphs shapes-subset [--select RULE] [--out benchmarks/results/dtypes.json]``
 
-Nothing trains. For each study, the trial that ``--select`` picks (the rule ``report`` and
-``export`` use; ``within=1.0`` by default) gives the patch tensors it stored. Those tensors are
+Nothing trains. For each study, its answer (or the trial ``--select`` picks, as ``export``
+would) gives the patch tensors it stored. Those tensors are
 stored again at each dtype (``float32`` as they are; ``float16``; ``int8``: weights per output
 channel with float16 scales, 1-D tensors float16), each stored patch is applied to the study's
 base and scored on val by the evaluator's own scoring (what a trial's mAP is), and its bytes are
@@ -28,7 +28,7 @@ import torch
 
 from spotpatch import UserError
 from spotpatch.evaluators import load_base
-from spotpatch.search import DEFAULT_RULE, study_meta
+from spotpatch.search import study_meta
 from spotpatch.spaces import DTYPES
 from spotpatch.studies import (
     evaluator_of,
@@ -41,7 +41,9 @@ from spotpatch.studies import (
 )
 
 
-def measure(storage_url: str, names: list[str], rule: str, device: str | None) -> list[dict]:
+def measure(
+    storage_url: str, names: list[str], rule: str | None, device: str | None
+) -> list[dict]:
     """One row per study and dtype: bytes and val mAP of the selected patch stored at it."""
     storage = open_storage(storage_url, existing=True)
     rows = []
@@ -100,7 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--storage", required=True, help="the studies' storage URL")
     parser.add_argument("--studies", nargs="+", required=True, help="study names")
-    parser.add_argument("--select", default=DEFAULT_RULE, help=f"default {DEFAULT_RULE}")
+    parser.add_argument("--select", help="a selection rule (default: each study's answer)")
     parser.add_argument("--device", default=None, help="default: each study file's device")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/dtypes.json"))
     parser.add_argument("--threads", type=int, default=2)

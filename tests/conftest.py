@@ -31,7 +31,8 @@ def bench_study(bench):
 
     ``bench_study(path, "glyphs", seed=3, train={"steps": 6}, search={"storage": url})``: a
     section's changes are a dict of its keys, other keys take their value. The bundled specs'
-    repeats (2) are off (1) unless ``search`` names them: tests count their trials.
+    repeats (2) and confirmation (3 seeds) are off unless ``search`` names them: tests count
+    their trials.
     """
     from dataclasses import replace
 
@@ -39,7 +40,7 @@ def bench_study(bench):
 
     def make(path, name="glyphs", **changes):
         spec = load_spec(bench / "studies" / f"{name}.toml")
-        spec = replace(spec, search=replace(spec.search, repeats=1))
+        spec = replace(spec, search=replace(spec.search, repeats=1, confirm_seeds=0))
         changes = {
             key: replace(getattr(spec, key), **value) if isinstance(value, dict) else value
             for key, value in changes.items()

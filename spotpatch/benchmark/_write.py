@@ -65,7 +65,14 @@ def study_spec(task: BenchmarkTask, root: Path, *, seed: int = 0) -> StudySpec:
             test_images=folder / "test",
         ),
         space=SpaceSpec(granularity="block"),
-        search=SearchSpec(trials=30, presets=PRESETS, sampler="descent", repeats=2, tolerance=0.5),
+        search=SearchSpec(
+            trials=30,
+            presets=PRESETS,
+            sampler="descent",
+            repeats=2,
+            tolerance=0.5,
+            confirm_seeds=3,
+        ),
     )
 
 

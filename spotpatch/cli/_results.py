@@ -10,7 +10,7 @@ from pathlib import Path
 
 from spotpatch._errors import UserError
 from spotpatch.cli._command import command
-from spotpatch.cli._text import kib, table
+from spotpatch.cli._text import MISSING, answer_cells, kib, table
 
 __all__ = ["COMMANDS"]
 
@@ -25,13 +25,14 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_select(p: argparse.ArgumentParser) -> None:
+def _add_select(p: argparse.ArgumentParser, what: str = "which trial's patch") -> None:
     p.add_argument(
         "--select",
         metavar="RULE",
-        help="which trial's patch: knee | min-map=X | max-bytes=B | within=D | within-full=D "
-        "(default within=1.0: the smallest patch within 1 mAP point of the best; within-full: "
-        "of the full fine-tune's trial; mAP in [0, 1], D in points)",
+        help=f"{what}, instead of the study's answer (the smallest patch within the study's "
+        "tolerance of the full fine-tune, as confirmed): knee | min-map=X | max-bytes=B | "
+        "within=D (of the best) | within-full=D (of the full fine-tune); mAP in [0, 1], D in "
+        "mAP points",
     )
 
 
@@ -59,19 +60,28 @@ def cmd_status(args: argparse.Namespace) -> int:
                     r.name,
                     str(r.progress.done),
                     str(r.progress.failed),
-                    str(r.progress.pruned),
                     str(r.progress.front_size),
-                    "-" if r.progress.best_map is None else f"{r.progress.best_map:.3f}",
-                    "-"
-                    if r.progress.smallest_front_bytes is None
-                    else kib(r.progress.smallest_front_bytes),
-                    "-" if r.progress.hypervolume is None else f"{r.progress.hypervolume:.3f}",
+                    f"{r.cost:.1f}",
+                    *answer_cells(r.answer, r.full_bytes),
                 ]
                 for r in rows
             ],
-            ["study", "done", "failed", "pruned", "front", "best mAP", "smallest front", "HV"],
+            [
+                "study",
+                "done",
+                "failed",
+                "front",
+                "cost (trials)",
+                "answer: trial",
+                "patch",
+                "val mAP",
+                "Δ vs full",
+            ],  # fmt: skip
         )
     )
+    for r in rows:
+        if r.note:
+            print(f"{r.name}: no answer: {r.note}")
     return 0
 
 
@@ -91,30 +101,32 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """write a study's chosen patch (no retraining): DIR/patch.safetensors + patch.json
+    """write a study's answer (no retraining): DIR/patch.safetensors + patch.json
 
-    Write the patch of the trial a selection rule picks, from the tensors the trial stored. DIR
-    must be new, empty or an earlier export (which is replaced).
+    Write the patch of the study's answer (or of the trial --select picks), from the tensors
+    its trial stored, with the study's confirmation of it. DIR must be new, empty or an earlier
+    export (which is replaced).
     """
-    from spotpatch.search import DEFAULT_RULE
     from spotpatch.studies import export_patch
 
     info = export_patch(
-        args.study,
-        args.out,
-        rule=args.select or DEFAULT_RULE,
-        storage=args.storage,
-        onnx=args.onnx,
+        args.study, args.out, rule=args.select, storage=args.storage, onnx=args.onnx
     )
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    m = info["metrics"]
-    test = f"{m['test_map']:.3f}" if "test_map" in m else "-"
+    m, c = info["metrics"], info["confirmation"]
+    test = f"{m['test_map']:.3f}" if "test_map" in m else MISSING
+    confirmed = "not confirmed"
+    if c is not None:
+        confirmed = (
+            f"Δ vs full {100 * c['delta']:+.1f} ± {100 * c['delta_sd']:.1f} on {c['seeds']} "
+            f"fresh paired seeds ({'holds' if c['holds'] else 'misses'})"
+        )
     print(
         f"{info['study']['name']} trial {info['study']['trial']} -> {args.out}: "
         f"mAP {m['map']:.3f} (AP50 {m['map50']:.3f}), patch {kib(m['patch_bytes'])} "
-        f"({m['patch_bytes']:,} bytes), test mAP {test}"
+        f"({m['patch_bytes']:,} bytes), test mAP {test}, {confirmed}"
         + (f"; ONNX {args.onnx}" if args.onnx else "")
     )
     return 0
@@ -180,13 +192,13 @@ def _add_dashboard(sub: argparse._SubParsersAction) -> None:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """the Pareto dashboard: one offline HTML file, or a local server
 
-    Every study's trials and front, search progress, where the selected patches spend their
-    bytes, and the fleet against one full detector per task.
+    Every study's trials and front with its answer starred, search progress, where the answers
+    spend their bytes, the report across tasks, and the fleet against one full detector per
+    task.
     """
     from spotpatch.dashboard import DEFAULT_PORT, serve_dashboard, write_dashboard
-    from spotpatch.search import DEFAULT_RULE
 
-    rule = args.select or DEFAULT_RULE
+    rule = args.select
     if args.out is not None and args.port is not None:
         raise UserError("--port goes with --serve, not --out")
     if args.out is not None:
@@ -205,34 +217,49 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def _add_plan(sub: argparse._SubParsersAction) -> None:
     p = command(sub, cmd_plan)
-    p.add_argument("--budget", required=True, help="total bytes: 2000000, 1.5MB, 900KiB...")
+    p.add_argument(
+        "--budget",
+        help="total bytes: 2000000, 1.5MB, 900KiB... (default: no budget, every study's answer)",
+    )
     _add_storage(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    """fleet plan: one front point per study, best mean mAP within a byte budget
+    """fleet plan: every study's answer, or the best mean mAP within a byte budget
 
-    Pick one Pareto-front trial per study so that the mean val mAP is as high as possible with
-    the patches' total bytes within the budget (solved exactly), and compare with storing one
-    full detector per task.
+    Without --budget: every study's answer, and what they weigh together. With it: one
+    Pareto-front trial per study so that the mean val mAP is as high as possible with the
+    patches' total bytes within the budget (solved exactly). Both against storing one full
+    detector per task.
     """
     from spotpatch.search import parse_bytes
-    from spotpatch.studies import fleet_plan, open_storage
+    from spotpatch.studies import FleetAnswers, fleet_plan, open_storage
 
-    plan = fleet_plan(open_storage(args.storage, existing=True), parse_bytes(args.budget))
+    budget = None if args.budget is None else parse_bytes(args.budget)
+    plan = fleet_plan(open_storage(args.storage, existing=True), budget)
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
         return 0
-    rows = [
-        [name, str(p.number), f"{p.map:.3f}", kib(p.bytes)] for name, p in plan.choices.items()
-    ]
+    if isinstance(plan, FleetAnswers):
+        rows = [
+            [name, str(a.trial), f"{a.map:.3f}", kib(a.patch_bytes)]
+            for name, a in plan.choices.items()
+        ]
+        within = "the answers"
+    else:
+        rows = [
+            [name, str(p.number), f"{p.map:.3f}", kib(p.bytes)] for name, p in plan.choices.items()
+        ]
+        within = f"of a {kib(plan.budget)} budget"
     print(table(rows, ["study", "trial", "val mAP", "patch"]))
+    for name, why in getattr(plan, "missing", {}).items():
+        print(f"{name}: no answer: {why}")
     saving = f"{plan.full_bytes / plan.total_bytes:.1f}x smaller" if plan.total_bytes else ""
+    mean = MISSING if plan.mean_map is None else f"{plan.mean_map:.3f}"
     print(
-        f"\n{len(rows)} patches: {kib(plan.total_bytes)} of a {kib(plan.budget)} budget, "
-        f"mean mAP {plan.mean_map:.3f}; one full detector per task: {kib(plan.full_bytes)} "
-        f"({saving})"
+        f"\n{len(rows)} patches: {kib(plan.total_bytes)}, {within}, mean mAP {mean}; one full "
+        f"detector per task: {kib(plan.full_bytes)} ({saving})"
     )
     return 0
 
@@ -248,22 +275,22 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """the comparison across tasks: every technique against the selected searched patch
+    """the comparison across tasks: every technique against each study's answer
 
     One row per study, ordered by difficulty (full fine-tune mAP minus head-only mAP): val mAP
-    and bytes (% of the full detector) of each preset run in the study and of the searched patch
-    the rule picks among the searched trials, then the claims: (a) in how many studies the
-    searched trials match or beat every preset, (b) the selected patches' mean and largest size
-    and mean mAP difference to full fine-tuning, (c) Spearman's rho of difficulty vs size.
+    and bytes (% of the full detector) of each preset run in the study and of its answer, the
+    answer's Δ to the full fine-tune (on fresh paired seeds where confirmed), then the claims:
+    (a) in how many studies the search's smallest patch within the tolerance is no larger than
+    the smallest preset's, (b) the answers' mean and largest size and mean Δ, (c) Spearman's
+    rho of difficulty vs size, (d) how many confirmed answers hold.
     """
     from spotpatch._files import write_text
-    from spotpatch.search import DEFAULT_RULE
     from spotpatch.studies import fleet_report, open_storage, report_markdown
 
     suffix = args.out.suffix.lower() if args.out is not None else None
     if suffix not in (None, ".md", ".html"):
         raise UserError(f"--out must end in .md or .html, got {args.out}")
-    report = fleet_report(open_storage(args.storage, existing=True), args.select or DEFAULT_RULE)
+    report = fleet_report(open_storage(args.storage, existing=True), args.select)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     elif args.out is None:
@@ -280,81 +307,80 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _add_confirm(sub: argparse._SubParsersAction) -> None:
-    from spotpatch.spaces import PRESETS
-
     p = command(sub, cmd_confirm)
     p.add_argument("study", metavar="STUDY_NAME", help="the study (its task's name)")
-    _add_select(p)
-    p.add_argument("--seeds", type=int, default=3, help="retrainings per config (default 3)")
+    _add_select(p, "where the walk starts")
     p.add_argument(
-        "--preset",
-        action="append",
-        default=[],
-        choices=PRESETS,
-        help="also retrain this fixed recipe (repeatable)",
+        "--seeds",
+        type=int,
+        default=3,
+        help="paired seeds per config, to decide and again to report (default 3)",
     )
     p.add_argument(
         "--walk",
-        action="store_true",
-        help="while the last patch retrained falls more than D points below the full "
-        "fine-tune (rule within=D or within-full=D), retrain the next larger searched front "
-        "trial: finds the smallest patch confirmed within D",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="while a patch falls more than the study's tolerance short of the full fine-tune "
+        "on the deciding seeds, try the next larger front point (default; --no-walk measures "
+        "the start as it is)",
     )
     _add_storage(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
-    """retrain the selected patch and the full fine-tune with new seeds: mean ± sd of each
+    """confirm a study's answer: chosen on some seeds, its Δ measured on fresh ones
 
-    The searched patch the rule picks (presets left out, as in `report`), the full fine-tune
-    and each --preset train again SEEDS times at the study's budget, with seeds no trial used.
-    Every run is stored in the study: a stopped confirm resumes, a larger --seeds adds runs,
-    and `report` then uses the means.
+    For a study that ran without search.confirm_seeds: its answer and the full fine-tune
+    retrain on SEEDS paired deciding seeds (the same seed for both); while the answer falls
+    short of the study's tolerance, the next larger front point (presets included) is tried.
+    The config that holds and the full fine-tune then retrain on SEEDS fresh paired seeds: their
+    mean paired Δ is what status, report, the dashboard and export show. Every run is stored:
+    a stopped confirm resumes, and a larger --seeds adds runs.
     """
-    from spotpatch.search import DEFAULT_RULE
     from spotpatch.studies import confirm_study
 
-    def said(label: str, seed: int, value: float) -> None:
+    def said(record) -> None:
         if not args.json:
-            print(f"{label} seed {seed}: mAP {value:.3f}", flush=True)
+            print(
+                f"{record.confirm_stage} seed {record.confirm_seed}: trial {record.number} "
+                f"({kib(record.patch_bytes)}) mAP {record.map:.3f}",
+                flush=True,
+            )
 
     result = confirm_study(
         args.study,
         storage=args.storage,
-        rule=args.select or DEFAULT_RULE,
+        rule=args.select,
         seeds=args.seeds,
-        presets=args.preset,
-        on_run=said,
         walk=args.walk,
+        on_run=said,
     )
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return 0
+    c = result.confirmation
     rows = [
         [
-            c.label,
-            "-" if c.trial is None else str(c.trial),
-            kib(c.patch_bytes),
-            f"{c.mean:.3f} ± {c.sd:.3f}",
-            str(len(c.maps)),
+            str(s.trial),
+            kib(s.patch_bytes),
+            MISSING if s.versus is None else s.versus.text(),
+            MISSING if s.versus is None else ("holds" if s.versus.holds(c.tolerance) else "short"),
         ]
-        for c in result.configs
+        for s in c.walk
     ]
-    print(table(rows, ["config", "trial", "patch", "val mAP", "seeds"]))
-    v = result.versus_full
-    print(
-        f"selected vs full: {100 * v.delta:+.1f} ± {100 * v.delta_sd:.1f} mAP points "
-        f"({v.seeds} seeds each)"
-    )
-    if args.walk:
-        h = result.held_versus_full
+    if rows:
+        print(table(rows, ["trial", "patch", "Δ vs full, deciding seeds", "within tolerance"]))
+    if c.note:
+        print(c.note)
+    if c.reported is not None:
+        verdict = "holds" if c.holds else "misses"
         print(
-            f"smallest searched patch within the rule's distance, confirmed: trial {result.held}, "
-            f"{100 * h.delta:+.1f} ± {100 * h.delta_sd:.1f} mAP points"
-            if h is not None
-            else "no searched front trial was confirmed within the rule's distance"
+            f"answer: trial {c.trial}, {c.reported.text()} against the full fine-tune on fresh "
+            f"seeds: {verdict} the tolerance of {c.tolerance:g} points"
         )
+    else:
+        print(f"confirmation {c.state}")
     return 0
 
 

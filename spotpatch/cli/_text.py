@@ -1,8 +1,14 @@
-"""How the CLI prints: aligned tables and byte sizes. Imports nothing from spotpatch."""
+"""How the CLI prints: aligned tables (sizes and missing values as every room prints them).
+Imports only ``spotpatch._format``: the parser stays cheap."""
 
 from __future__ import annotations
 
-__all__ = ["kib", "table"]
+from spotpatch._format import MISSING, kib
+
+__all__ = ["MISSING", "ANSWER_HEADER", "answer_cells", "kib", "table"]
+
+#: The header of :func:`answer_cells`' columns.
+ANSWER_HEADER = ["answer: trial", "patch", "val mAP", "Δ vs full"]
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
@@ -17,5 +23,25 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
-def kib(n: int) -> str:
-    return f"{n / 1024:,.1f} KiB"
+def answer_cells(answer, full_bytes: int) -> list[str]:
+    """A study's answer as table cells: its trial, bytes (% of the full detector), mean val
+    mAP in the search, and its Δ to the full fine-tune (the fresh seeds' where confirmed)."""
+    from spotpatch.search import to_points
+
+    if answer is None:
+        return [MISSING] * len(ANSWER_HEADER)
+    c = answer.confirmation
+    if c is not None and c.reported is not None:
+        delta = f"{c.reported.text()} {'holds' if c.holds else 'misses'}"
+    elif c is not None:
+        delta = f"confirmation {c.state}"
+    elif answer.full_map is not None:
+        delta = f"{to_points(answer.map - answer.full_map):+.1f} (search)"
+    else:
+        delta = MISSING
+    return [
+        str(answer.trial),
+        f"{kib(answer.patch_bytes)} ({100 * answer.patch_bytes / full_bytes:.1f} %)",
+        f"{answer.map:.3f}",
+        delta,
+    ]

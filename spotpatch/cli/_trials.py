@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from spotpatch.cli._command import command
-from spotpatch.cli._text import kib, table
+from spotpatch.cli._text import ANSWER_HEADER, answer_cells, kib, table
 
 __all__ = ["COMMANDS"]
 
@@ -77,8 +77,12 @@ def _progress_line(state) -> str:
     small = "-" if state.smallest_front_bytes is None else kib(state.smallest_front_bytes)
     extra = f", {state.failed} failed" if state.failed else ""
     extra += f", {state.pruned} pruned" if state.pruned else ""
+    confirming = ""
+    if state.confirmed or state.confirming:
+        running = f", {state.confirming} running" if state.confirming else ""
+        confirming = f" | confirmation runs {state.confirmed}{running}"
     return (
-        f"trials {state.done}/{state.total}{extra} | front {state.front_size} | "
+        f"trials {state.done}/{state.total}{extra}{confirming} | front {state.front_size} | "
         f"best mAP {best} | smallest front patch {small}"
     )
 
@@ -119,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     (studies/*.toml). The workers stay busy while any study has work left: warm starts, presets
     and trials.
     """
-    from spotpatch.studies import load_spec, run_studies
+    from spotpatch.studies import load_spec, run_answers, run_studies
 
     names = [load_spec(path).name for path in args.studies]
     board = _ProgressBoard(names, sys.stderr.isatty())
@@ -133,6 +137,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     board.close()
     for name, state in states.items():
         print(board.label(name) + _progress_line(state))
+    rows = [[name, *answer_cells(a, full), note] for name, (a, full, note) in
+            run_answers(args.studies, storage=args.storage).items()]  # fmt: skip
+    print(table(rows, ["study", *ANSWER_HEADER, "note"]))
     return 0
 
 

@@ -11,7 +11,7 @@ is imported when a figure is drawn.
 
 from __future__ import annotations
 
-from spotpatch.dashboard._across import AcrossRow, AcrossTasks, DifficultyPoint, across_tasks
+from spotpatch.dashboard._across import AcrossTasks, DifficultyPoint, across_tasks
 from spotpatch.dashboard._data import (
     DashboardData,
     FleetView,
@@ -33,7 +33,6 @@ from spotpatch.dashboard._site_bytes import SiteBytes, site_bytes
 __all__ = [
     "DEFAULT_PORT",
     "HOST",
-    "AcrossRow",
     "AcrossTasks",
     "DashboardData",
     "DifficultyPoint",

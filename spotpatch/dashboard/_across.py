@@ -1,9 +1,8 @@
 """The report across tasks as the dashboard shows it: a plain record, no plotting here.
 
 :func:`across_tasks` lays a :class:`~spotpatch.studies.FleetReport` out as the section draws
-it: the table's cells in column order, the difference to the full fine-tune in mAP points, the
-claims as sentences with the report's notes, and the points of the difficulty scatter. The
-numbers are the report's own (``studies`` computes them); only their layout is decided here.
+it: the report's own table cells and sentences (:func:`spotpatch.studies.report_table`, the
+renderer ``spotpatch report`` prints with), and the points of the difficulty scatter.
 """
 
 from __future__ import annotations
@@ -11,46 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spotpatch.studies import (
+    Cell,
     FleetReport,
-    TechniqueResult,
     claim_lines,
-    delta_text,
-    held_header,
-    held_text,
+    report_footnotes,
+    report_table,
 )
 
-__all__ = ["AcrossRow", "DifficultyPoint", "AcrossTasks", "across_tasks", "number_text"]
-
-
-@dataclass(frozen=True)
-class AcrossRow:
-    """One study's row of the table.
-
-    Attributes:
-        study: the study (its task).
-        difficulty: full fine-tune mAP minus head-only mAP (None without both).
-        techniques: the best run of each technique, in the order of
-            :attr:`AcrossTasks.techniques` (None: the study did not run it).
-        selected: the searched patch the rule picks (None: none, see ``note``).
-        delta: ``selected``'s mAP minus the full fine-tune's, in mAP points, as the report
-            prints it (with its spread and seeds where ``spotpatch confirm`` retrained both).
-        note: why ``selected`` is None, when it is.
-        held: the smallest searched patch retrained within the rule's distance of the full
-            fine-tune, as the report prints it (``-`` without retrainings).
-    """
-
-    study: str
-    difficulty: float | None
-    techniques: tuple[TechniqueResult | None, ...]
-    selected: TechniqueResult | None
-    delta: str
-    note: str | None
-    held: str = "-"
+__all__ = ["DifficultyPoint", "AcrossTasks", "across_tasks"]
 
 
 @dataclass(frozen=True)
 class DifficultyPoint:
-    """A study in the difficulty scatter: it has both a difficulty and a selected patch."""
+    """A study in the difficulty scatter: it has both a difficulty and an answer."""
 
     study: str
     difficulty: float
@@ -63,55 +35,39 @@ class AcrossTasks:
     """The "Across tasks" section: the table, the claims, and difficulty against patch size.
 
     Example:
-        >>> data = across_tasks(fleet_report(storage, "within=1.0"))  # doctest: +SKIP
-        >>> data.techniques, [r.study for r in data.rows]  # doctest: +SKIP
-        (('head', 'full'), ['pets', 'birds'])
+        >>> data = across_tasks(fleet_report(storage))  # doctest: +SKIP
+        >>> data.header[:2], [row[0].text for row in data.rows]  # doctest: +SKIP
+        (['study', 'difficulty'], ['pets', 'birds'])
     """
 
     rule: str
-    techniques: tuple[str, ...]
-    rows: tuple[AcrossRow, ...]
+    header: tuple[str, ...]
+    rows: tuple[tuple[Cell, ...], ...]
+    footnotes: tuple[str, ...]
     claims: tuple[str, ...]
     notes: tuple[str, ...]
     points: tuple[DifficultyPoint, ...]
     rho: float | None
     p_value: float | None
-    held_header: str | None = None
-
-
-def number_text(value: float | None, spec: str) -> str:
-    """``value`` in ``spec`` (a format spec), or ``-`` for None."""
-    return "-" if value is None else format(value, spec)
 
 
 def across_tasks(report: FleetReport) -> AcrossTasks:
     """The section's record of ``report``: rows in the report's order (by difficulty)."""
-    rows = tuple(
-        AcrossRow(
-            study=r.study,
-            difficulty=r.difficulty,
-            techniques=tuple(r.techniques.get(t) for t in report.techniques),
-            selected=r.selected,
-            delta=delta_text(r),
-            note=r.note,
-            held=held_text(r),
-        )
-        for r in report.rows
-    )
+    header, rows = report_table(report)
     points = tuple(
-        DifficultyPoint(r.study, r.difficulty, r.selected.bytes_pct, r.selected.map)
-        for r in rows
-        if r.difficulty is not None and r.selected is not None
+        DifficultyPoint(r.study, r.difficulty, r.answer.bytes_pct, r.answer.map)
+        for r in report.rows
+        if r.difficulty is not None and r.answer is not None
     )
     claims = report.claims
     return AcrossTasks(
         rule=report.rule,
-        techniques=report.techniques,
-        rows=rows,
+        header=tuple(header),
+        rows=tuple(tuple(row) for row in rows),
+        footnotes=report_footnotes(report),
         claims=claim_lines(claims),
         notes=claims.notes,
         points=points,
         rho=claims.rho,
         p_value=claims.p_value,
-        held_header=held_header(claims),
     )

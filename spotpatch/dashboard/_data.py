@@ -16,17 +16,18 @@ from spotpatch.dashboard._across import AcrossTasks, across_tasks
 from spotpatch.dashboard._placement import Placement, placement
 from spotpatch.dashboard._site_bytes import SiteBytes, site_bytes
 from spotpatch.search import (
+    Answer,
     FrontPoint,
     StudyMeta,
     TrialRecord,
+    answer_inputs,
     front_points,
-    full_fine_tune_map,
     hypervolume,
     pareto_front,
     parse_rule,
     relaxation_record,
     relaxation_trials,
-    select_point,
+    select,
     spotpatch_study_names,
     study_meta,
     trial_records,
@@ -76,12 +77,13 @@ class TrialPoint:
 
 @dataclass(frozen=True)
 class TrialsScatter:
-    """mAP against patch bytes for every completed trial of one study.
+    """mAP against patch bytes for every completed trial of one study, and its answer (or the
+    rule's pick: ``selected``, with the mean of its runs in ``answer``).
 
     Example:
-        >>> scatter = trials_scatter(study, "within=1.0")  # doctest: +SKIP
-        >>> [p.number for p in scatter.front]  # doctest: +SKIP
-        [0, 4, 9]
+        >>> scatter = trials_scatter(study, None)  # doctest: +SKIP
+        >>> [p.number for p in scatter.front], scatter.selected  # doctest: +SKIP
+        ([0, 4, 9], 4)
     """
 
     study: str
@@ -92,6 +94,7 @@ class TrialsScatter:
     full_bytes: int
     head_bytes: int
     failed: tuple[tuple[int, str], ...]
+    answer: Answer | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,8 @@ class HypervolumeSeries:
 
 @dataclass(frozen=True)
 class FleetView:
-    """The selected patches of every task against one full detector per task.
+    """Every task's answer (or the rule's pick) against one full detector per task; ``maps``
+    are the means of each config's runs, as everywhere else.
 
     Totals cover the tasks with a selected patch only (``missing`` lists the others).
     """
@@ -170,22 +174,12 @@ class DashboardData:
     across: AcrossTasks
 
 
-# -- helpers -----------------------------------------------------------------------------------
-def _select(
-    points: Sequence[FrontPoint], rule: str, full_bytes: int, full_map: float | None
-) -> tuple[int | None, str]:
-    """The trial number a rule picks, or None with the reason."""
-    if not points:
-        return None, "no completed trial yet"
-    try:
-        return select_point(points, rule, full_bytes, full_map=full_map).number, ""
-    except UserError as e:
-        return None, str(e)
-
-
 # -- one study ---------------------------------------------------------------------------------
-def trials_scatter(study, rule: str, *, records: list[TrialRecord] | None = None) -> TrialsScatter:
-    """Every completed trial of ``study`` as (bytes, mAP), its front and the one ``rule`` picks.
+def trials_scatter(
+    study, rule: str | None, *, records: list[TrialRecord] | None = None
+) -> TrialsScatter:
+    """Every completed trial of ``study`` as (bytes, mAP), its front and its answer (``rule``
+    None) or the trial ``rule`` picks.
 
     Failed trials are listed with their errors (they have no point).
     """
@@ -196,7 +190,12 @@ def trials_scatter(study, rule: str, *, records: list[TrialRecord] | None = None
     points = front_points(records)
     front = pareto_front(points)
     on_front = {p.number for p in front}
-    selected, note = _select(points, rule, meta.full_bytes, full_fine_tune_map(records))
+    answer, note = None, ""
+    try:
+        answer = select(answer_inputs(study, records), rule)
+    except UserError as e:
+        note = str(e)
+    selected = None if answer is None else answer.trial
     shown = [
         TrialPoint(
             number=r.number,
@@ -223,6 +222,7 @@ def trials_scatter(study, rule: str, *, records: list[TrialRecord] | None = None
         full_bytes=meta.full_bytes,
         head_bytes=meta.head_bytes,
         failed=failed,
+        answer=answer,
     )
 
 
@@ -251,17 +251,17 @@ def hypervolume_series(study, *, records: list[TrialRecord] | None = None) -> Hy
 def fleet_view(
     names: Sequence[str],
     metas: Sequence[StudyMeta],
-    chosen: Sequence[TrialPoint | None],
+    chosen: Sequence[Answer | None],
     rule: str,
 ) -> FleetView:
-    """The selected patch of every study against one full detector per task."""
+    """Every study's answer (or pick) against one full detector per task."""
     rows = [(n, m, p) for n, m, p in zip(names, metas, chosen, strict=True) if p is not None]
     return FleetView(
         rule=rule,
         tasks=tuple(n for n, _, _ in rows),
-        trials=tuple(p.number for _, _, p in rows),
+        trials=tuple(p.trial for _, _, p in rows),
         maps=tuple(p.map for _, _, p in rows),
-        patch_bytes=tuple(p.bytes for _, _, p in rows),
+        patch_bytes=tuple(p.patch_bytes for _, _, p in rows),
         full_bytes=tuple(m.full_bytes for _, m, _ in rows),
         missing=tuple(n for n, p in zip(names, chosen, strict=True) if p is None),
     )
@@ -296,13 +296,14 @@ def load_studies(storage) -> list:
     ]
 
 
-def dashboard_data(storage, rule: str) -> DashboardData:
-    """Everything the dashboard shows for every spotpatch study of ``storage``.
+def dashboard_data(storage, rule: str | None = None) -> DashboardData:
+    """Everything the dashboard shows for every spotpatch study of ``storage``: each study's
+    answer (``rule`` None) or the trial ``rule`` picks, the same in every section.
 
     Raises:
         UserError: a malformed rule, or no spotpatch study in the storage.
     """
-    rule = str(parse_rule(rule))
+    parsed = None if rule is None else parse_rule(rule)
     studies = load_studies(storage)
     if not studies:
         raise UserError(
@@ -311,9 +312,8 @@ def dashboard_data(storage, rule: str) -> DashboardData:
     all_records = [trial_records(s) for s in studies]
     panels, chosen = [], []
     for study, records in zip(studies, all_records, strict=True):
-        scatter = trials_scatter(study, rule, records=records)
-        point = next((p for p in scatter.points if p.number == scatter.selected), None)
-        chosen.append(point)
+        scatter = trials_scatter(study, parsed, records=records)
+        chosen.append(scatter.answer)
         panels.append(
             StudyPanel(
                 name=study.study_name,
@@ -323,15 +323,16 @@ def dashboard_data(storage, rule: str) -> DashboardData:
                 site_bytes=site_bytes(study, scatter.selected, records=records, storage=storage),
             )
         )
+    shown = "answer" if parsed is None else str(parsed)
     return DashboardData(
         storage=storage_label(storage),
-        rule=rule,
+        rule=shown,
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         studies=tuple(panels),
         hypervolume=tuple(
             hypervolume_series(s, records=r) for s, r in zip(studies, all_records, strict=True)
         ),
         placement=placement(studies, [p.scatter.selected for p in panels], records=all_records),
-        fleet=fleet_view([p.name for p in panels], [p.meta for p in panels], chosen, rule),
-        across=across_tasks(report_of(studies, rule)),
+        fleet=fleet_view([p.name for p in panels], [p.meta for p in panels], chosen, shown),
+        across=across_tasks(report_of(studies, parsed)),
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
+from spotpatch._format import kib
 from spotpatch.dashboard._data import HypervolumeSeries, TrialsScatter
 from spotpatch.dashboard._placement import Placement, kind_strength
 from spotpatch.dashboard._site_bytes import SiteBytes
@@ -19,7 +20,6 @@ from spotpatch.dashboard._site_bytes import SiteBytes
 __all__ = [
     "plot_text",
     "base_layout",
-    "kib",
     "scatter_figure",
     "hypervolume_figure",
     "placement_figure",
@@ -60,11 +60,6 @@ def base_layout(title: str, **extra) -> dict:
         "hoverlabel": {"align": "left"},
         **extra,
     }
-
-
-def kib(n: float) -> str:
-    """Bytes in KiB, for hover text."""
-    return f"{n / 1024:,.1f} KiB"
 
 
 def _color(kind: str | None) -> str:
@@ -124,12 +119,19 @@ def scatter_figure(scatter: TrialsScatter):
                 hoverinfo="skip",
             )
         )
-    chosen = next((p for p in scatter.points if p.number == scatter.selected), None)
-    if chosen is not None:
+    answer = scatter.answer
+    if answer is not None:
+        runs = f" (mean of {answer.runs} runs)" if answer.runs > 1 else ""
+        said = f"{plot_text(answer.rule)}: trial {answer.trial}, mAP {answer.map:.4f}{runs}<br>"
+        said += f"{answer.patch_bytes:,} bytes ({kib(answer.patch_bytes)})"
+        c = answer.confirmation
+        if c is not None and c.reported is not None:
+            verdict = "holds" if c.holds else "misses"
+            said += f"<br>Δ vs full on fresh seeds: {plot_text(c.reported.text())}, {verdict}"
         fig.add_trace(
             go.Scatter(
-                x=[chosen.bytes],
-                y=[chosen.map],
+                x=[answer.patch_bytes],
+                y=[answer.map],
                 mode="markers",
                 marker={
                     "symbol": "star",
@@ -137,8 +139,8 @@ def scatter_figure(scatter: TrialsScatter):
                     "color": "#ffd92f",
                     "line": {"width": 1, "color": "#333"},
                 },
-                name="selected",
-                hovertext=[hover(chosen)],
+                name=plot_text(answer.rule),
+                hovertext=[said],
                 hoverinfo="text",
             )
         )

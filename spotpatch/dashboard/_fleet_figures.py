@@ -7,9 +7,10 @@ the other figures.
 
 from __future__ import annotations
 
+from spotpatch._format import kib
 from spotpatch.dashboard._across import AcrossTasks
 from spotpatch.dashboard._data import FleetView
-from spotpatch.dashboard._figures import base_layout, kib, plot_text
+from spotpatch.dashboard._figures import base_layout, plot_text
 
 __all__ = ["fleet_figure", "difficulty_figure"]
 
@@ -30,7 +31,7 @@ def fleet_figure(data: FleetView):
             go.Bar(
                 x=names,
                 y=patches,
-                name=f"selected patch ({plot_text(data.rule)})",
+                name=f"patch ({plot_text(data.rule)})",
                 marker={"color": "#4c72b0"},
                 hovertext=[
                     f"{b:,} bytes ({kib(b)})<br>{m}" for b, m in zip(patches, maps, strict=True)
@@ -49,7 +50,7 @@ def fleet_figure(data: FleetView):
     )
     fig.update_layout(
         base_layout(
-            "Fleet: selected patches against one full detector per task",
+            "Fleet: each task's patch against one full detector per task",
             yaxis={"type": "log", "title": {"text": "bytes (log)"}},
             xaxis={"type": "category"},
             barmode="group",
@@ -60,14 +61,14 @@ def fleet_figure(data: FleetView):
 
 
 def difficulty_figure(data: AcrossTasks):
-    """Difficulty against the selected patch's bytes %, one labelled point per study that has
+    """Difficulty against the answer's bytes %, one labelled point per study that has
     both; Spearman's rho and p in the title when the report computed them (None: no point)."""
     import plotly.graph_objects as go
 
     if not data.points:
         return None
     xs = [p.difficulty for p in data.points]
-    title = "Difficulty against the selected patch's size"
+    title = "Difficulty against the patch's size"
     if data.rho is not None:
         title += f" (Spearman ρ = {data.rho:.2f}, p = {data.p_value:.3g})"
     fig = go.Figure(
@@ -79,11 +80,11 @@ def difficulty_figure(data: AcrossTasks):
             textposition="top center",
             hovertext=[
                 f"{plot_text(p.study)}<br>difficulty {p.difficulty:.3f}<br>"
-                f"selected patch: mAP {p.map:.3f}, {p.bytes_pct:.1f} % of the full detector"
+                f"patch: mAP {p.map:.3f}, {p.bytes_pct:.1f} % of the full detector"
                 for p in data.points
             ],
             hoverinfo="text",
-            name=f"selected patch ({plot_text(data.rule)})",
+            name=f"patch ({plot_text(data.rule)})",
             marker={"size": 10, "color": "#4c72b0", "line": {"width": 0.5, "color": "#333"}},
         )
     )
@@ -97,7 +98,7 @@ def difficulty_figure(data: AcrossTasks):
                 "range": [min(xs) - pad, max(xs) + pad],
             },
             yaxis={
-                "title": {"text": "selected patch bytes (% of the full detector)"},
+                "title": {"text": "patch bytes (% of the full detector)"},
                 "rangemode": "tozero",
             },
             height=420,

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from spotpatch._files import write_text
+from spotpatch._format import kib
 from spotpatch.dashboard._data import DashboardData, StudyPanel, dashboard_data
 from spotpatch.dashboard._figures import (
     hypervolume_figure,
-    kib,
     placement_figure,
     relaxation_figure,
     scatter_figure,
@@ -24,7 +24,6 @@ from spotpatch.dashboard._fleet_figures import fleet_figure
 from spotpatch.dashboard._page import PageFigures, html_document
 from spotpatch.dashboard._page import page_text as _e
 from spotpatch.dashboard._report_page import across_section
-from spotpatch.search import DEFAULT_RULE
 
 __all__ = ["render_dashboard", "write_dashboard"]
 
@@ -35,13 +34,13 @@ def _fleet_section(data: DashboardData, page: PageFigures) -> str:
     if fleet.tasks:
         saving = f" ({fleet.saving:,.1f}x smaller)" if fleet.saving else ""
         parts.append(
-            f"<p>{len(fleet.tasks)} selected patches take <b>{fleet.total_patch_bytes:,}</b> "
+            f"<p>{len(fleet.tasks)} patches take <b>{fleet.total_patch_bytes:,}</b> "
             f"bytes ({kib(fleet.total_patch_bytes)}) against <b>{fleet.total_full_bytes:,}</b> "
             f"bytes for one full detector per task{saving}; the patches also need the one "
             "shared base.</p>"
         )
     if fleet.missing:
-        parts.append(f'<p class="note">No patch selected for: {_e(", ".join(fleet.missing))}.</p>')
+        parts.append(f'<p class="note">No patch for: {_e(", ".join(fleet.missing))}.</p>')
     parts.append(page.figure(fleet_figure(fleet)))
     rows = "".join(
         f"<tr><td>{_e(t)}</td><td>{n}</td><td>{m:.3f}</td><td>{p:,}</td><td>{f:,}</td>"
@@ -76,13 +75,11 @@ def _study_section(panel: StudyPanel, rule: str, page: PageFigures) -> str:
         page.figure(scatter_figure(scatter)),
     ]
     if scatter.selected is None:
-        parts.append(
-            f'<p class="note">No trial selected by {_e(rule)}: {_e(scatter.selection_note)}</p>'
-        )
+        parts.append(f'<p class="note">No {_e(rule)}: {_e(scatter.selection_note)}</p>')
     elif panel.site_bytes.note:
         parts.append(
-            f'<p class="note">Trial {scatter.selected} is selected; bytes per site not shown: '
-            f"{_e(panel.site_bytes.note)}</p>"
+            f'<p class="note">Trial {scatter.selected} is the {_e(rule)}; bytes per site not '
+            f"shown: {_e(panel.site_bytes.note)}</p>"
         )
     else:
         parts.append(page.figure(site_bytes_figure(panel.site_bytes)))
@@ -101,7 +98,7 @@ def render_dashboard(data: DashboardData, *, note: str = "") -> str:
     page = PageFigures()
     body = [
         "<header><h1>spotpatch dashboard</h1>",
-        f'<p class="meta">storage {_e(data.storage)} · selection rule {_e(data.rule)} · '
+        f'<p class="meta">storage {_e(data.storage)} · each study\'s {_e(data.rule)} · '
         f"{len(data.studies)} studies · generated {_e(data.generated)}"
         f"{' · ' + _e(note) if note else ''}</p></header>",
         _fleet_section(data, page),
@@ -122,14 +119,15 @@ def render_dashboard(data: DashboardData, *, note: str = "") -> str:
     return html_document("spotpatch dashboard", body, page)
 
 
-def write_dashboard(storage, out_path: str | Path, *, rule: str = DEFAULT_RULE) -> Path:
+def write_dashboard(storage, out_path: str | Path, *, rule: str | None = None) -> Path:
     """Write the dashboard of every spotpatch study in ``storage`` to one HTML file, beside it
     first and then renamed over it (a browser reloading never sees half a page).
 
     Args:
         storage: an Optuna storage, or its URL.
         out_path: the ``.html`` file to write (its folder must exist).
-        rule: the selection rule that picks each study's patch (see ``spotpatch export``).
+        rule: None for each study's answer, else the selection rule that picks each study's
+            patch (see ``spotpatch export``).
 
     Returns:
         The path written.

@@ -12,52 +12,35 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from spotpatch._files import write_text
-from spotpatch.dashboard._across import AcrossTasks, across_tasks, number_text
+from spotpatch.dashboard._across import AcrossTasks, across_tasks
 from spotpatch.dashboard._fleet_figures import difficulty_figure
 from spotpatch.dashboard._page import PageFigures, html_document
 from spotpatch.dashboard._page import page_text as _e
-from spotpatch.studies import FleetReport, TechniqueResult, technique_text
+from spotpatch.studies import Cell, FleetReport
 
 __all__ = ["across_section", "render_report_html", "write_report_html"]
 
 
-def _cell(t: TechniqueResult | None) -> str:
-    if t is None:
-        return "<td>-</td>"
-    hover = f"trial {t.trial}, {t.bytes:,} bytes"
-    return f'<td title="{_e(hover)}">{_e(technique_text(t))}</td>'
+def _cell(cell: Cell) -> str:
+    hover = f' title="{_e(cell.hover)}"' if cell.hover else ""
+    return f"<td{hover}>{_e(cell.text)}</td>"
 
 
 def _table(data: AcrossTasks) -> str:
-    head = [
-        "study",
-        "difficulty",
-        *data.techniques,
-        f"searched ({data.rule})",
-        "Δ mAP vs full (points)",
-        *([data.held_header] if data.held_header else []),
-    ]
-    held = (lambda r: f"<td>{_e(r.held)}</td>") if data.held_header else (lambda r: "")
-    rows = "".join(
-        f"<tr><td>{_e(r.study)}</td><td>{number_text(r.difficulty, '.3f')}</td>"
-        + "".join(_cell(t) for t in r.techniques)
-        + f"{_cell(r.selected)}<td>{_e(r.delta)}</td>{held(r)}</tr>"
-        for r in data.rows
-    )
-    header = "".join(f"<th>{_e(h)}</th>" for h in head)
+    header = "".join(f"<th>{_e(h)}</th>" for h in data.header)
+    rows = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in data.rows)
     return f"<table><tr>{header}</tr>{rows}</table>"
 
 
 def across_section(data: AcrossTasks, page: PageFigures) -> str:
-    """The "Across tasks" section: the table by difficulty, the claims, their notes and the
-    difficulty scatter (its figure collected by ``page``)."""
+    """The "Across tasks" section: the table by difficulty, what its cells mean, the claims,
+    their notes and the difficulty scatter (its figure collected by ``page``)."""
     parts = [
         '<section id="across-tasks"><h2>Across tasks</h2>',
         '<p class="meta">One row per study, easiest first (difficulty: the full fine-tune\'s '
-        "mAP minus the head-only one). Cells: val mAP (patch bytes as a % of the full "
-        f"detector); searched: the patch {_e(data.rule)} selects among the searched trials "
-        "(presets left out); Δ: its mAP minus the full fine-tune's.</p>",
+        "mAP minus the head-only one).</p>",
         _table(data),
+        '<ul class="meta">' + "".join(f"<li>{_e(f)}</li>" for f in data.footnotes) + "</ul>",
         '<ul class="claims">' + "".join(f"<li>{_e(c)}</li>" for c in data.claims) + "</ul>",
     ]
     if data.notes:
@@ -65,8 +48,7 @@ def across_section(data: AcrossTasks, page: PageFigures) -> str:
         parts.append(f'<ul class="note">{items}</ul>')
     figure = page.figure(difficulty_figure(data))
     parts.append(
-        figure
-        or '<p class="meta">No study has both a difficulty and a selected patch to plot.</p>'
+        figure or '<p class="meta">No study has both a difficulty and an answer to plot.</p>'
     )
     parts.append("</section>")
     return "".join(parts)
@@ -80,7 +62,7 @@ def render_report_html(report: FleetReport) -> str:
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     body = [
         "<header><h1>spotpatch report across tasks</h1>",
-        f'<p class="meta">selection rule {_e(data.rule)} · {len(data.rows)} studies · '
+        f'<p class="meta">each study\'s {_e(data.rule)} · {len(data.rows)} studies · '
         f"generated {_e(generated)}</p></header>",
         across_section(data, page),
     ]

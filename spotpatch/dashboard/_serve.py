@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from spotpatch._errors import UserError
 from spotpatch.dashboard._data import dashboard_data
 from spotpatch.dashboard._html import render_dashboard
-from spotpatch.search import DEFAULT_RULE, parse_rule
+from spotpatch.search import parse_rule
 
 __all__ = ["HOST", "DEFAULT_PORT", "DashboardServer", "make_server", "serve_dashboard"]
 
@@ -27,7 +27,7 @@ DEFAULT_PORT = 8050
 class _PageCache:
     """The last page built, rebuilt when older than ``min_interval`` seconds."""
 
-    def __init__(self, storage, rule: str, min_interval: float) -> None:
+    def __init__(self, storage, rule: str | None, min_interval: float) -> None:
         self.storage, self.rule, self.min_interval = storage, rule, min_interval
         self._lock = threading.Lock()
         self._page: bytes | None = None
@@ -80,7 +80,7 @@ class _DashboardHandler(BaseHTTPRequestHandler):
 
 
 def make_server(
-    storage, *, port: int = DEFAULT_PORT, rule: str = DEFAULT_RULE, min_interval: float = 2.0
+    storage, *, port: int = DEFAULT_PORT, rule: str | None = None, min_interval: float = 2.0
 ) -> DashboardServer:
     """An HTTP server on 127.0.0.1:``port`` (0: any free port) serving the dashboard.
 
@@ -89,7 +89,7 @@ def make_server(
     """
     from spotpatch.studies import open_storage
 
-    rule = str(parse_rule(rule))
+    rule = None if rule is None else str(parse_rule(rule))
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be in 0..65535, got {port}")
     import optuna
@@ -108,7 +108,7 @@ def serve_dashboard(
     storage,
     *,
     port: int = DEFAULT_PORT,
-    rule: str = DEFAULT_RULE,
+    rule: str | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve the dashboard until Ctrl-C, then close the socket and return.

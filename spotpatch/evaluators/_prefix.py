@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from spotpatch._errors import UserError
+from spotpatch._format import size_text
 from spotpatch.evaluators._coco import CocoSplit, sample
 from spotpatch.spaces import parse_bytes
 
@@ -333,14 +334,6 @@ def clear_prefix_caches() -> None:
     _STORE.__init__()
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 @dataclass(frozen=True)
 class CacheRequest:
     """A split to cache at a cut.
@@ -397,14 +390,14 @@ def prefix_caches(
             need, anchors, image_size = _plan(model, r.split, cut, r.flips, r.train, device)
             if _STORE.nbytes + need > limit:
                 refused.add((key, limit))
-                over.append(f"{r.what} ({_size(need)})")
+                over.append(f"{r.what} ({size_text(need)})")
                 found.append(None)
                 continue
             cache = _build(model, r.split, cut, r.flips, r.train, anchors, image_size)
             if cache.nbytes > need:
                 raise RuntimeError(f"prefix cache took {cache.nbytes} bytes, planned {need}")
             caches[key] = cache
-            log.info("prefix cache of %s at %s: %s", r.what, name, _size(cache.nbytes))
+            log.info("prefix cache of %s at %s: %s", r.what, name, size_text(cache.nbytes))
             found.append(cache)
     finally:
         model.train(was_training)
@@ -413,7 +406,7 @@ def prefix_caches(
             "prefix cache at %s: %s over the cap of %s (%s held): computed as before",
             name,
             ", ".join(over),
-            _size(limit),
-            _size(_STORE.nbytes),
+            size_text(limit),
+            size_text(_STORE.nbytes),
         )
     return found

@@ -18,36 +18,49 @@ from pathlib import Path
 from typing import Any
 
 from spotpatch._files import sha256_of
+from spotpatch.search._answer import answer_inputs, study_confirmation
+from spotpatch.search._confirmation import Confirmation
 from spotpatch.search._early_stopping import EarlyStopping, early_stop_references
 from spotpatch.search._heartbeat import Heartbeat, host_lock, this_process
 from spotpatch.search._progress import StudyProgress, summarize
 from spotpatch.search._record import (
     TrialRecord,
-    claim_proposer,
+    config_key,
+    confirmation_seed,
     enqueue_attrs,
+    is_confirmation,
     is_repeat,
     queued_config,
-    relaxation_record,
     trial_records,
-    warm_start_claim,
     write_asked,
     write_duplicate,
     write_heartbeat,
     write_pruned,
-    write_relaxation,
     write_result,
-    write_warm_start_claim,
 )
 from spotpatch.search._recovery import (
     MAX_ATTEMPTS,
     attempts,
     beat_is_stale,
+    fail_confirmation,
     give_up,
     recover_stale,
     retry_trial,
 )
-from spotpatch.search._repeats import REPEAT_TOLERANCE, next_repeat
+from spotpatch.search._repeats import next_repeat
+from spotpatch.search._seeds import trial_seed
+from spotpatch.search._study_record import (
+    ConfirmPlan,
+    claim_proposer,
+    confirm_plan,
+    relaxation_record,
+    warm_start_claim,
+    write_confirm_plan,
+    write_relaxation,
+    write_warm_start_claim,
+)
 from spotpatch.search._trial import TrialJob, TrialOutcome
+from spotpatch.search._units import DEFAULT_TOLERANCE
 from spotpatch.spaces import PRESETS, PatchConfig, PatchSpace
 
 __all__ = ["MAX_ATTEMPTS", "StudyController", "WARM_START", "WAIT"]
@@ -78,11 +91,14 @@ class StudyController:
         early_stopping: on when given.
         heartbeat: seconds between heartbeats of running trials.
         stale_after: a running trial with no heartbeat for this long is failed and retried.
-        repeats: runs, each with its own seed, of the configs that decide the selection (the
-            full fine-tune and the ``within-full=1`` pick; :func:`~spotpatch.search.next_repeat`)
-            before the sampler proposes, past the total where the last trials found the pick;
+        repeats: runs, each with its own seed, of the configs that decide the answer (the
+            full fine-tune and the answer on the means; :func:`~spotpatch.search.next_repeat`)
+            before the sampler proposes, past the total where the last trials found the answer;
             1: none run twice.
-        repeat_tolerance: the pick's distance to the full fine-tune (mAP in [0, 1]).
+        tolerance: mAP points the answer may lose against the full fine-tune.
+        confirm_seeds: past the total, confirm the answer on this many paired seeds
+            (:mod:`~spotpatch.search._confirmation`); 0: no confirmation (unless one was
+            started, by ``spotpatch confirm``, which then goes on).
 
     Example:
         >>> controller = StudyController(storage, "pets", space)  # doctest: +SKIP
@@ -103,7 +119,8 @@ class StudyController:
         heartbeat: float = 20.0,
         stale_after: float = 120.0,
         repeats: int = 1,
-        repeat_tolerance: float = REPEAT_TOLERANCE,
+        tolerance: float = DEFAULT_TOLERANCE,
+        confirm_seeds: int = 0,
     ):
         import optuna
         from optuna.distributions import CategoricalDistribution
@@ -115,7 +132,8 @@ class StudyController:
         self.early_stopping = early_stopping
         self.stale_after = stale_after
         self.repeats = repeats
-        self.repeat_tolerance = repeat_tolerance
+        self.tolerance = tolerance
+        self.confirm_seeds = confirm_seeds
         self.distributions = {
             label: CategoricalDistribution(space.choices(label)) for label in space.groups()
         }
@@ -163,7 +181,11 @@ class StudyController:
         its nearest gates as params and trains as it is: a reference trial, stored and counted
         like any other.
         """
-        known = {self._tensors_of(self._known_config(r)) for r in self.records()}
+        known = {
+            self._tensors_of(self._known_config(r))
+            for r in self.records()
+            if r.confirm_stage is None
+        }
         added = 0
         for config in configs:
             if self._tensors_of(config) in known:
@@ -192,10 +214,13 @@ class StudyController:
         :data:`WARM_START` (this process now holds the study's warm start: run it, then
         :meth:`finish_warm_start`), :data:`WAIT` (another process runs the warm start and no
         queued trial is left meanwhile, or the study has its ``total`` only once the trials now
-        running finish), or None (the study has its ``total``, nothing runs and no repeat of its
-        pick is due; with ``waits=False``, as soon as it has its ``total`` while a trial runs).
-        Past the ``total``, the only trials are repeats of a pick the last trials found
-        (``repeats`` > 1, :func:`~spotpatch.search.next_repeat`).
+        running finish), or None (the study has its ``total``, nothing runs, no repeat of its
+        answer is due and its confirmation, if any, is done; with ``waits=False``, as soon as it
+        has its ``total`` while a trial runs). Past the ``total``, the only trials are repeats
+        of an answer the last trials found (``repeats`` > 1,
+        :func:`~spotpatch.search.next_repeat`), then the confirmation's runs
+        (``confirm_seeds``, or a confirmation ``spotpatch confirm`` started), which parallel
+        processes share.
 
         With ``warm_start``, a study without a warm-start record runs one before the sampler
         proposes anything; its queued trials (the presets) may run meanwhile.
@@ -208,15 +233,19 @@ class StudyController:
                 records = self.records()
             S = optuna.trial.TrialState
             if sum(r.counts_toward_total() for r in records) >= total:
-                # Done once nothing runs: a running trial may still fail and need a retry.
-                if any(r.state == S.RUNNING for r in records):
+                # Done once no search trial runs: a running trial may still fail and need a
+                # retry, or change the answer.
+                if any(r.state == S.RUNNING and r.confirm_stage is None for r in records):
                     return WAIT if waits else None
-                # A pick the last trials found gets its repeats past the total: a study does
+                # An answer the last trials found gets its repeats past the total: a study does
                 # not end on one lucky run.
                 again = self._due_repeat(records)
-                if again is None:
-                    return None
-                trial = self._repeat(again)
+                if again is not None:
+                    trial = self._repeat(again)
+                else:
+                    trial = self._confirm_work(records)
+                    if trial is None or trial == WAIT:
+                        return WAIT if trial == WAIT and waits else None
             else:
                 if warm_start and relaxation_record(self.study) is None:
                     if self._claim_warm_start():
@@ -275,13 +304,58 @@ class StudyController:
 
         if any(r.state == optuna.trial.TrialState.WAITING for r in records):
             return None
-        return next_repeat(records, self.repeats, self.repeat_tolerance)
+        return next_repeat(records, self.repeats, self.tolerance)
 
     def _repeat(self, again: TrialRecord):
         """Queue and ask a run of ``again``'s config with another seed (a config that decides
         the selection); call with no other trial queued."""
         attrs = enqueue_attrs("repeat", repeat_of=again.number, config=again.config)
         self.study.enqueue_trial(dict(again.params), user_attrs=attrs)
+        return self.study.ask(self.distributions)
+
+    def confirmation(self, records: list[TrialRecord] | None = None) -> Confirmation | None:
+        """Where the study's confirmation stands under this controller's settings (None: none
+        started and ``confirm_seeds`` is 0, or none can start: no full fine-tune, or nothing
+        within the tolerance)."""
+        import dataclasses
+
+        plan = confirm_plan(self.study)
+        if plan is None and self.confirm_seeds <= 0:
+            return None
+        if plan is None or (self.confirm_seeds > 0 and plan.seeds != self.confirm_seeds):
+            plan = ConfirmPlan(
+                self.confirm_seeds,
+                None if plan is None else plan.start,
+                True if plan is None else plan.walk,
+            )
+        inputs = answer_inputs(self.study, self.records() if records is None else records)
+        inputs = dataclasses.replace(inputs, tolerance=self.tolerance, plan=plan)
+        return study_confirmation(inputs)
+
+    def _confirm_work(self, records: list[TrialRecord]):
+        """The next confirmation run (an Optuna ``Trial``), :data:`WAIT` while the runs still
+        needed all run elsewhere, or None when the confirmation is done (or there is none).
+        Call under the study's lock."""
+        import optuna
+
+        state = self.confirmation(records)
+        if state is None or not state.needed:
+            return None
+        plan = confirm_plan(self.study)
+        if plan is None or plan.seeds != state.plan.seeds:
+            write_confirm_plan(self.study, state.plan)
+        S = optuna.trial.TrialState
+        busy = {
+            (config_key(r.sites or {}), r.confirm_seed, r.confirm_stage)
+            for r in records
+            if r.confirm_stage is not None and r.state in (S.RUNNING, S.WAITING)
+        }
+        job = next((j for j in state.needed if j.key not in busy), None)
+        if job is None:
+            return WAIT
+        config = PatchConfig.from_dict(job.sites)
+        attrs = enqueue_attrs("confirm", config=config, confirm=(job.seed, job.stage))
+        self.study.enqueue_trial(self.space.nearest_gates(config), user_attrs=attrs)
         return self.study.ask(self.distributions)
 
     def claim_warm_start(self, total: int) -> bool:
@@ -319,9 +393,11 @@ class StudyController:
         write_warm_start_claim(self.study, None)
 
     def job(self, trial, seed: int) -> TrialJob:
-        """What a worker needs to score ``trial`` (its seed is ``seed`` + its number). A repeat
-        is not stopped early: it runs to be averaged with its config's other runs."""
-        early = None if is_repeat(trial) else self.early_stopping
+        """What a worker needs to score ``trial``: its seed is the study's ``seed`` plus its
+        number, a confirmation run's its own (:mod:`~spotpatch.search._seeds`). A repeat or a
+        confirmation run is not stopped early: it runs to be averaged."""
+        confirming = is_confirmation(trial)
+        early = None if is_repeat(trial) or confirming else self.early_stopping
         references = ()
         if early is not None:
             size = self.space.patch_bytes(self.config_of(trial))
@@ -331,7 +407,7 @@ class StudyController:
         return TrialJob(
             number=trial.number,
             sites=self.config_of(trial).to_dict(),
-            seed=seed + trial.number,
+            seed=confirmation_seed(trial) if confirming else trial_seed(seed, trial.number),
             fractions=tuple(early.checkpoints) if early else (),
             margin=early.margin if early else 0.0,
             references=references,
@@ -360,7 +436,12 @@ class StudyController:
 
     def tell_interrupted(self, trial, why: str = "interrupted") -> None:
         """A trial that stopped before it finished (Ctrl-C): failed with ``why``, and its
-        config queued to run again (on resume, or next)."""
+        config queued to run again (on resume, or next; a confirmation run is asked again by
+        the confirmation, which still needs it)."""
+        if is_confirmation(trial):
+            self._heartbeat.remove(trial.number)
+            fail_confirmation(self.study, self.storage, trial.number, f"not finished: {why}")
+            return
         self._retry(trial, f"not finished: {why}")
 
     def tell_failed(self, trial, why: str, *, raised: bool = False) -> None:
@@ -368,6 +449,11 @@ class StudyController:
         sent an outcome. Failed with ``why`` and its config queued again, unless it is the
         :data:`MAX_ATTEMPTS` th run of that config in a row to fail (a retry of a retry...):
         then it stays failed, and counts."""
+        if is_confirmation(trial):  # asked again while the confirmation needs it
+            self._heartbeat.remove(trial.number)
+            text = why if raised else f"not finished: {why}"
+            fail_confirmation(self.study, self.storage, trial.number, text)
+            return
         runs = attempts(self.records(), trial.number)
         if runs < MAX_ATTEMPTS:
             self._retry(trial, why if raised else f"not finished: {why}")
@@ -400,8 +486,8 @@ class StudyController:
         bytes (readers check it: a file altered or replaced later is refused)."""
         import optuna
 
-        if self.artifact_store is None:
-            return None, None
+        if self.artifact_store is None or is_confirmation(trial):
+            return None, None  # a confirmation run is a number, not a patch to ship
         with tempfile.TemporaryDirectory() as tmp:
             path = _write_tensors(tensors, Path(tmp) / "patch.safetensors")
             artifact_id = optuna.artifacts.upload_artifact(

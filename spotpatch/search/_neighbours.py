@@ -44,7 +44,8 @@ import numpy as np
 import optuna
 
 from spotpatch.search._pareto import FrontPoint, pareto_front
-from spotpatch.search._record import RelaxationPhaseRecord, is_duplicate, relaxation_record
+from spotpatch.search._record import is_duplicate
+from spotpatch.search._study_record import RelaxationPhaseRecord, relaxation_record
 
 __all__ = [
     "NeighbourSampler",

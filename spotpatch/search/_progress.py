@@ -7,13 +7,15 @@ from dataclasses import dataclass
 
 from spotpatch.search._pareto import FrontPoint, hypervolume, pareto_front
 from spotpatch.search._record import TrialRecord
+from spotpatch.search._units import mean_sd
 
 __all__ = ["StudyProgress", "front_points", "summarize"]
 
 
 @dataclass(frozen=True)
 class StudyProgress:
-    """Where a study stands, for progress lines and ``status``."""
+    """Where a study stands, for progress lines and ``status``: its search trials, and past
+    its total its confirmation runs (``confirmed`` done, ``confirming`` running)."""
 
     done: int
     total: int
@@ -24,6 +26,8 @@ class StudyProgress:
     best_map: float | None
     smallest_front_bytes: int | None
     hypervolume: float | None
+    confirmed: int = 0
+    confirming: int = 0
 
 
 def front_points(records: Sequence[TrialRecord]) -> list[FrontPoint]:
@@ -37,24 +41,17 @@ def front_points(records: Sequence[TrialRecord]) -> list[FrontPoint]:
     runs: dict[frozenset, list[TrialRecord]] = {}
     for r in records:
         if r.complete:
-            runs.setdefault(_key(r), []).append(r)
+            runs.setdefault(r.key, []).append(r)
     for r in records:
         if r.duplicate_of is not None and r.map is not None and r.sites is not None:
-            runs.setdefault(_key(r), [r])
+            runs.setdefault(r.key, [r])
     return sorted(
         (
-            FrontPoint(rs[0].number, sum(r.map for r in rs) / len(rs), rs[0].patch_bytes, len(rs))
+            FrontPoint(rs[0].number, mean_sd([r.map for r in rs])[0], rs[0].patch_bytes, len(rs))
             for rs in runs.values()
         ),
         key=lambda p: p.number,
     )
-
-
-def _key(record: TrialRecord) -> frozenset:
-    # An empty config (the head alone) is a config like any other; no config: the trial alone.
-    if record.sites is None:
-        return frozenset({("#", record.number)})
-    return frozenset(record.sites.items())
 
 
 def summarize(records: Sequence[TrialRecord], total: int, full_bytes: int) -> StudyProgress:
@@ -75,4 +72,6 @@ def summarize(records: Sequence[TrialRecord], total: int, full_bytes: int) -> St
         best_map=max((p.map for p in points), default=None),
         smallest_front_bytes=front[0].bytes if front else None,
         hypervolume=hypervolume(points, full_bytes) if points else None,
+        confirmed=sum(r.confirmed for r in records),
+        confirming=sum(r.state == S.RUNNING and r.confirm_stage is not None for r in records),
     )

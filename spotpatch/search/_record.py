@@ -1,17 +1,22 @@
-"""The stored format of a spotpatch study: what a trial, a study and the warm start record.
+"""The stored format of a spotpatch trial: what a trial records, read back as a TrialRecord.
 
-A study outlives the code that wrote it, so its format has one owner: this module writes it and
-reads it, and every other place asks here. Keys are constants here and nowhere else; readers get
-frozen records (:class:`TrialRecord`, :class:`StudyMeta`, :class:`RelaxationRecord`), never
-``user_attrs``. The format itself is Optuna's: trial and study user attributes (plus two trial
-system attributes for the heartbeat), so the study also opens with Optuna's own tools.
+A study outlives the code that wrote it, so its format has one owner: this module writes and
+reads a trial, :mod:`._study_record` the study's own attributes, and every other place asks
+them. Keys are constants here and nowhere else; readers get frozen records
+(:class:`TrialRecord`), never ``user_attrs``. The format itself is Optuna's: trial user
+attributes (plus two trial system attributes for the heartbeat), so the study also opens with
+Optuna's own tools.
 
 A trial stores:
 
 - when asked: ``config`` ({site: kind}), ``patch_bytes``, ``preset`` (the fixed recipe it equals,
-  if any); from its enqueueing, ``source`` (``preset``, ``relaxation``, ``retry``, ``repeat``;
-  none for the sampler's own), ``retry_of`` and ``repeat_of`` (the trial whose config it runs
-  again with its own seed, to average out seed noise);
+  if any); from its enqueueing, ``source`` (``preset``, ``relaxation``, ``retry``, ``repeat``,
+  ``confirm``; none for the sampler's own), ``retry_of`` and ``repeat_of`` (the trial whose
+  config it runs again with its own seed, to average out seed noise);
+- a confirmation run (``source = "confirm"``: a config retrained past the study's total to
+  confirm its answer, :mod:`._confirmation`) also stores ``confirm_seed`` (its training seed)
+  and ``confirm_stage`` (``decide``: seeds that choose the answer; ``report``: fresh seeds that
+  measure it). It is not a run of the search: it counts toward no total and stands on no front;
 - when told: ``map``, ``map50``, ``patch_bytes``, ``train_seconds``, ``eval_seconds``,
   ``config``, ``summary``, ``intermediate`` ({step: mAP}), ``artifact_id`` (its patch tensors in
   the artifact store) and ``artifact_sha256`` (the sha256 of that file's bytes, checked by
@@ -19,8 +24,6 @@ A trial stores:
   ``pruned_at`` and ``intermediate`` (PRUNED);
 - a config the sampler proposed again is not trained twice: its trial is told the stored result
   and records ``duplicate_of`` (the trial that trained it);
-- (study) ``confirm_runs``: configs retrained with other seeds by ``spotpatch confirm``;
-- (study) ``proposers``: how many processes asked it for trials (each seeds its sampler apart);
 - system attributes ``spotpatch:heartbeat`` ({host, pid, time}) while it runs and
   ``spotpatch:retried`` once a later trial took over its config.
 
@@ -30,45 +33,29 @@ Imports only from ``spaces`` and ``evaluators``.
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from spotpatch._errors import UserError
 from spotpatch.spaces import PatchConfig
 
 if TYPE_CHECKING:
     from spotpatch.evaluators import EvalResult
 
 __all__ = [
-    "META_KEY",
-    "RELAXATION_KEY",
     "SOURCES",
-    "StudyMeta",
+    "STAGES",
     "TrialRecord",
-    "RelaxationPhaseRecord",
-    "RelaxationRecord",
+    "config_key",
     "trial_record",
     "trial_records",
-    "study_meta",
-    "is_spotpatch_study",
-    "spotpatch_study_names",
-    "write_study_meta",
-    "relaxation_record",
-    "write_relaxation",
-    "relaxation_trials",
-    "warm_start_claim",
-    "write_warm_start_claim",
-    "claim_proposer",
-    "ConfirmRun",
-    "confirm_runs",
-    "write_confirm_run",
     "enqueue_attrs",
     "queued_config",
     "is_duplicate",
     "is_repeat",
+    "is_confirmation",
+    "confirmation_seed",
     "write_asked",
     "write_result",
     "write_failure",
@@ -82,13 +69,7 @@ __all__ = [
 ]
 
 # -- keys --------------------------------------------------------------------------------------
-META_KEY = "spotpatch"  # study user attribute: StudyMeta.to_json()
-RELAXATION_KEY = "relaxation"  # study user attribute: the warm start's record
-_WARM_START_CLAIM = "warm_start_claim"  # study user attribute: who runs the warm start now
-_PROPOSERS = "proposers"  # study user attribute: how many processes asked it for trials
-_CONFIRM_RUNS = "confirm_runs"  # study user attribute: configs retrained with other seeds
 FORMAT = 1
-METRIC_NAMES = ("map", "patch_bytes")
 
 _HEARTBEAT = "spotpatch:heartbeat"  # trial system attributes
 _RETRIED = "spotpatch:retried"
@@ -99,6 +80,8 @@ _PRESET = "preset"
 _SOURCE = "source"
 _RETRY_OF = "retry_of"
 _REPEAT_OF = "repeat_of"
+_CONFIRM_SEED = "confirm_seed"
+_CONFIRM_STAGE = "confirm_stage"
 _MAP = "map"
 _MAP50 = "map50"
 _TRAIN_SECONDS = "train_seconds"
@@ -112,214 +95,13 @@ _PRUNED_AT = "pruned_at"
 _DUPLICATE_OF = "duplicate_of"
 
 #: Where a trial's config came from: the sampler, the warm start, a fixed recipe, a retry of a
-#: trial that did not finish, or a repeat of a finished one (another seed).
-SOURCES = ("sampler", "relaxation", "preset", "retry", "repeat")
+#: trial that did not finish, a repeat of a finished one (another seed), or the confirmation of
+#: the study's answer (past its total).
+SOURCES = ("sampler", "relaxation", "preset", "retry", "repeat", "confirm")
+#: A confirmation run's stage: ``decide`` (its seeds choose the answer) or ``report`` (fresh
+#: seeds measure the chosen answer; nothing is decided on them).
+STAGES = ("decide", "report")
 _ERROR_CHARS = 2000
-
-
-# -- the study ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StudyMeta:
-    """What a study records about itself at creation: enough to export without the spec."""
-
-    task: str
-    classes: tuple[str, ...]
-    model: str
-    checkpoint: str | None
-    base_sha256: str
-    granularity: str
-    kinds: tuple[str, ...]
-    dtype: str
-    full_bytes: int
-    head_bytes: int
-    artifacts: str
-    spec: str
-    seed: int
-    train: dict[str, Any]
-    sampler: str
-    warm_start: str
-    category_ids: tuple[int, ...] | None = None  # COCO ids in class order (None: older studies)
-
-    def to_json(self) -> dict[str, Any]:
-        data = dict(self.__dict__)
-        data["classes"], data["kinds"] = list(self.classes), list(self.kinds)
-        if self.category_ids is not None:
-            data["category_ids"] = list(self.category_ids)
-        return {"format": FORMAT, **data}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> StudyMeta:
-        fields = {k: v for k, v in data.items() if k != "format"}
-        fields["classes"], fields["kinds"] = tuple(fields["classes"]), tuple(fields["kinds"])
-        if fields.get("category_ids") is not None:
-            fields["category_ids"] = tuple(fields["category_ids"])
-        return cls(**fields)
-
-
-def is_spotpatch_study(study) -> bool:
-    """Whether a study (or a ``FrozenStudy`` from a storage listing) was made by spotpatch."""
-    return META_KEY in study.user_attrs
-
-
-def spotpatch_study_names(storage) -> list[str]:
-    """The spotpatch studies of a storage, by name, without reading any trial."""
-    return sorted(s.study_name for s in storage.get_all_studies() if is_spotpatch_study(s))
-
-
-def study_meta(study) -> StudyMeta:
-    """The metadata a study recorded at creation."""
-    raw = study.user_attrs.get(META_KEY)
-    if raw is None:
-        raise UserError(f"study {study.study_name!r} was not made by spotpatch")
-    return StudyMeta.from_json(raw)
-
-
-def write_study_meta(study, meta: StudyMeta) -> None:
-    """Record a new study's metadata and its objectives' names."""
-    import optuna
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(list(METRIC_NAMES))
-    study.set_user_attr(META_KEY, meta.to_json())
-
-
-# -- the warm start ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RelaxationPhaseRecord:
-    """One penalty level of the warm start: its config and per-gate kind probabilities."""
-
-    lam: float | None
-    sites: Mapping[str, str]
-    patch_bytes: int | None
-    probabilities: Mapping[str, Mapping[str, float]] = field(repr=False)
-
-    def patched_probability(self, gate: str) -> float | None:
-        """The probability that ``gate`` gets a kind other than ``shared`` (None: no gate)."""
-        table = self.probabilities.get(gate)
-        return None if table is None else 1.0 - float(table.get("shared", 0.0))
-
-
-@dataclass(frozen=True)
-class RelaxationRecord:
-    """The warm start as a study stored it: its cost and one record per penalty level."""
-
-    seconds: float
-    steps: int
-    phases: tuple[RelaxationPhaseRecord, ...]
-
-
-def write_relaxation(study, result) -> None:
-    """Store a :class:`~spotpatch.search.RelaxationResult` in its study."""
-    study.set_user_attr(
-        RELAXATION_KEY,
-        {
-            "seconds": round(result.seconds, 2),
-            "steps": result.steps,
-            "phases": [
-                {
-                    "lambda": p.lam,
-                    "config": p.config.to_dict(),
-                    "patch_bytes": p.patch_bytes,
-                    "probabilities": p.probabilities,
-                }
-                for p in result.phases
-            ],
-        },
-    )
-
-
-def relaxation_record(study) -> RelaxationRecord | None:
-    """The warm start a study stored, or None when it has none."""
-    raw = study.user_attrs.get(RELAXATION_KEY)
-    if not isinstance(raw, dict):
-        return None
-    phases = []
-    for p in raw.get("phases") or []:
-        if not isinstance(p, dict):
-            continue
-        lam = p.get("lambda")
-        size = p.get("patch_bytes")
-        phases.append(
-            RelaxationPhaseRecord(
-                lam=float(lam) if lam is not None else None,
-                sites=dict(p.get("config") or {}),
-                patch_bytes=int(size) if size is not None else None,
-                probabilities=dict(p.get("probabilities") or {}),
-            )
-        )
-    return RelaxationRecord(
-        seconds=float(raw.get("seconds") or 0.0),
-        steps=int(raw.get("steps") or 0),
-        phases=tuple(phases),
-    )
-
-
-def warm_start_claim(study) -> Mapping[str, Any] | None:
-    """The stamp ({host, pid, time}) of the process running the study's warm start, if any."""
-    claim = study.user_attrs.get(_WARM_START_CLAIM)
-    return claim if isinstance(claim, dict) else None
-
-
-def write_warm_start_claim(study, stamp: Mapping[str, Any] | None) -> None:
-    """Claim the study's warm start for a process (refreshed as it runs), or release it."""
-    study.set_user_attr(_WARM_START_CLAIM, dict(stamp) if stamp is not None else None)
-
-
-def claim_proposer(study) -> int:
-    """This process's index among those that asked the study for trials (0, 1, ...); call it
-    while holding the study's lock."""
-    count = study.user_attrs.get(_PROPOSERS, 0)
-    index = count if isinstance(count, int) and count >= 0 else 0
-    study.set_user_attr(_PROPOSERS, index + 1)
-    return index
-
-
-def relaxation_trials(
-    relaxation: RelaxationRecord | None, records: Sequence[TrialRecord]
-) -> float | None:
-    """The warm start's cost in trial-equivalents: its seconds over the mean seconds (training
-    and scoring) of a completed trial. None without a warm start or a completed trial."""
-    if relaxation is None or not relaxation.seconds:
-        return None
-    costs = [r.seconds for r in records if r.complete]
-    mean = sum(costs) / len(costs) if costs else 0.0
-    return relaxation.seconds / mean if mean > 0 else None
-
-
-# -- configs retrained with other seeds (``spotpatch confirm``) --------------------------------
-@dataclass(frozen=True)
-class ConfirmRun:
-    """One retraining of a config with another seed, outside the search."""
-
-    sites: Mapping[str, str]
-    seed: int
-    map: float
-    patch_bytes: int
-
-
-def confirm_runs(study) -> tuple[ConfirmRun, ...]:
-    """Every retraining a study stored, in the order they ran."""
-    raw = study.user_attrs.get(_CONFIRM_RUNS)
-    runs = []
-    for r in raw if isinstance(raw, list) else ():
-        try:
-            runs.append(
-                ConfirmRun(dict(r["sites"]), int(r["seed"]), float(r["map"]), int(r["bytes"]))
-            )
-        except (KeyError, TypeError, ValueError):
-            continue
-    return tuple(runs)
-
-
-def write_confirm_run(study, run: ConfirmRun) -> None:
-    """Add a retraining to the study's record (one process confirms a study at a time)."""
-    raw = study.user_attrs.get(_CONFIRM_RUNS)
-    runs = list(raw) if isinstance(raw, list) else []
-    runs.append(
-        {"sites": dict(run.sites), "seed": run.seed, "map": run.map, "bytes": run.patch_bytes}
-    )
-    study.set_user_attr(_CONFIRM_RUNS, runs)
 
 
 # -- a trial -----------------------------------------------------------------------------------
@@ -348,6 +130,8 @@ class TrialRecord:
         pruned_at: the step an early-stopped trial stopped at.
         retry_of: the trial whose config this one retries.
         repeat_of: the trial whose config this one runs again with its own seed.
+        confirm_seed: a confirmation run's training seed (None: not one).
+        confirm_stage: a confirmation run's stage (one of :data:`STAGES`; None: not one).
         duplicate_of: the trial that trained this config, when the sampler proposed it again
             (this trial holds that one's result and trained nothing).
         retried: a failed trial whose config a later trial took over.
@@ -375,12 +159,24 @@ class TrialRecord:
     duplicate_of: int | None
     repeat_of: int | None
     retried: bool
+    confirm_seed: int | None
+    confirm_stage: str | None
     heartbeat: Mapping[str, Any] | None
     started: datetime | None
 
     @property
     def complete(self) -> bool:
-        """Trained and scored (a duplicate's copied result aside)."""
+        """A run of the search, trained and scored (a duplicate's copied result aside, and
+        confirmation runs, which are :attr:`confirmed`)."""
+        return self._scored and self.confirm_stage is None
+
+    @property
+    def confirmed(self) -> bool:
+        """A confirmation run, trained and scored."""
+        return self._scored and self.confirm_stage is not None
+
+    @property
+    def _scored(self) -> bool:
         import optuna
 
         return (
@@ -399,18 +195,34 @@ class TrialRecord:
         return None if self.sites is None else PatchConfig.from_dict(self.sites)
 
     @property
+    def key(self) -> frozenset:
+        """What identifies the trial's config (:func:`config_key`); a trial with no stored
+        config stands alone."""
+        if self.sites is None:
+            return frozenset({("#", self.number)})
+        return config_key(self.sites)
+
+    @property
     def summary(self) -> str:
         """The config in short (``full x3, bn x12``); ``-`` before it was asked."""
         return "-" if self.config is None else self.config.summary()
 
     def counts_toward_total(self) -> bool:
-        """Finished trials and running ones count; queued ones, retried failures and
-        duplicates (nothing trained) do not."""
+        """Finished trials and running ones count; queued ones, retried failures, duplicates
+        (nothing trained) and confirmation runs (past the total) do not."""
         import optuna
 
         if self.state == optuna.trial.TrialState.WAITING or self.duplicate_of is not None:
             return False
+        if self.confirm_stage is not None:
+            return False
         return not (self.state == optuna.trial.TrialState.FAIL and self.retried)
+
+
+def config_key(sites: Mapping[str, str]) -> frozenset:
+    """What identifies a config ({site: kind}): its runs, with whatever seeds, are one config's
+    runs. An empty config (the class head alone) is a config like any other."""
+    return frozenset(sites.items())
 
 
 def _number(value: Any, kind: type) -> Any:
@@ -434,6 +246,7 @@ def trial_record(trial) -> TrialRecord:
         else ()
     )
     beat = trial.system_attrs.get(_HEARTBEAT)
+    stage = attrs.get(_CONFIRM_STAGE) if source == "confirm" else None
     return TrialRecord(
         number=trial.number,
         state=trial.state,
@@ -455,6 +268,8 @@ def trial_record(trial) -> TrialRecord:
         duplicate_of=_number(attrs.get(_DUPLICATE_OF), int),
         repeat_of=_number(attrs.get(_REPEAT_OF), int),
         retried=bool(trial.system_attrs.get(_RETRIED, False)),
+        confirm_seed=_number(attrs.get(_CONFIRM_SEED), int) if stage in STAGES else None,
+        confirm_stage=stage if stage in STAGES else None,
         heartbeat=beat if isinstance(beat, dict) else None,
         started=trial.datetime_start,
     )
@@ -472,17 +287,21 @@ def enqueue_attrs(
     retry_of: int | None = None,
     repeat_of: int | None = None,
     config: PatchConfig | None = None,
+    confirm: tuple[int, str] | None = None,
 ) -> dict[str, Any]:
     """The attributes a queued trial carries (``study.enqueue_trial(..., user_attrs=)``).
 
     ``config`` is the config to train. The trial's params are its gates, which may only be the
     nearest ones (a fixed recipe in a coarser space): the config, not the gates, is trained.
+    ``confirm``: a confirmation run's (seed, stage).
     """
     attrs: dict[str, Any] = {_SOURCE: source}
     if retry_of is not None:
         attrs[_RETRY_OF] = retry_of
     if repeat_of is not None:
         attrs[_REPEAT_OF] = repeat_of
+    if confirm is not None:
+        attrs[_CONFIRM_SEED], attrs[_CONFIRM_STAGE] = confirm
     if config is not None:
         attrs[_CONFIG] = config.to_dict()
     return attrs
@@ -498,6 +317,17 @@ def is_repeat(trial) -> bool:
     """Whether a trial (queued, running or stored) runs a finished trial's config again with
     another seed."""
     return trial.user_attrs.get(_SOURCE) == "repeat"
+
+
+def is_confirmation(trial) -> bool:
+    """Whether a trial (queued, running or stored) is a confirmation run."""
+    return trial.user_attrs.get(_SOURCE) == "confirm"
+
+
+def confirmation_seed(trial) -> int | None:
+    """A queued or running confirmation run's training seed (None: not one)."""
+    seed = trial.user_attrs.get(_CONFIRM_SEED) if is_confirmation(trial) else None
+    return _number(seed, int)
 
 
 def queued_config(trial) -> PatchConfig | None:
@@ -609,11 +439,13 @@ def completed_trial(
     artifact_sha256: str | None = None,
     duplicate_of: int | None = None,
     repeat_of: int | None = None,
+    confirm: tuple[int, str] | None = None,
 ):
     """A completed Optuna trial holding ``result`` as :func:`write_result` stores it, for
     ``study.add_trials`` (with ``duplicate_of``: a proposal told trial ``duplicate_of``'s
     result, as :func:`write_duplicate` stores it; with ``repeat_of``: a run of trial
-    ``repeat_of``'s config with another seed)."""
+    ``repeat_of``'s config with another seed; with ``confirm``: a confirmation run's (seed,
+    stage), ``source`` then ``confirm``)."""
     import optuna
 
     attrs = {
@@ -626,6 +458,9 @@ def completed_trial(
         attrs[_DUPLICATE_OF] = duplicate_of
     if repeat_of is not None:
         attrs[_REPEAT_OF] = repeat_of
+    if confirm is not None:
+        attrs[_SOURCE] = "confirm"
+        attrs[_CONFIRM_SEED], attrs[_CONFIRM_STAGE] = confirm
     return optuna.trial.create_trial(
         values=[result.map, float(result.patch_bytes)],
         user_attrs=attrs,

@@ -4,7 +4,8 @@ A RUNNING trial is stale when the process that stamped it is gone (same host), o
 stamp (or its start, if it never got one) is older than ``stale_after`` seconds (another host).
 Every storage and backend resumes this way, so a killed run, a Ctrl-C and a lost Ray worker all
 end the same: the trial is FAIL with the reason, marked retried (it no longer counts toward the
-study's total), and its config is the next trial. Failing a trial and queueing its config are
+study's total), and its config is the next trial (a confirmation run is only failed: the
+confirmation asks for it again). Failing a trial and queueing its config are
 two writes; a process stopped between them leaves a retried trial with no retry, whose config
 the next process to ask queues.
 """
@@ -26,6 +27,7 @@ __all__ = [
     "MAX_ATTEMPTS",
     "attempts",
     "beat_is_stale",
+    "fail_confirmation",
     "give_up",
     "is_stale",
     "retry_trial",
@@ -83,6 +85,13 @@ def give_up(study, storage, number: int, why: str, runs: int) -> bool:
     another process finished or failed it first."""
     text = f"{why}; {runs} runs of this config in a row failed: not retried"
     return _fail(study, storage, number, lambda trial_id: mark_failed(storage, trial_id, text))
+
+
+def fail_confirmation(study, storage, number: int, why: str) -> bool:
+    """Fail confirmation run ``number`` with ``why``; nothing is queued: the confirmation asks
+    for the run again while it needs it (up to its attempts). False when another process
+    finished or failed it first."""
+    return _fail(study, storage, number, lambda trial_id: mark_failed(storage, trial_id, why))
 
 
 def retry_trial(
@@ -151,6 +160,10 @@ def recover_stale(study, storage, records: Sequence[TrialRecord], stale_after: f
     recovered = []
     for r in records:
         if not is_stale(r, stale_after, now=now):
+            continue
+        if r.confirm_stage is not None:
+            if fail_confirmation(study, storage, r.number, _STOPPED):
+                recovered.append(r.number)
             continue
         runs = attempts(records, r.number)
         if runs >= MAX_ATTEMPTS:

@@ -22,23 +22,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from spotpatch.search._pareto import pareto_front
+from spotpatch.search._answer import full_point, smallest_within
 from spotpatch.search._progress import front_points
 from spotpatch.search._record import TrialRecord
-from spotpatch.search._samplers import DESCENT_TOLERANCE
-from spotpatch.search._select import _smallest_reaching, full_fine_tune_map
+from spotpatch.search._units import DEFAULT_TOLERANCE
 
-__all__ = ["REPEAT_TOLERANCE", "next_repeat"]
-
-#: How close (in mAP) to the full fine-tune's mean a config must be to be the pick that repeats
-#: confirm: the ``within-full=1`` rule's point, the descent's tolerance.
-REPEAT_TOLERANCE = DESCENT_TOLERANCE
+__all__ = ["next_repeat"]
 
 
 def next_repeat(
-    records: Sequence[TrialRecord], repeats: int, tolerance: float = REPEAT_TOLERANCE
+    records: Sequence[TrialRecord], repeats: int, tolerance: float = DEFAULT_TOLERANCE
 ) -> TrialRecord | None:
     """The trial whose config should run again now (see the module's doc), or None.
+    ``tolerance``: mAP points, as the answer's.
 
     A config counts its completed runs, those queued or running (so parallel workers do not
     run it more than ``repeats`` times) and those stopped early (a retried repeat may be).
@@ -48,18 +44,13 @@ def next_repeat(
     if repeats <= 1:
         return None
     S = optuna.trial.TrialState
+    searched = [r for r in records if r.sites is not None and r.confirm_stage is None]
     live = [
         r
-        for r in records
-        if r.sites is not None
-        and (
-            r.complete or (r.state in (S.RUNNING, S.WAITING, S.PRUNED) and r.duplicate_of is None)
-        )
+        for r in searched
+        if r.complete or (r.state in (S.RUNNING, S.WAITING, S.PRUNED) and r.duplicate_of is None)
     ]
-
-    given_up = [
-        r.sites for r in records if r.state == S.FAIL and not r.retried and r.sites is not None
-    ]
+    given_up = [r.sites for r in searched if r.state == S.FAIL and not r.retried]
 
     def due(record: TrialRecord) -> bool:
         runs = sum(r.sites == record.sites for r in live)
@@ -70,9 +61,8 @@ def next_repeat(
         return None
     if due(full[0]):
         return full[0]
-    pick = _smallest_reaching(
-        pareto_front(front_points(records)), full_fine_tune_map(records) - tolerance
-    )
+    full_map = full_point(records).map
+    pick = smallest_within(front_points(records), full_map, tolerance)
     if pick is None:
         return None
     record = next(r for r in records if r.number == pick.number)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from spotpatch._errors import UserError
+from spotpatch.search._units import DEFAULT_TOLERANCE, from_points
 
 __all__ = ["make_sampler", "SAMPLER_NAMES"]
 
 SAMPLER_NAMES = ("nsga2", "neighbours", "descent", "tpe", "gp", "random")
-
-#: The descent's tolerance: a cheaper config keeps the largest config's score within a point
-#: of mAP, the default selection rule's (``within=1.0``): a single run tells no finer.
-DESCENT_TOLERANCE = 0.01
 
 
 def make_sampler(
@@ -20,7 +17,7 @@ def make_sampler(
     population: int = 8,
     groups=None,
     cost=None,
-    tolerance: float = DESCENT_TOLERANCE,
+    tolerance: float = DEFAULT_TOLERANCE,
 ):
     """An Optuna sampler for a two-objective study.
 
@@ -28,7 +25,7 @@ def make_sampler(
     neighbours of the front's configs, guided by the warm start, with NSGA-II for a quarter of
     the trials (:class:`~spotpatch.search.NeighbourSampler`); ``descent``: first a descent
     from the accurate end, one stage made cheaper per trial while the score of the largest config
-    (the full fine-tune) holds within a point, then ``neighbours``; ``tpe``:
+    (the full fine-tune) holds within the tolerance, then ``neighbours``; ``tpe``:
     multivariate multi-objective TPE; ``gp``: Optuna's GPSampler (log-EHVI), made for small
     budgets of expensive trials; ``random``: the baseline.
 
@@ -36,8 +33,8 @@ def make_sampler(
     :meth:`spotpatch.spaces.PatchSpace.stage_gates` gives them) lets ``neighbours`` set a whole
     group at once and is what ``descent`` walks down; ``cost`` (gate params -> bytes,
     :meth:`spotpatch.spaces.PatchSpace.gates_bytes`) orders the descent's proposals by their
-    savings. The other samplers ignore both. ``tolerance`` (mAP in [0, 1]): how far below the
-    largest config's score a cheaper one may fall and still count as keeping it, for
+    savings. The other samplers ignore both. ``tolerance`` (mAP points, the study's): how far
+    below the largest config's score a cheaper one may fall and still count as keeping it, for
     ``descent``.
     """
     import warnings
@@ -59,7 +56,7 @@ def _make(name: str, seed: int, population: int, groups, cost, tolerance: float)
         from spotpatch.search._neighbours import NeighbourSampler
 
         base = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-        descent = tolerance if name == "descent" else None
+        descent = from_points(tolerance) if name == "descent" else None
         return NeighbourSampler(base, seed=seed, groups=groups, descent=descent, cost=cost)
     if name == "tpe":
         return optuna.samplers.TPESampler(

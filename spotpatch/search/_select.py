@@ -5,13 +5,14 @@ Rules (mAP in [0, 1], distances in mAP points, so ``within=1.0`` means 0.01):
 - ``knee``: where more bytes stop paying (:func:`knee_point`).
 - ``min-map=X``: the smallest patch with mAP >= X.
 - ``max-bytes=B``: the best mAP with at most B bytes (``B`` may end in kB, KiB, MB, MiB).
-- ``within=D``: the smallest patch within D points of the study's best mAP (the default, D=1.0).
+- ``within=D``: the smallest patch within D points of the study's best mAP.
 - ``within-full=D``: the smallest patch within D points of the full fine-tune's mAP (the
   study's trials of the ``full`` preset): "as accurate as fine-tuning everything". Unlike
   ``within``, one lucky run of a large patch does not raise the mark.
 
 A config run more than once (``search.repeats``) counts at the mean of its runs, for every rule
-and for the full fine-tune's mark.
+and for the full fine-tune's mark. The study's own answer, and every rule applied to a study,
+go through :mod:`._answer`.
 
 The fleet plan picks one front point per study to maximize the mean mAP under a total byte
 budget: a multiple-choice knapsack, solved exactly by merging each study's choices into the
@@ -25,20 +26,16 @@ from dataclasses import dataclass
 
 from spotpatch._errors import UserError
 from spotpatch.search._pareto import FrontPoint, knee_point, pareto_front
-from spotpatch.search._record import TrialRecord
+from spotpatch.search._units import EPS, floor, reaches
 from spotpatch.spaces import parse_bytes
 
 __all__ = [
-    "DEFAULT_RULE",
     "SelectionRule",
-    "full_fine_tune_map",
     "parse_rule",
     "select_point",
     "FleetPlan",
     "plan_fleet",
 ]
-
-DEFAULT_RULE = "within=1.0"
 
 
 @dataclass(frozen=True)
@@ -84,14 +81,6 @@ def parse_rule(text: str) -> SelectionRule:
     return SelectionRule(kind, number)
 
 
-def full_fine_tune_map(records: Sequence[TrialRecord]) -> float | None:
-    """The full fine-tune's mAP in a study: the mean of its completed runs of the ``full``
-    preset's config (queued as the preset, proposed, or repeated with other seeds), or None
-    when it has none."""
-    maps = [r.map for r in records if r.complete and r.preset == "full"]
-    return sum(maps) / len(maps) if maps else None
-
-
 def select_point(
     points: Sequence[FrontPoint],
     rule: SelectionRule | str,
@@ -100,7 +89,7 @@ def select_point(
     full_map: float | None = None,
 ) -> FrontPoint:
     """The point a rule picks among finished trials (always a front point). ``full_map``: the
-    full fine-tune's mAP, which ``within-full`` measures from (:func:`full_fine_tune_map`).
+    full fine-tune's mAP (the mean of its runs), which ``within-full`` measures from.
 
     Raises:
         UserError: no trial, or none satisfies the rule (the message says what is there).
@@ -112,18 +101,18 @@ def select_point(
     if rule.kind == "knee":
         return knee_point(front, full_bytes)
     if rule.kind == "within":  # the best reaches its own floor
-        return _smallest_reaching(front, front[-1].map - rule.value / 100.0)
+        return _smallest_reaching(front, floor(front[-1].map, rule.value))
     if rule.kind in ("within-full", "min-map"):
         if rule.kind == "min-map":
-            floor, wanted = rule.value, f"reaches mAP {rule.value:g}"
+            low, wanted = rule.value, f"reaches mAP {rule.value:g}"
         elif full_map is None:
             raise UserError(
                 f"rule {rule} needs the full fine-tune's trial: run the study with the preset full"
             )
         else:
-            floor = full_map - rule.value / 100.0
+            low = floor(full_map, rule.value)
             wanted = f"comes within {rule.value:g} points of the full fine-tune's {full_map:.4f}"
-        point = _smallest_reaching(front, floor)
+        point = _smallest_reaching(front, low)
         if point is None:
             raise UserError(f"no trial {wanted} (rule {rule}); the best is {front[-1].map:.4f}")
         return point
@@ -136,9 +125,9 @@ def select_point(
     return fits[-1]
 
 
-def _smallest_reaching(front: Sequence[FrontPoint], floor: float) -> FrontPoint | None:
-    """The smallest front point (``front`` is ordered by bytes) with mAP at least ``floor``."""
-    return next((p for p in front if p.map >= floor - 1e-12), None)
+def _smallest_reaching(front: Sequence[FrontPoint], low: float) -> FrontPoint | None:
+    """The smallest front point (``front`` is ordered by bytes) with mAP at least ``low``."""
+    return next((p for p in front if reaches(p.map, low)), None)
 
 
 @dataclass(frozen=True)
@@ -206,7 +195,7 @@ def plan_fleet(
         )
         states = []
         for s in merged:
-            if not states or s[1] > states[-1][1] + 1e-12:
+            if not states or s[1] > states[-1][1] + EPS:
                 states.append(s)
         if not states:
             need = sum(pareto_front(fronts[n])[0].bytes for n in names if fronts[n])

@@ -77,6 +77,10 @@ class Patch:
     category_ids: tuple[int, ...] | None = None
     #: The sha256 of ``patch.safetensors`` as :func:`save_patch` wrote it (None: not written).
     tensors_sha256: str | None = None
+    #: The study's confirmation of this patch (fresh paired seeds against the full fine-tune:
+    #: ``seeds``, ``map_mean``, ``map_sd``, ``full_map_mean``, ``full_map_sd``, ``delta``,
+    #: ``delta_sd``, ``holds``...); None when it was not confirmed.
+    confirmation: Mapping[str, Any] | None = None
 
     @property
     def payload_bytes(self) -> int:
@@ -95,6 +99,7 @@ class Patch:
             "sites": self.config.to_dict(),
             "metrics": dict(self.metrics),
             "study": dict(self.study),
+            "confirmation": None if self.confirmation is None else dict(self.confirmation),
         }
         if self.tensors_sha256 is not None:
             meta["tensors_sha256"] = self.tensors_sha256
@@ -162,6 +167,7 @@ def load_patch(path: str | Path) -> Patch:
             dtype=str(meta.get("dtype", "float32")),
             metrics=dict(meta.get("metrics", {})),
             study=dict(meta.get("study", {})),
+            confirmation=dict(meta["confirmation"]) if meta.get("confirmation") else None,
         )
         ids = meta["task"].get("category_ids")
         expected = meta.get("tensors_sha256")

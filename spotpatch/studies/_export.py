@@ -1,9 +1,11 @@
-"""Exporting a study's chosen patch: the trial's stored tensors as a patch folder, never retrained.
+"""Exporting a study's answer: the trial's stored tensors as a patch folder, never retrained.
 
-``export_patch`` selects a completed trial by a rule, reads the patch tensors its trial stored
-as an Optuna artifact (:func:`trial_patch`), and writes ``DIR/patch.safetensors`` and
-``DIR/patch.json`` (the format of :func:`spotpatch.spaces.save_patch`). When the study's spec
-still exists and has a test split, the patch is applied to the base and scored there
+``export_patch`` takes the study's answer (or the trial an explicit rule picks: both from
+:func:`spotpatch.search.study_answer`), reads the patch tensors its trial stored as an Optuna
+artifact (:func:`trial_patch`), and writes ``DIR/patch.safetensors`` and ``DIR/patch.json``
+(the format of :func:`spotpatch.spaces.save_patch`), with the study's confirmation of that patch
+where it has one (``confirmation``: its paired Δ on fresh seeds). When the study's spec still
+exists and has a test split, the patch is applied to the base and scored there
 (``metrics.test_map``). Optionally the patched detector goes to ONNX as well
 (:func:`spotpatch.studies.export_onnx`).
 """
@@ -21,7 +23,7 @@ from typing import Any
 from spotpatch._errors import UserError
 from spotpatch._files import replace_folder
 from spotpatch.evaluators import Base, coco_map, load_base, load_split
-from spotpatch.search import DEFAULT_RULE, StudyMeta, TrialRecord, study_meta
+from spotpatch.search import Answer, StudyMeta, TrialRecord, study_answer, study_meta
 from spotpatch.spaces import Patch, payload_bytes, save_patch
 from spotpatch.studies._artifacts import read_artifact
 from spotpatch.studies._onnx import export_onnx
@@ -40,13 +42,14 @@ def export_patch(
     study_name: str,
     out_dir: str | Path,
     *,
-    rule: str = DEFAULT_RULE,
+    rule: str | None = None,
     storage: str = DEFAULT_STORAGE,
     onnx: str | Path | None = None,
     device: str | None = None,
     progress: bool | None = None,
 ) -> dict[str, Any]:
-    """Write the patch of the trial that ``rule`` picks in study ``study_name``; nothing trains.
+    """Write the patch of study ``study_name``'s answer (or of the trial ``rule`` picks);
+    nothing trains.
 
     ``out_dir`` may be missing, an empty folder, or a previous spotpatch export (a folder of
     only ``patch.json``, ``patch.safetensors`` and ``*.onnx`` files, with a spotpatch
@@ -63,8 +66,8 @@ def export_patch(
     Args:
         study_name: the study (one per task).
         out_dir: the patch folder to write.
-        rule: ``knee``, ``min-map=X``, ``max-bytes=B`` or ``within=D`` (see
-            :func:`spotpatch.search.select_point`).
+        rule: None for the study's answer, else ``knee``, ``min-map=X``, ``max-bytes=B``,
+            ``within=D`` or ``within-full=D`` (see :func:`spotpatch.search.select_point`).
         storage: the study's Optuna storage URL.
         onnx: also write the patched detector to this ONNX file (raw head outputs, no NMS;
             SSD-style detectors only).
@@ -74,7 +77,8 @@ def export_patch(
 
     Returns:
         The content of ``patch.json`` (with ``tensors_sha256``, the sha256 of
-        ``patch.safetensors``, which ``predict`` checks).
+        ``patch.safetensors``, which ``predict`` checks; ``confirmation`` None when the study
+        did not confirm this patch, which a warning says).
 
     Raises:
         UserError: an unknown or empty study, a bad or unsatisfiable rule, a missing artifact,
@@ -92,10 +96,21 @@ def export_patch(
         _check_onnx(onnx_path, out)
     study = load_study(study_name, open_storage(storage, existing=True))
     meta = study_meta(study)
+    answer = study_answer(study, rule)
     record = selected_trial(study, rule)
+    confirmation = confirmation_json(answer)
+    if confirmation is None:
+        log.warning(
+            "study %r: this patch was not confirmed on fresh seeds (patch.json's confirmation "
+            "is null): `spotpatch confirm %s` measures it",
+            study_name,
+            study_name,
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         patch = trial_patch(study, record, storage)
+        where = {**patch.study, "rule": answer.rule, "runs": answer.runs, "map_mean": answer.map}
+        patch = replace(patch, study=where, confirmation=confirmation)
         spec = _recorded_spec(meta)
         ids = meta.category_ids
         if ids is None and spec is not None:
@@ -143,6 +158,20 @@ def export_patch(
 
 
 # -- steps --------------------------------------------------------------------------------------
+def confirmation_json(answer: Answer) -> dict[str, Any] | None:
+    """``patch.json``'s ``confirmation`` for an answer: its paired Δ on fresh seeds against the
+    full fine-tune, or None while it has none (mAP and Δ in [0, 1])."""
+    c = answer.confirmation
+    if c is None or c.reported is None:
+        return None
+    return {
+        **c.reported.to_json(),
+        "holds": c.holds,
+        "tolerance": c.tolerance,
+        "walked": [s.trial for s in c.walk],
+    }
+
+
 def _check_out(out: Path) -> None:
     """Refuse an ``out`` that holds anything but a previous export (replacing it would lose it)."""
     if not out.exists():
@@ -185,7 +214,7 @@ def trial_patch(study, record: TrialRecord, storage=DEFAULT_STORAGE) -> Patch:
 
     Example:
         >>> study = load_study("pets", open_storage("sqlite:///spotpatch.db"))  # doctest: +SKIP
-        >>> trial_patch(study, selected_trial(study, "knee")).payload_bytes  # doctest: +SKIP
+        >>> trial_patch(study, selected_trial(study)).payload_bytes  # doctest: +SKIP
     """
     from safetensors import SafetensorError
     from safetensors.torch import load

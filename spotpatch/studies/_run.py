@@ -28,8 +28,10 @@ from spotpatch.search import (
     make_sampler,
     relax,
     run_here,
+    sampler_seed,
     study_meta,
 )
+from spotpatch.studies._select import answer_or_why
 from spotpatch.studies._setup import base_of, evaluator_of, study_space
 from spotpatch.studies._spec import BACKENDS, StudySpec, load_spec
 from spotpatch.studies._storage import (
@@ -43,7 +45,7 @@ from spotpatch.studies._storage import (
 
 log = logging.getLogger("spotpatch")
 
-__all__ = ["run_studies", "run_study", "open_controller"]
+__all__ = ["run_answers", "run_studies", "run_study", "open_controller"]
 
 
 def _meta(spec: StudySpec, evaluator: PatchEvaluator) -> StudyMeta:
@@ -73,6 +75,7 @@ def _meta(spec: StudySpec, evaluator: PatchEvaluator) -> StudyMeta:
         },
         sampler=spec.search.sampler,
         warm_start=spec.search.warm_start,
+        tolerance=spec.search.tolerance,
     )
 
 
@@ -91,7 +94,7 @@ def open_controller(spec: StudySpec, evaluator: PatchEvaluator | None = None) ->
     else:
         meta = study_meta(load_study(spec.name, storage))
         space = study_space(base_of(spec), meta)
-    tolerance = spec.search.tolerance / 100.0  # mAP points -> mAP in [0, 1]
+    tolerance = spec.search.tolerance
     sampler = functools.partial(_sampler, spec.search.sampler, spec.seed, space, tolerance)
     if evaluator is not None:
         create_or_load_study(meta, storage, sampler(0))
@@ -106,14 +109,15 @@ def open_controller(spec: StudySpec, evaluator: PatchEvaluator | None = None) ->
         artifact_store=artifact_store(meta.artifacts),
         early_stopping=early,
         repeats=spec.search.repeats,
-        repeat_tolerance=tolerance,
+        tolerance=tolerance,
+        confirm_seeds=spec.search.confirm_seeds,
     )
 
 
 def _sampler(name: str, seed: int, space, tolerance: float, index: int):
     return make_sampler(
         name,
-        seed + index,
+        sampler_seed(seed, index),
         groups=space.stage_gates(),
         cost=space.gates_bytes,
         tolerance=tolerance,
@@ -265,6 +269,22 @@ def run_study(
     """Run (or resume) one study until it has its trials in total (see :func:`run_studies`)."""
     report = None if on_trial is None else (lambda _, state: on_trial(state))
     return next(iter(run_studies([spec_path], on_progress=report, **options).values()))
+
+
+def run_answers(spec_paths, *, storage: str | None = None) -> dict:
+    """Each run study's answer after a run, by name: (answer or None, the full detector's
+    bytes, why there is none or what its confirmation said)."""
+    out = {}
+    for spec in _specs(spec_paths, {"storage": storage}):
+        study = load_study(spec.name, open_storage(spec.search.storage, existing=True))
+        answer = answer_or_why(study)
+        full = study_meta(study).full_bytes
+        if isinstance(answer, str):
+            out[spec.name] = (None, full, answer)
+        else:
+            c = answer.confirmation
+            out[spec.name] = (answer, full, c.note if c is not None and c.note else "")
+    return out
 
 
 def _run_ray(specs, runs, on_progress) -> dict[str, StudyProgress]:

@@ -16,7 +16,7 @@ from typing import Any
 from spotpatch._errors import UserError
 from spotpatch._files import read_toml
 from spotpatch.evaluators import TrainSettings, cache_size_problem
-from spotpatch.search import DEFAULT_LAMBDAS, SAMPLER_NAMES
+from spotpatch.search import DEFAULT_LAMBDAS, DEFAULT_TOLERANCE, SAMPLER_NAMES
 from spotpatch.spaces import DTYPES, PRESETS
 from spotpatch.studies._storage import DEFAULT_STORAGE
 
@@ -110,7 +110,8 @@ class SearchSpec:
     relaxation_lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     presets: tuple[str, ...] = ()
     repeats: int = 1
-    tolerance: float = 1.0
+    tolerance: float = DEFAULT_TOLERANCE
+    confirm_seeds: int = 0
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
         "early_stopping": (bool,),
         "repeats": (int, _at_least(1)),
         "tolerance": (float, _at_least(0.0)),
+        "confirm_seeds": (int, _at_least(0)),
         "checkpoints": (list, _fraction_list, float),
         "relaxation_lambdas": (
             list,

@@ -1,19 +1,21 @@
-"""Study status: one record per study in a storage."""
+"""Study status: one record per study in a storage, with its answer and what it cost."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from spotpatch._errors import UserError
 from spotpatch.search import (
+    Answer,
     StudyProgress,
+    answer_inputs,
     relaxation_record,
     relaxation_trials,
-    spotpatch_study_names,
+    select,
     study_meta,
     summarize,
-    trial_records,
 )
-from spotpatch.studies._storage import load_study
+from spotpatch.studies._select import each_study
 
 __all__ = ["StudyStatus", "study_status"]
 
@@ -24,17 +26,30 @@ class StudyStatus:
 
     Attributes:
         name: the study (its task).
-        progress: trial counts, front size, best mAP, smallest front patch, hypervolume.
-        target: the spec's trial count at the last run (None when unknown).
+        progress: trial counts, front size, best mAP, smallest front patch, hypervolume,
+            confirmation runs.
         relaxation_seconds: wall time of the warm start, when it ran.
         relaxation_trials: the warm start's cost in trial-equivalents (its seconds over the
             mean seconds of a completed trial).
+        answer: the study's answer (None: none yet, see ``note``).
+        note: why there is no answer.
+        full_bytes: the full detector's bytes (the answer's size is a share of it).
     """
 
     name: str
     progress: StudyProgress
     relaxation_seconds: float | None
     relaxation_trials: float | None
+    answer: Answer | None = None
+    note: str | None = None
+    full_bytes: int = 0
+
+    @property
+    def cost(self) -> float:
+        """Everything the study trained, in trial-equivalents: its trials, its warm start and
+        its confirmation runs (each as long as a trial)."""
+        p = self.progress
+        return p.done + (self.relaxation_trials or 0.0) + p.confirmed
 
     def to_json(self) -> dict:
         return {
@@ -42,18 +57,40 @@ class StudyStatus:
             **asdict(self.progress),
             "relaxation_seconds": self.relaxation_seconds,
             "relaxation_trials": self.relaxation_trials,
+            "cost_trials": self.cost,
+            "answer": None if self.answer is None else self.answer.to_json(),
+            "answer_note": self.note,
         }
 
 
 def study_status(storage) -> list[StudyStatus]:
-    """The status of every spotpatch study in a storage, by name."""
+    """The status of every spotpatch study in a storage, by name (none: an empty list)."""
+    try:
+        studies = list(each_study(storage))
+    except UserError:
+        return []
     out = []
-    for name in spotpatch_study_names(storage):
-        study = load_study(name, storage)
-        records = trial_records(study)
-        progress = summarize(records, 0, study_meta(study).full_bytes)
+    for study in studies:
+        inputs = answer_inputs(study)
+        full_bytes = study_meta(study).full_bytes
+        progress = summarize(inputs.records, 0, full_bytes)
         progress = StudyProgress(**{**asdict(progress), "total": progress.done + progress.running})
         relaxation = relaxation_record(study)
         seconds = relaxation.seconds if relaxation is not None else None
-        out.append(StudyStatus(name, progress, seconds, relaxation_trials(relaxation, records)))
+        answer, note = None, None
+        try:
+            answer = select(inputs)
+        except UserError as e:
+            note = str(e)
+        out.append(
+            StudyStatus(
+                study.study_name,
+                progress,
+                seconds,
+                relaxation_trials(relaxation, inputs.records),
+                answer,
+                note,
+                full_bytes,
+            )
+        )
     return out

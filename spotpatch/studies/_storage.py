@@ -10,6 +10,7 @@ is then ``[search] artifacts`` (shared by every host that runs trials' drivers).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import tempfile
@@ -234,6 +235,8 @@ def create_or_load_study(meta: StudyMeta, storage, sampler):
                 f"study {meta.task!r} already exists with another {key} "
                 f"({json.dumps(getattr(old, key))[:60]}); use another study name or storage"
             )
+    if old.tolerance != meta.tolerance:  # the answer follows the last run's spec
+        write_study_meta(study, dataclasses.replace(old, tolerance=meta.tolerance))
     return study
 
 

@@ -2,14 +2,16 @@
 rooms themselves.
 
 ``synthetic_study`` writes a spotpatch study in seconds, without training, through the same
-record writer as real studies; ``StandInEvaluator`` scores a config in milliseconds (and fails
-at random) for tests that run hundreds of trials; ``load_in_chromium`` loads a dashboard page in
-headless Chromium and says whether every plot drew. Imports from any room.
+record writer as real studies; ``record`` makes one trial record by hand;
+``StandInEvaluator`` scores a config in milliseconds (with known scores, or at random, failing
+at random); ``load_in_chromium`` loads a dashboard page in headless Chromium and says whether
+every plot drew. Imports from any room.
 """
 
 from __future__ import annotations
 
 from spotpatch.testing._browser import BrowserLoad, find_chromium, load_in_chromium
+from spotpatch.testing._records import record
 from spotpatch.testing._standin import (
     STAND_IN_ERROR,
     StandInEvaluator,
@@ -22,6 +24,7 @@ from spotpatch.testing._synthetic import (
     synthetic_site_bytes,
     synthetic_space,
     synthetic_study,
+    synthetic_tensors,
 )
 
 __all__ = [
@@ -32,9 +35,11 @@ __all__ = [
     "evaluation_counts",
     "find_chromium",
     "load_in_chromium",
+    "record",
     "synthetic_meta",
     "synthetic_site_bytes",
     "synthetic_space",
     "synthetic_study",
+    "synthetic_tensors",
     "stand_in_worker",
 ]

@@ -33,6 +33,9 @@ class StandInEvaluator:
         fail_rate: the chance that an evaluation raises.
         delay: (shortest, longest) seconds an evaluation takes.
         seed: with the trial's seed, decides failures, noise and delay.
+        score: ``score(sites, seed)`` gives the mAP instead (a test's known scores).
+        tensors: ``tensors(config)`` gives the stored patch tensors instead of a placeholder
+            (:func:`~spotpatch.testing.synthetic_tensors`: a payload of the config's bytes).
 
     Example:
         >>> evaluator = StandInEvaluator(synthetic_space(), fail_rate=0.1)
@@ -48,29 +51,38 @@ class StandInEvaluator:
         fail_rate: float = 0.0,
         delay: tuple[float, float] = (0.002, 0.02),
         seed: int = 0,
+        score=None,
+        tensors=None,
     ):
         self.space = space
         self.log_dir = None if log_dir is None else Path(log_dir)
         self.fail_rate = fail_rate
         self.delay = delay
         self.seed = seed
+        self.score = score
+        self.tensors = tensors
+        self.calls: list[tuple[dict[str, str], int]] = []
 
     def evaluate(self, config: PatchConfig, *, callback=None, fractions=(), seed: int = 0):
         import torch
 
         if self.log_dir is not None:
             _append(self.log_dir / f"evaluations-{os.getpid()}.log", f"{seed}\n")
+        self.calls.append((config.to_dict(), seed))
         rng = random.Random(f"{self.seed}:{seed}")
         time.sleep(rng.uniform(*self.delay))
         if rng.random() < self.fail_rate:
             raise RuntimeError(STAND_IN_ERROR.partition(": ")[2])
         size = self.space.patch_bytes(config)
         value = min(1.0, (size / self.space.full_bytes()) ** 0.5 * 0.8 + rng.gauss(0, 0.02))
+        if self.score is not None:
+            value = self.score(config.to_dict(), seed)
         seen = tuple((i + 1, value * f) for i, f in enumerate(fractions))
         if callback is not None:
             for (step, v), f in zip(seen, fractions, strict=True):
                 callback(step, f, v)
-        return EvalResult(value, value, size, 0.001, 0.001, config, {"x": torch.zeros(2)}, seen)
+        tensors = {"x": torch.zeros(2)} if self.tensors is None else self.tensors(config)
+        return EvalResult(value, value, size, 0.001, 0.001, config, tensors, seen)
 
 
 def _append(path: Path, line: str) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "synthetic_space",
     "synthetic_study",
     "synthetic_site_bytes",
+    "synthetic_tensors",
 ]
 
 #: (site, depthwise, channels): a made-up stack of conv layers, each followed by its norm.
@@ -74,6 +75,14 @@ def _patch_tensors(config: dict[str, str]) -> dict[str, tuple]:
 
 def _bytes(tensors: dict[str, tuple]) -> int:
     return sum(math.prod(s) for s in tensors.values()) * 4
+
+
+def synthetic_tensors(config: PatchConfig):
+    """The patch tensors a config of :func:`synthetic_space` stores, as zeros (torch): their
+    payload is the space's ``patch_bytes`` of the config."""
+    import torch
+
+    return {k: torch.zeros(s) for k, s in _patch_tensors(config.to_dict()).items()}
 
 
 def synthetic_site_bytes(config: dict[str, str]) -> dict[str, int]:

@@ -33,7 +33,7 @@ from spotpatch.dashboard import (
 from spotpatch.dashboard._fleet_figures import difficulty_figure
 from spotpatch.dashboard._page import script_json
 from spotpatch.dashboard._site_bytes import HEAD, attribute_tensors
-from spotpatch.search import DEFAULT_RULE, front_points, hypervolume, study_meta, trial_records
+from spotpatch.search import front_points, hypervolume, study_answer, study_meta, trial_records
 from spotpatch.studies import fleet_report, load_study, open_storage, selected_trial
 from spotpatch.testing import (
     find_chromium,
@@ -68,7 +68,7 @@ def storage(url):
 
 @pytest.fixture(scope="module")
 def data(storage):
-    return dashboard_data(storage, DEFAULT_RULE)
+    return dashboard_data(storage)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def page(url, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def report_page(storage, tmp_path_factory) -> Path:
-    report = fleet_report(storage, DEFAULT_RULE)
+    report = fleet_report(storage)
     return write_report_html(report, tmp_path_factory.mktemp("report") / "report.html")
 
 
@@ -97,7 +97,7 @@ def _dominated(p, q) -> bool:
 # -- records -----------------------------------------------------------------------------------
 def test_scatter_front_sources_and_selection(storage):
     study = load_study("pets", storage)
-    scatter = trials_scatter(study, DEFAULT_RULE)
+    scatter = trials_scatter(study, None)
     assert len(scatter.points) == 24
     front = {p.number for p in scatter.front}
     for p in scatter.points:
@@ -111,7 +111,7 @@ def test_scatter_front_sources_and_selection(storage):
     assert sources.count("preset") == 2 and sources.count("relaxation") == 2
     assert {p.preset for p in scatter.points if p.preset} == {"head", "full"}
     assert all(p.summary for p in scatter.points)
-    assert scatter.selected == selected_trial(study, DEFAULT_RULE).number
+    assert scatter.selected == selected_trial(study).number
     assert len(scatter.failed) == 2 and "synthetic failure" in scatter.failed[0][1]
 
 
@@ -204,7 +204,7 @@ def test_attribute_tensors_counts_int8_scales_with_their_weight():
 def test_placement_kinds_and_relaxation(storage):
     names = ["pets", "pets-cold"]
     studies = [load_study(n, storage) for n in names]
-    chosen = [selected_trial(s, DEFAULT_RULE) for s in studies]
+    chosen = [selected_trial(s) for s in studies]
     data = placement(studies, [t.number for t in chosen])
     assert data.tasks == tuple(names)
     assert list(data.sites) == sorted(data.sites, key=lambda s: [int(p) for p in s.split(".")[2:]])
@@ -225,8 +225,7 @@ def test_fleet_totals(storage, data):
     fleet = data.fleet
     assert set(fleet.tasks) == {"pets", "pets-cold", EVIL} and fleet.missing == ("just-started",)
     picked = {
-        s.study_name: selected_trial(s, DEFAULT_RULE)
-        for s in (load_study(n, storage) for n in fleet.tasks)
+        s.study_name: selected_trial(s) for s in (load_study(n, storage) for n in fleet.tasks)
     }
     assert fleet.total_patch_bytes == sum(t.patch_bytes for t in picked.values())
     # Like against like: the full detectors of the tasks that have a selected patch.
@@ -244,52 +243,56 @@ def test_fleet_totals(storage, data):
 
 
 def test_across_tasks_lays_out_the_report(storage, data):
-    report = fleet_report(storage, DEFAULT_RULE)
+    report = fleet_report(storage)
     across = across_tasks(report)
-    assert across.rule == report.rule and across.techniques == ("head", "full")
-    assert [r.study for r in across.rows] == [r.study for r in report.rows]
+    assert across.rule == report.rule == "answer"
+    assert across.header[2:4] == ("head", "full") and across.header[4] == "answer"
+    assert [row[0].text for row in across.rows] == [r.study for r in report.rows]
     # Easiest first; the study without trials has no difficulty and comes last.
-    known = [r.difficulty for r in across.rows if r.difficulty is not None]
+    known = [r.difficulty for r in report.rows if r.difficulty is not None]
     assert known == sorted(known) and len(known) == 3
-    last = across.rows[-1]
-    assert (last.study, last.techniques, last.selected) == ("just-started", (None, None), None)
-    for row in across.rows[:-1]:
+    assert [c.text for c in across.rows[-1][:5]] == ["just-started", "-", "-", "-", "-"]
+    for row, cells in zip(report.rows[:-1], across.rows[:-1], strict=True):
         study = load_study(row.study, storage)
         records = {r.number: r for r in trial_records(study)}
         full_bytes = study_meta(study).full_bytes
-        head, full = row.techniques
+        head, full = row.techniques["head"], row.techniques["full"]
         assert (head.trial, full.trial) == (0, 1)  # the synthetic study's presets
-        for cell in (head, full, row.selected):
+        answer = study_answer(study)
+        assert row.answer.trial == answer.trial and row.answer.map == answer.map
+        for cell in (head, full, row.answer):
             record = records[cell.trial]
             assert (cell.map, cell.bytes) == (record.map, record.patch_bytes)
             assert cell.bytes_pct == pytest.approx(100 * cell.bytes / full_bytes)
-        assert records[row.selected.trial].source != "preset"
         assert row.difficulty == pytest.approx(full.map - head.map)
-        assert row.delta == f"{100 * (row.selected.map - full.map):+.1f}"
-    rows = across.rows[:-1]
+        assert cells[4].hover == f"trial {answer.trial}, {answer.patch_bytes:,} bytes"
+        assert cells[5].text == f"{100 * (row.answer.map - full.map):+.1f} (search)"
+    rows = report.rows[:-1]
     assert [(p.study, p.difficulty, p.bytes_pct, p.map) for p in across.points] == [
-        (r.study, r.difficulty, r.selected.bytes_pct, r.selected.map) for r in rows
+        (r.study, r.difficulty, r.answer.bytes_pct, r.answer.map) for r in rows
     ]
     assert (across.rho, across.p_value) == (report.claims.rho, report.claims.p_value)
     assert across.rho is not None
-    a, b, c = across.claims
+    a, b, c, d = across.claims
     claims = report.claims
-    assert a.startswith("(a)") and f"in {claims.matched} of {claims.with_presets} " in a
+    assert a.startswith("(a)") and f"in {claims.search_wins} of {claims.compared} " in a
     assert b.startswith("(b)") and f"{claims.mean_bytes_pct:.1f} %" in b
     assert f"{claims.max_bytes_pct:.1f} %" in b
     assert c.startswith("(c)") and f"{claims.rho:.2f} (p = {claims.p_value:.3g}" in c
+    assert d.startswith("(d)") and "in 0 studies" in d
     assert across.notes == claims.notes and all("just-started" in n for n in across.notes)
     # The dashboard computes the same record from the studies it loaded.
     assert data.across == across
 
 
 def test_across_tasks_when_nothing_is_selected(storage):
-    across = across_tasks(fleet_report(storage, "min-map=0.99"))
-    assert len(across.rows) == 4 and all(r.selected is None for r in across.rows)
+    report = fleet_report(storage, "min-map=0.99")
+    across = across_tasks(report)
+    assert len(across.rows) == 4 and all(r.answer is None for r in report.rows)
     assert across.points == () and across.rho is None and across.p_value is None
     assert "not computed" in across.claims[2] and "take - % of" in across.claims[1]
-    left_out = [n for n in across.notes if "left out of (b) and (c)" in n]
-    assert {n.split(": no selected patch")[0] for n in left_out} == {r.study for r in across.rows}
+    left_out = [n for n in across.notes if "left out of (b), (c) and (d)" in n]
+    assert {n.split(": no answer")[0] for n in left_out} == {r.study for r in report.rows}
     assert difficulty_figure(across) is None
 
 
@@ -332,11 +335,11 @@ def test_across_section_escapes_study_names_and_notes(page, report_page, storage
         section = _across(written.read_text(encoding="utf-8"))
         assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>" in section
         assert EVIL not in section and 'class="plot"' in section
-    # Nothing selected: each study is left out of (b) and (c) by a note that names it.
+    # Nothing selected: each study is left out of (b), (c) and (d) by a note that names it.
     strict = write_report_html(fleet_report(storage, "min-map=0.99"), tmp_path / "strict.html")
     text = strict.read_text(encoding="utf-8")
     section = _across(text)
-    assert "<li>&lt;script&gt;alert(1)&lt;/script&gt;: no selected patch" in section
+    assert "<li>&lt;script&gt;alert(1)&lt;/script&gt;: no answer" in section
     assert "<script>alert(1)" not in text
     assert 'data-plots-expected="0"' in text and "No study has both" in section
 
@@ -351,7 +354,7 @@ def test_page_is_self_contained(which, request):
 
 
 def test_write_report_html_refuses_bad_paths_and_writes_whole(storage, tmp_path, monkeypatch):
-    report = fleet_report(storage, DEFAULT_RULE)
+    report = fleet_report(storage)
     with pytest.raises(UserError, match="folder, not a file"):
         write_report_html(report, tmp_path)
     with pytest.raises(UserError, match="folder not found"):

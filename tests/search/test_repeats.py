@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import optuna
 import pytest
 import torch
@@ -13,7 +11,7 @@ from spotpatch.evaluators import EvalResult
 from spotpatch.search import (
     StudyController,
     front_points,
-    full_fine_tune_map,
+    full_point,
     make_sampler,
     next_repeat,
     pareto_front,
@@ -22,31 +20,18 @@ from spotpatch.search import (
     select_point,
 )
 from spotpatch.studies import artifact_store, open_storage
+from spotpatch.testing import record
 
 S = optuna.trial.TrialState
 
 
-def _record(number, sites, value, size, *, preset=None, state=S.COMPLETE, duplicate_of=None):
-    return SimpleNamespace(
-        number=number,
-        sites={"s": sites},
-        map=value if state == S.COMPLETE or duplicate_of is not None else None,
-        patch_bytes=size,
-        preset=preset,
-        state=state,
-        duplicate_of=duplicate_of,
-        complete=state == S.COMPLETE and duplicate_of is None,
-        retried=False,
-    )
-
-
 def test_a_config_run_twice_is_one_point_at_its_mean():
     records = [
-        _record(0, "full", 0.80, 100, preset="full"),
-        _record(1, "a", 0.70, 30),
-        _record(2, "full", 0.84, 100, preset="full"),
-        _record(3, "a", 0.70, 30, duplicate_of=1),  # the same run: not a second one
-        _record(4, "b", None, 50, state=S.FAIL),
+        record(0, "full", 0.80, 100, preset="full"),
+        record(1, "a", 0.70, 30),
+        record(2, "full", 0.84, 100, preset="full"),
+        record(3, "a", 0.70, 30, duplicate_of=1),  # the same run: not a second one
+        record(4, "b", None, 50, state=S.FAIL),
     ]
     points = front_points(records)
     assert [(p.number, p.runs) for p in points] == [(0, 2), (1, 1)]
@@ -57,44 +42,41 @@ def test_a_config_run_twice_is_one_point_at_its_mean():
 
 def test_the_head_alone_run_twice_is_one_point_too():
     # The head-only preset patches no site: its config is empty, and still one config.
-    head = [_record(n, "x", m, 10, preset="head") for n, m in ((0, 0.50), (5, 0.54))]
-    for r in head:
-        r.sites = {}
-    points = front_points([*head, _record(1, "a", 0.70, 30)])
+    head = [record(n, {}, m, 10, preset="head") for n, m in ((0, 0.50), (5, 0.54))]
+    points = front_points([*head, record(1, "a", 0.70, 30)])
     assert [(p.number, p.runs) for p in points] == [(0, 2), (1, 1)]
     assert points[0].map == pytest.approx(0.52)
 
 
 def test_the_full_fine_tune_runs_again_first_then_the_pick():
-    full = _record(0, "full", 0.80, 100, preset="full")
-    small, mid = _record(1, "small", 0.795, 20), _record(2, "mid", 0.81, 50)
+    full = record(0, "full", 0.80, 100, preset="full")
+    small, mid = record(1, "small", 0.795, 20), record(2, "mid", 0.81, 50)
     assert next_repeat([full, small, mid], 1) is None  # repeats off
     assert next_repeat([small, mid], 2) is None  # no mark without the full fine-tune
     assert next_repeat([full, small, mid], 2).number == 0
     # Its second run in flight counts: the pick (the smallest within a point of it) is next.
-    running = _record(3, "full", None, 100, preset="full", state=S.RUNNING)
+    running = record(3, "full", None, 100, preset="full", state=S.RUNNING)
     assert next_repeat([full, small, mid, running], 2).number == 1
-    again = _record(3, "full", 0.80, 100, preset="full")
+    again = record(3, "full", 0.80, 100, preset="full")
     assert next_repeat([full, small, mid, again], 2).number == 1
     assert next_repeat([full, small, mid, again], 3).number == 0
     # A tighter tolerance: small (0.795) is no longer within 0.4 points of 0.80; mid is.
-    assert next_repeat([full, small, mid, again], 2, tolerance=0.004).number == 2
+    assert next_repeat([full, small, mid, again], 2, tolerance=0.4).number == 2
     # The pick's second run pulls its mean (0.775) below the mark (0.79): the next smallest
     # within a point is the pick now, and it has one run.
-    unlucky = _record(4, "small", 0.755, 20)
+    unlucky = record(4, "small", 0.755, 20)
     assert next_repeat([full, small, mid, again, unlucky], 2).number == 2
-    lucky = _record(4, "small", 0.80, 20)
+    lucky = record(4, "small", 0.80, 20)
     assert next_repeat([full, small, mid, again, lucky], 2) is None  # decided
     # A config whose repeat failed for good is not asked again (past the total, it would be
     # forever); one whose failure is being retried is.
-    failed = _record(4, "small", None, 20, state=S.FAIL)
+    failed = record(4, "small", None, 20, state=S.FAIL)
     assert next_repeat([full, small, mid, again, failed], 2) is None
-    failed.retried = True
+    failed = record(4, "small", None, 20, state=S.FAIL, retried=True)
     assert next_repeat([full, small, mid, again, failed], 2).number == 1
     # The same for the head alone (an empty config) as the pick.
-    head = _record(1, "", 0.80, 10, preset="head")
-    head_failed = _record(4, "", None, 10, state=S.FAIL)
-    head.sites = head_failed.sites = {}
+    head = record(1, {}, 0.80, 10, preset="head")
+    head_failed = record(4, {}, None, 10, state=S.FAIL)
     assert next_repeat([full, head, again], 2).number == 1
     assert next_repeat([full, head, again, head_failed], 2) is None
 
@@ -161,7 +143,7 @@ def test_a_study_with_repeats_runs_the_full_fine_tune_and_its_pick_twice(tmp_pat
         pareto_front(points),
         "within-full=1",
         space.full_bytes(),
-        full_map=full_fine_tune_map(records),
+        full_map=full_point(records).map,
     )
     assert pick.bytes < full.patch_bytes
     assert pick.runs == 2

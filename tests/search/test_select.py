@@ -142,14 +142,12 @@ def test_within_full_measures_from_the_full_fine_tune():
 
 
 def test_the_full_fine_tune_is_the_mean_of_the_full_presets_runs():
-    from types import SimpleNamespace
+    from spotpatch.search import full_point
+    from spotpatch.testing import record
 
-    from spotpatch.search import full_fine_tune_map
-
-    def record(preset, value, complete=True):
-        return SimpleNamespace(preset=preset, map=value, complete=complete)
-
-    records = [record("full", 0.5), record("full", 0.6), record("head", 0.9)]
-    records.append(record("full", 0.7, complete=False))
-    assert full_fine_tune_map(records) == pytest.approx(0.55)
-    assert full_fine_tune_map(records[2:]) is None
+    records = [record(0, "full", 0.5, 100, preset="full"), record(1, "full", 0.6, 100)]
+    records[1:1] = [record(2, "head", 0.9, 10, preset="head")]
+    records.append(record(3, "full", None, 100, preset="full", state="RUNNING"))
+    assert full_point(records).map == pytest.approx(0.55)
+    assert full_point(records).runs == 2
+    assert full_point(records[1:2]) is None

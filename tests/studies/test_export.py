@@ -1,8 +1,9 @@
-"""Exporting a study's chosen patch, predicting with it, and its ONNX model, on a tiny real study.
+"""Exporting a study's answer, predicting with it, and its ONNX model, on a tiny real study.
 
-The study's three trials are fixed configs that patch only the detector's head side (the class
-head alone, then LoRA on the box regressors, then the class convs in full too), so training
-them needs no backward pass through the backbone and the study builds in seconds.
+The study's first three trials are fixed configs that patch only the detector's head side (the
+class head alone, then LoRA on the box regressors, then the class convs in full too), so
+training them needs no backward pass through the backbone; the fourth is the full fine-tune the
+answer is measured against. The study builds in seconds.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from safetensors.torch import load_file
 from spotpatch.cli import main
 from spotpatch.evaluators import coco_map, load_base, predict
 from spotpatch.search import (
-    DEFAULT_RULE,
     front_points,
+    full_point,
     knee_point,
     pareto_front,
     run_trials,
@@ -51,9 +52,9 @@ _LORA = {f"head.regression_head.module_list.{i}": "lora4" for i in range(5)}
 _FULL = {f"head.classification_head.module_list.{i}": "full" for i in range(5)}
 
 
-def _head_side_study(bench, bench_study, folder, gate_sets, dtype="float32"):
-    """Study ``glyphs`` in ``folder``, one trial per gate decision, as ``run`` makes it: its
-    storage URL, spec, evaluator and the study."""
+def _head_side_study(bench, bench_study, folder, gate_sets, dtype="float32", full=False):
+    """Study ``glyphs`` in ``folder``, one trial per gate decision (and the full fine-tune last
+    with ``full``), as ``run`` makes it: its storage URL, spec, evaluator and the study."""
     url = f"sqlite:///{folder}/s.db"
     spec_path = bench_study(
         bench / "studies" / f"glyphs-{folder.name}.toml",
@@ -66,6 +67,7 @@ def _head_side_study(bench, bench_study, folder, gate_sets, dtype="float32"):
     spec = load_spec(spec_path)
     evaluator = evaluator_of(spec, progress=False)
     configs = [evaluator.space.config_from_gates(g) for g in gate_sets]
+    configs += [evaluator.space.preset("full")] if full else []
     controller = open_controller(spec, evaluator)
     assert controller.enqueue(configs, source="test") == len(configs)
     # What run_study does with 1 worker.
@@ -78,7 +80,7 @@ def _head_side_study(bench, bench_study, folder, gate_sets, dtype="float32"):
 def study(bench, bench_study, tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
     gate_sets = ({}, _LORA, _LORA | _FULL)
-    url, spec, evaluator, made = _head_side_study(bench, bench_study, folder, gate_sets)
+    url, spec, evaluator, made = _head_side_study(bench, bench_study, folder, gate_sets, full=True)
     storage = open_storage(url)
     # A study with no finished trial yet: same metadata, nothing run.
     empty = optuna.create_study(
@@ -128,7 +130,14 @@ def test_an_exported_patch_reproduces_its_trial_exactly(study, tmp_path, capsys)
     assert info["task"]["classes"] == list(study.task.classes)
     assert info["task"]["category_ids"] == list(study.task.category_ids)
     assert info["sites"] == trial.user_attrs["config"]
-    assert info["study"] == {"name": "glyphs", "trial": trial.number}
+    assert info["study"] == {
+        "name": "glyphs",
+        "trial": trial.number,
+        "rule": "answer",
+        "runs": 1,
+        "map_mean": trial.user_attrs["map"],
+    }
+    assert info["confirmation"] is None  # the study ran without confirmation
     metrics = info["metrics"]
     assert (metrics["map"], metrics["map50"]) == (
         trial.user_attrs["map"],
@@ -151,8 +160,10 @@ def test_an_exported_patch_reproduces_its_trial_exactly(study, tmp_path, capsys)
 def _expected(study, rule: str) -> int:
     front = pareto_front(front_points([trial_record(t) for t in study.trials.values()]))
     mid = front[len(front) // 2]
-    if rule == "default":
-        return next(p for p in front if p.map >= front[-1].map - 0.01 - 1e-12).number
+    if rule == "default":  # the answer: the smallest within the tolerance of the full's mean
+        records = [trial_record(t) for t in study.trials.values()]
+        mark = full_point(records).map - study.meta.tolerance / 100
+        return next(p for p in front if p.map >= mark - 1e-12).number
     if rule == "knee":
         return knee_point(front, study.meta.full_bytes).number
     return {"within=0": front[-1], "min-map": mid, "max-bytes": front[0]}[rule].number
@@ -278,7 +289,7 @@ def _breakable_copy(study, tmp_path):
     made.set_user_attr(
         "spotpatch", {**made.user_attrs["spotpatch"], "artifacts": str(tmp_path / "art")}
     )
-    record = selected_trial(made, DEFAULT_RULE)
+    record = selected_trial(made)
     return url, record, tmp_path / "art" / record.artifact_id
 
 
@@ -444,6 +455,7 @@ def test_an_int8_study_exports_plans_and_predicts(int8_study, tmp_path, capsys, 
     exports to ONNX, and the fleet plan counts its bytes."""
     trial, out = int8_study.trial, tmp_path / "p"
     argv = ["export", "glyphs", "--out", str(out), "--storage", int8_study.url, "--json"]
+    argv += ["--select", "knee"]  # no full fine-tune in this study: no answer
     assert main([*argv, "--onnx", str(out / "model.onnx")]) == 0
     info = _json_out(capsys)
     assert info["dtype"] == "int8" and info["study"]["trial"] == trial.number

@@ -41,3 +41,22 @@ def test_plan_errors_are_one_line_and_exit_2(tmp_path, capsys):
         assert main(["plan", "--budget", budget, "--storage", url]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
+
+
+def test_without_a_budget_the_plan_is_every_studys_answer(tmp_path, capsys):
+    from spotpatch.search import study_answer
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    storage = open_storage(url)
+    studies = [synthetic_study(storage, name, trials=12, seed=i) for i, name in enumerate("ab")]
+    synthetic_study(storage, "c", trials=0)
+    plan = fleet_plan(storage)
+    answers = {s.study_name: study_answer(s) for s in studies}
+    assert {n: a.trial for n, a in plan.choices.items()} == {
+        n: a.trial for n, a in answers.items()
+    }
+    assert plan.total_bytes == sum(a.patch_bytes for a in answers.values())
+    assert list(plan.missing) == ["c"] and "no completed trial" in plan.missing["c"]
+    assert main(["plan", "--storage", url]) == 0
+    out = capsys.readouterr().out
+    assert "the answers" in out and "c: no answer: " in out

@@ -340,7 +340,10 @@ def test_status_dashboard_export_and_plan_read_the_shared_study(
     assert main(["dashboard", "--storage", url, "--out", "report.html"]) == 0
     assert "glyphs" in (tmp_path / "report.html").read_text()
     capsys.readouterr()
-    assert main(["export", "glyphs", "--out", "patch", "--storage", url, "--json"]) == 0
+    # No full fine-tune ran here (no presets): no answer, so a rule picks the patch.
+    argv = ["export", "glyphs", "--out", "patch", "--storage", url, "--json"]
+    assert main(argv) == 2 and "full fine-tune" in capsys.readouterr().err
+    assert main([*argv, "--select", "knee"]) == 0
     info = json.loads(capsys.readouterr().out)
     chosen = complete[info["study"]["trial"]]
     assert info["metrics"]["patch_bytes"] == chosen.patch_bytes

@@ -1,0 +1,333 @@
+"""Confirming a study's answer: chosen on some seeds, reported on others.
+
+One run of a config moves by about a point of mAP with its seed, the size of the tolerance the
+answer is chosen with; the smallest patch within the tolerance on the search's runs is then
+partly the luckiest. Confirmation retrains, past the study's total, with seeds no trial used
+(:mod:`._seeds`), every config in a pair with the full fine-tune (the same seed for both: the
+same batches, the same class-head initialization), so that the seed's share of the noise
+cancels in the difference:
+
+1. **decide**: the answer on the search's means (or the plan's start) and the full fine-tune
+   train on ``seeds`` deciding seeds. While the mean paired Δ falls more than the tolerance
+   short, the next larger point of the study's front (presets included) is trained the same
+   way; past the front's last point, the full fine-tune itself, which is within any tolerance
+   of itself. The first config that holds is the answer.
+2. **report**: the answer and the full fine-tune train on ``seeds`` fresh seeds, paired. Their
+   mean paired Δ, with its spread and interval, is the number the study reports, marked held
+   or not; no decision is taken on it. A miss is reported as a miss: walking on would make the
+   fresh seeds deciding ones, and the number reported biased again.
+
+Everything is read from the study's records on every call (:func:`confirmation`): a stopped
+confirmation resumes where it was, without retraining a stored run, on any backend, and
+parallel workers take the runs still needed in order. Imports only from ``search``'s own
+record, units, Pareto and seeds modules.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from spotpatch.search._pareto import FrontPoint
+from spotpatch.search._record import TrialRecord, config_key
+from spotpatch.search._recovery import MAX_ATTEMPTS
+from spotpatch.search._seeds import decide_seeds, report_seeds
+from spotpatch.search._study_record import ConfirmPlan, ConfirmRun
+from spotpatch.search._units import from_points, mean_sd, reaches, to_points
+
+__all__ = [
+    "INTERVAL",
+    "ConfirmJob",
+    "Paired",
+    "WalkStep",
+    "Confirmation",
+    "confirmation",
+    "confirm_runs_of",
+    "paired",
+]
+
+#: The two-sided coverage of the interval reported around a paired Δ.
+INTERVAL = 0.9
+
+
+@dataclass(frozen=True)
+class ConfirmJob:
+    """One run the confirmation still needs: a config, a seed and the stage it serves."""
+
+    sites: Mapping[str, str]
+    seed: int
+    stage: str
+
+    @property
+    def key(self) -> tuple:
+        return (config_key(self.sites), self.seed, self.stage)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A config against the full fine-tune on the same seeds (mAP in [0, 1]).
+
+    Attributes:
+        seeds: pairs (one run of each per seed).
+        map: the config's mean mAP; ``map_sd`` its standard deviation over seeds.
+        full_map: the full fine-tune's mean mAP; ``full_sd`` likewise.
+        delta: the mean paired difference ``map - full_map``.
+        delta_sd: the standard error of ``delta``: the standard deviation of one pair's
+            difference over ``sqrt(seeds)`` (0 for one pair).
+        low, high: the :data:`INTERVAL` t-interval of ``delta`` (``delta`` itself for one pair).
+    """
+
+    seeds: int
+    map: float
+    map_sd: float
+    full_map: float
+    full_sd: float
+    delta: float
+    delta_sd: float
+    low: float
+    high: float
+
+    def holds(self, tolerance: float) -> bool:
+        """Whether the mean paired Δ is within ``tolerance`` mAP points of the full fine-tune."""
+        return reaches(self.delta, -from_points(tolerance))
+
+    def to_json(self) -> dict:
+        return {
+            "seeds": self.seeds,
+            "map_mean": self.map,
+            "map_sd": self.map_sd,
+            "full_map_mean": self.full_map,
+            "full_map_sd": self.full_sd,
+            "delta": self.delta,
+            "delta_sd": self.delta_sd,
+            "delta_interval": [self.low, self.high],
+        }
+
+    def text(self) -> str:
+        """``−0.4 ± 0.3 (3 paired seeds)``, in mAP points."""
+        s = "s" if self.seeds != 1 else ""
+        return (
+            f"{to_points(self.delta):+.1f} ± {to_points(self.delta_sd):.1f} "
+            f"({self.seeds} paired seed{s})"
+        )
+
+
+def paired(mine: Sequence[float], full: Sequence[float]) -> Paired:
+    """Two configs' runs on the same seeds, in seed order, summed up as a :class:`Paired`.
+
+    Example:
+        >>> p = paired([0.70, 0.72, 0.71], [0.71, 0.72, 0.73])
+        >>> round(to_points(p.delta), 2), round(to_points(p.delta_sd), 2)
+        (-1.0, 0.58)
+    """
+    n = len(mine)
+    diffs = [a - b for a, b in zip(mine, full, strict=True)]
+    delta, sd = mean_sd(diffs)
+    se = sd / math.sqrt(n)
+    half = 0.0
+    if n > 1:
+        from scipy.stats import t
+
+        half = float(t.ppf(0.5 + INTERVAL / 2, n - 1)) * se
+    (m, m_sd), (f, f_sd) = mean_sd(mine), mean_sd(full)
+    return Paired(n, m, m_sd, f, f_sd, delta, se, delta - half, delta + half)
+
+
+@dataclass(frozen=True)
+class WalkStep:
+    """A config trained on the deciding seeds: its trial, bytes and its pairs against the full
+    fine-tune (None while some are not trained yet)."""
+
+    trial: int
+    patch_bytes: int
+    versus: Paired | None
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """Where a study's confirmation stands, read from its runs.
+
+    Attributes:
+        plan: the plan it follows.
+        tolerance: mAP points the answer may lose against the full fine-tune.
+        walk: the configs trained on the deciding seeds, in the order walked.
+        trial: the config it settled on (its first trial; None while deciding). With
+            ``plan.walk`` it is the first walked config that held on the deciding seeds, or the
+            full fine-tune where none smaller did (``walked_out``).
+        reported: the settled config against the full fine-tune on the fresh seeds (None
+            until every pair is trained).
+        state: ``deciding``, ``reporting``, ``done`` or ``failed``.
+        note: what went wrong (``failed``), or that the walk ran out of front.
+        needed: the runs still to train, in the order they are wanted.
+        walked_out: no config smaller than the full fine-tune held on the deciding seeds.
+    """
+
+    plan: ConfirmPlan
+    tolerance: float
+    walk: tuple[WalkStep, ...]
+    trial: int | None
+    reported: Paired | None
+    state: str
+    note: str | None
+    needed: tuple[ConfirmJob, ...]
+    walked_out: bool = False
+
+    @property
+    def holds(self) -> bool | None:
+        """Whether the fresh seeds' paired Δ is within the tolerance (None until measured)."""
+        return None if self.reported is None else self.reported.holds(self.tolerance)
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("done", "failed")
+
+    def to_json(self) -> dict:
+        return {
+            "seeds": self.plan.seeds,
+            "walk": [
+                {
+                    "trial": s.trial,
+                    "patch_bytes": s.patch_bytes,
+                    "decide": None if s.versus is None else s.versus.to_json(),
+                }
+                for s in self.walk
+            ],
+            "trial": self.trial,
+            "state": self.state,
+            "note": self.note,
+            "walked_out": self.walked_out,
+            "tolerance": self.tolerance,
+            "reported": None if self.reported is None else self.reported.to_json(),
+            "holds": self.holds,
+        }
+
+
+def confirm_runs_of(records: Sequence[TrialRecord], legacy: Sequence[ConfirmRun] = ()):
+    """Every confirmation run of a study: its confirmation trials and the retrainings earlier
+    versions' ``spotpatch confirm`` stored (deciding runs)."""
+    runs = list(legacy)
+    for r in records:
+        if r.confirmed:
+            runs.append(
+                ConfirmRun(dict(r.sites or {}), r.confirm_seed, r.map, r.patch_bytes,
+                           r.confirm_stage)
+            )  # fmt: skip
+    return runs
+
+
+def confirmation(
+    front: Sequence[FrontPoint],
+    start: FrontPoint,
+    full: FrontPoint,
+    sites_of: Mapping[int, Mapping[str, str]],
+    records: Sequence[TrialRecord],
+    plan: ConfirmPlan,
+    *,
+    seed: int,
+    tolerance: float,
+    legacy: Sequence[ConfirmRun] = (),
+) -> Confirmation:
+    """Where the confirmation of a study stands, and the runs it still needs.
+
+    Args:
+        front: the study's Pareto front (every trial, at the means of its runs).
+        start: where the walk starts (the answer on the search's means, or the plan's start).
+        full: the full fine-tune's point.
+        sites_of: the config of each point's trial.
+        records: the study's trials (its confirmation runs among them; failed ones count
+            toward a run's attempts).
+        plan: seeds per config, whether to walk.
+        seed: the study's seed (:func:`~spotpatch.search.decide_seeds`).
+        tolerance: mAP points.
+        legacy: earlier versions' retrainings (deciding runs).
+    """
+    runs = {
+        (config_key(r.sites), r.seed, r.stage): r.map for r in confirm_runs_of(records, legacy)
+    }
+    failed: dict[tuple, list[str]] = {}
+    for r in records:
+        if r.confirm_stage is not None and r.error is not None and not r.confirmed:
+            key = (config_key(r.sites or {}), r.confirm_seed, r.confirm_stage)
+            failed.setdefault(key, []).append(r.error)
+    decide = decide_seeds(seed, plan.seeds)
+    report = report_seeds(seed, plan.seeds)
+    needed: list[ConfirmJob] = []
+
+    def missing(point: FrontPoint, seeds, stage: str) -> list[ConfirmJob]:
+        jobs = [ConfirmJob(sites_of[point.number], s, stage) for s in seeds]
+        return [j for j in jobs if j.key not in runs]
+
+    def pairs(point: FrontPoint, seeds, stage: str) -> Paired:
+        mine, theirs = config_key(sites_of[point.number]), config_key(sites_of[full.number])
+        return paired([runs[(mine, s, stage)] for s in seeds],
+                      [runs[(theirs, s, stage)] for s in seeds])  # fmt: skip
+
+    candidates = [start]
+    if plan.walk:
+        candidates += [p for p in front if p.bytes > start.bytes and p.number != full.number]
+        if start.number != full.number:
+            candidates.append(full)
+    walk: list[WalkStep] = []
+    settled = None
+    for point in candidates:
+        if not plan.walk:
+            settled = point
+            break
+        jobs = _unique(missing(point, decide, "decide") + missing(full, decide, "decide"))
+        if jobs:
+            walk.append(WalkStep(point.number, point.bytes, None))
+            needed += jobs
+            break
+        versus = pairs(point, decide, "decide")
+        walk.append(WalkStep(point.number, point.bytes, versus))
+        if versus.holds(tolerance):
+            settled = point
+            break
+    needed += missing(full, report, "report")
+    reported = None
+    if settled is not None:
+        needed += missing(settled, report, "report")
+        if not missing(settled, report, "report") and not missing(full, report, "report"):
+            reported = pairs(settled, report, "report")
+    needed = _unique(needed)
+    walked_out = settled is not None and plan.walk and settled.number == full.number
+    walked_out = walked_out and start.number != full.number
+    note = None
+    if walked_out:
+        note = (
+            f"no patch smaller than the full fine-tune held within {tolerance:g} points on the "
+            f"deciding seeds ({len(walk) - 1} walked): the answer is the full fine-tune"
+        )
+    for job in needed:
+        errors = failed.get(job.key, [])
+        if len(errors) >= MAX_ATTEMPTS:
+            note = f"a {job.stage} run (seed {job.seed}) failed {len(errors)} times: {errors[-1]}"
+            return Confirmation(plan, tolerance, tuple(walk), settled and settled.number,
+                                reported, "failed", note, (), walked_out)  # fmt: skip
+    if settled is None:
+        state = "deciding"
+    elif reported is None:
+        state = "reporting"
+    else:
+        state = "done"
+    return Confirmation(
+        plan,
+        tolerance,
+        tuple(walk),
+        None if settled is None else settled.number,
+        reported,
+        state,
+        note,
+        tuple(needed),
+        walked_out,
+    )
+
+
+def _unique(jobs: Sequence[ConfirmJob]) -> list[ConfirmJob]:
+    seen, out = set(), []
+    for job in jobs:
+        if job.key not in seen:
+            seen.add(job.key)
+            out.append(job)
+    return out

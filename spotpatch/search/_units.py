@@ -1,0 +1,63 @@
+"""mAP in two units, the comparisons made in them, and the mean of a config's runs.
+
+Stored and computed mAP is in [0, 1], as pycocotools gives it; distances a user writes (the
+tolerance, ``within=D``) and every Δ printed are in mAP points (1 point = 0.01). Converting
+happens here and nowhere else.
+
+Example:
+    >>> to_points(0.0125), from_points(0.5)
+    (1.25, 0.005)
+    >>> reaches(0.70 - 0.005, floor(0.70, 0.5))
+    True
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "EPS",
+    "floor",
+    "from_points",
+    "mean_sd",
+    "reaches",
+    "to_points",
+]
+
+#: mAP points a smaller patch may lose against the full fine-tune (``search.tolerance``).
+DEFAULT_TOLERANCE = 1.0
+#: Comparisons of mAP in [0, 1] forgive float rounding of this size.
+EPS = 1e-12
+
+
+def to_points(value: float) -> float:
+    """mAP in [0, 1] (or a difference of two) in points."""
+    return 100.0 * value
+
+
+def from_points(points: float) -> float:
+    """mAP points as a value (or difference) in [0, 1]."""
+    return points / 100.0
+
+
+def floor(mark: float, points: float) -> float:
+    """The lowest mAP in [0, 1] within ``points`` of ``mark``."""
+    return mark - from_points(points)
+
+
+def reaches(value: float, low: float) -> bool:
+    """Whether ``value`` is at least ``low`` (both in [0, 1]), up to rounding."""
+    return value >= low - EPS
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """The mean and sample standard deviation (0 for one value) of runs' mAPs.
+
+    Example:
+        >>> mean_sd([0.5, 0.7])
+        (0.6, 0.14142135623730948)
+    """
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), sd

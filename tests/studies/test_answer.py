@@ -1,0 +1,304 @@
+"""One answer per study, with known scores: every command names the same trial (for the answer
+and for an explicit rule), a preset can be the answer, the confirmation chooses on some seeds
+and reports on others, a walk that runs out of front says so, a stopped confirmation resumes
+without retraining, and ``patch.json`` carries the confirmation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spotpatch.cli import main
+from spotpatch.search import (
+    StudyController,
+    decide_seeds,
+    make_sampler,
+    report_seeds,
+    run_trials,
+    study_answer,
+    trial_records,
+)
+from spotpatch.studies import artifact_store, create_or_load_study, load_study, open_storage
+from spotpatch.testing import (
+    SYNTHETIC_SITES,
+    StandInEvaluator,
+    synthetic_meta,
+    synthetic_space,
+    synthetic_tensors,
+)
+
+NAME = "pets"
+SITES = [s for s, _, _ in SYNTHETIC_SITES]
+#: Configs by how many leading sites they patch in full: A, B and C lie between head and full.
+A, B, C = 2, 5, 8
+
+
+def config(n: int) -> dict[str, str]:
+    return {site: "full" for site in SITES[:n]}
+
+
+def size_of(sites: dict[str, str]) -> int:
+    return len(sites)  # head-only patches none, the full fine-tune all 12
+
+
+def scores(search: dict[int, float], decide: dict[int, float], report: dict[int, float]):
+    """``score(sites, seed)``: search runs score ``search[n]``; a deciding run of seed ``i`` the
+    full fine-tune's ``0.70 + 0.01 i`` plus ``decide[n]``; a reporting run ``0.71 - 0.01 i`` plus
+    ``report[n]`` (``n``: the config's patched sites, 12 for the full fine-tune)."""
+    full = len(SITES)
+
+    def score(sites: dict[str, str], seed: int) -> float:
+        n = size_of(sites)
+        if seed >= decide_seeds(0, 1)[0] + 1_000_000:
+            i = seed - report_seeds(0, 1)[0]
+            return 0.71 - 0.01 * i + (0.0 if n == full else report[n] + 0.001 * i)
+        if seed >= decide_seeds(0, 1)[0]:
+            i = seed - decide_seeds(0, 1)[0]
+            return 0.70 + 0.01 * i + (0.0 if n == full else decide[n])
+        return search[n]
+
+    return score
+
+
+SEARCH = {0: 0.50, A: 0.700, B: 0.703, C: 0.708, 12: 0.705}
+
+
+class Study:
+    """A study of the synthetic space: head, full, then A, B and C, scored by ``score``."""
+
+    def __init__(self, tmp_path, score, *, tolerance=1.0):
+        self.space = synthetic_space(granularity="block")
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        self.url = f"sqlite:///{tmp_path}/s.db"
+        self.storage = open_storage(self.url)
+        self.artifacts = tmp_path / "artifacts"
+        self.artifacts.mkdir(exist_ok=True)
+        meta = synthetic_meta(
+            NAME,
+            granularity="block",
+            kinds=self.space.kinds,
+            full_bytes=self.space.full_bytes(),
+            head_bytes=self.space.head_bytes(),
+            artifacts=str(self.artifacts),
+            tolerance=tolerance,
+        )
+        create_or_load_study(meta, self.storage, sampler=None)
+        self.tolerance = tolerance
+        self.evaluator = StandInEvaluator(
+            self.space, score=score, tensors=synthetic_tensors, delay=(0, 0)
+        )
+        controller = self.controller()
+        controller.enqueue([self.space.preset("head"), self.space.preset("full")], source="preset")
+        from spotpatch.spaces import PatchConfig
+
+        controller.enqueue([PatchConfig.from_dict(config(n)) for n in (A, B, C)], source="sampler")
+        run_trials(controller, self.evaluator, 5)
+        self.trial = {0: 0, 12: 1, A: 2, B: 3, C: 4}  # patched sites -> trial number
+
+    def controller(self, confirm_seeds: int = 0, **options) -> StudyController:
+        return StudyController(
+            self.storage,
+            NAME,
+            self.space,
+            sampler=make_sampler("random", 0),
+            artifact_store=artifact_store(self.artifacts),
+            tolerance=self.tolerance,
+            confirm_seeds=confirm_seeds,
+            **options,
+        )
+
+    def confirm(self, seeds: int = 3, **options) -> None:
+        run_trials(self.controller(seeds, **options), self.evaluator, 5)
+
+    def study(self):
+        return load_study(NAME, self.storage)
+
+
+def _json(capsys, *argv) -> dict:
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def named(study: Study, capsys, tmp_path, rule: str | None = None) -> dict[str, int]:
+    """The trial each command names, for the answer (``rule`` None) or an explicit rule."""
+    from spotpatch.dashboard import dashboard_data
+
+    select = [] if rule is None else ["--select", rule]
+    out = tmp_path / f"export-{rule}"
+    export = _json(capsys, "export", NAME, "--storage", study.url, "--out", str(out), "--json",
+                   *select)  # fmt: skip
+    report = _json(capsys, "report", "--storage", study.url, "--json", *select)
+    data = dashboard_data(study.url, rule)
+    (panel,) = data.studies
+    across = data.across.rows[0][-3]  # the answer's cell
+    names = {
+        "export": export["study"]["trial"],
+        "report": report["rows"][0]["answer"]["trial"],
+        "dashboard star": panel.scatter.selected,
+        "dashboard fleet": data.fleet.trials[0],
+        "dashboard across": int(across.hover.split(",")[0].removeprefix("trial ")),
+        "python": study_answer(study.study(), rule).trial,
+    }
+    if rule is None:
+        status = _json(capsys, "status", "--storage", study.url, "--json")
+        plan = _json(capsys, "plan", "--storage", study.url, "--json")
+        names["status"] = status[0]["answer"]["trial"]
+        names["plan"] = plan["choices"][NAME]["trial"]
+    return names
+
+
+def test_every_command_names_the_same_trial_and_confirmation_chooses_on_other_seeds(
+    tmp_path, capsys, caplog
+):
+    decide = {A: -0.02, B: -0.008, C: 0.0}  # A falls short on the deciding seeds, B holds
+    report = {B: -0.006}  # and is measured on fresh seeds: Δ -0.006 + 0.001 i
+    study = Study(tmp_path, scores(SEARCH, decide, report))
+    # On the search's means the answer is A: the smallest within a point of full's 0.705.
+    for rule in (None, "within-full=1", "knee", "max-bytes=60000"):
+        names = named(study, capsys, tmp_path, rule)
+        assert len(set(names.values())) == 1, (rule, names)
+        if rule in (None, "within-full=1"):
+            assert set(names.values()) == {study.trial[A]}
+    patch = json.loads((tmp_path / "export-None" / "patch.json").read_text())
+    assert patch["confirmation"] is None
+    # Past the total, the study confirms: A and full on 3 deciding seeds; A falls short, so B;
+    # B holds, and B and full train on 3 fresh seeds.
+    study.evaluator.calls.clear()
+    study.confirm(3)
+    calls = [(size_of(sites), seed) for sites, seed in study.evaluator.calls]
+    decides, reports = decide_seeds(0, 3), report_seeds(0, 3)
+    assert calls == [
+        *[(n, s) for n in (A, 12, B) for s in decides],
+        *[(n, s) for n in (12, B) for s in reports],
+    ]
+    answer = study_answer(study.study())
+    c = answer.confirmation
+    assert answer.trial == study.trial[B] and c.state == "done" and c.holds
+    assert [s.trial for s in c.walk] == [study.trial[A], study.trial[B]]
+    assert c.walk[0].versus.delta == pytest.approx(-0.02)
+    assert c.walk[1].versus.delta == pytest.approx(-0.008)
+    # The reported Δ is the fresh seeds' (-0.006 + 0.001 i), not the deciding seeds' -0.008.
+    assert c.reported.seeds == 3 and c.reported.delta == pytest.approx(-0.005)
+    runs = [r for r in trial_records(study.study()) if r.confirmed]
+    reported = {r.confirm_seed for r in runs if r.confirm_stage == "report"}
+    assert reported == set(report_seeds(0, 3)) and not reported & set(decide_seeds(0, 3))
+    # Nothing past the total counts as a search trial, and nothing shows on the front.
+    status = _json(capsys, "status", "--storage", study.url, "--json")[0]
+    assert (status["done"], status["confirmed"]) == (5, 15)
+    assert status["cost_trials"] == pytest.approx(20.0)
+    # Every command now names B, and patch.json carries its confirmation.
+    names = named(study, capsys, tmp_path)
+    assert set(names.values()) == {study.trial[B]}, names
+    patch = json.loads((tmp_path / "export-None" / "patch.json").read_text())
+    conf = patch["confirmation"]
+    assert conf["seeds"] == 3 and conf["holds"] is True and conf["walked"] == [2, 3]
+    assert conf["delta"] == pytest.approx(-0.005)
+    assert conf["full_map_mean"] == pytest.approx(0.70)
+    assert conf["map_mean"] == pytest.approx(0.695)
+    assert conf["delta_sd"] == pytest.approx(0.001 / 3**0.5)
+    for key in ("map_sd", "full_map_sd", "delta_interval", "tolerance"):
+        assert key in conf
+    # An explicit rule naming another trial carries no confirmation of B's, and says so.
+    caplog.clear()
+    export = _json(capsys, "export", NAME, "--storage", study.url, "--out",
+                   str(tmp_path / "knee"), "--json", "--select", "min-map=0.5")  # fmt: skip
+    assert export["study"]["trial"] == 0 and export["confirmation"] is None
+    assert "not confirmed" in caplog.text
+    # A study past its confirmation asks for nothing more.
+    assert study.controller(3).ask(5) is None
+
+
+def test_a_preset_can_be_the_answer(tmp_path, capsys):
+    search = {**SEARCH, 0: 0.699}  # head-only within a point of the full fine-tune's 0.705
+    study = Study(tmp_path, scores(search, {0: -0.005}, {0: -0.004}))
+    answer = study_answer(study.study())
+    assert (answer.trial, answer.preset) == (0, "head")
+    study.confirm(2)
+    answer = study_answer(study.study())
+    assert (answer.trial, answer.preset, answer.holds) == (0, "head", True)
+    assert _json(capsys, "status", "--storage", study.url, "--json")[0]["answer"]["preset"] == (
+        "head"
+    )
+
+
+def test_a_walk_that_runs_out_of_front_says_so(tmp_path, capsys):
+    study = Study(tmp_path, scores(SEARCH, {A: -0.03, B: -0.02, C: -0.015}, {}))
+    study.confirm(2)
+    answer = study_answer(study.study())
+    c = answer.confirmation
+    assert answer.trial == study.trial[12] and answer.preset == "full"
+    assert c.walked_out and [s.trial for s in c.walk] == [2, 3, 4, 1]
+    assert "no patch smaller than the full fine-tune held within 1 points" in c.note
+    assert c.reported.delta == 0.0 and c.holds
+    out = main(["status", "--storage", study.url])
+    assert out == 0 and "+0.0 ± 0.0 (2 paired seeds) holds" in capsys.readouterr().out
+
+
+def test_a_stopped_confirmation_resumes_without_retraining_a_stored_run(tmp_path):
+    study = Study(tmp_path, scores(SEARCH, {A: -0.02, B: -0.008, C: 0.0}, {B: -0.006}))
+    evaluate = study.evaluator.evaluate
+    calls = {"n": 0}
+
+    def stopped_at_the_fifth(config, **kw):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return evaluate(config, **kw)
+
+    study.evaluator.calls.clear()
+    study.evaluator.evaluate = stopped_at_the_fifth
+    with pytest.raises(KeyboardInterrupt):
+        study.confirm(3)
+    before = [r for r in trial_records(study.study()) if r.confirmed]
+    assert len(before) == 4
+    # A run left RUNNING by a process killed outright is failed and asked again.
+    controller = study.controller(3, stale_after=0.0)
+    left = controller.ask(5)
+    controller._heartbeat.remove(left.number)
+    study.evaluator.evaluate = evaluate
+    study.evaluator.calls.clear()
+    study.confirm(3, stale_after=0.0)
+    runs = [
+        (size_of(r.sites), r.confirm_seed) for r in trial_records(study.study()) if r.confirmed
+    ]
+    assert len(runs) == len(set(runs)) == 15  # every run once, the stored four included
+    trained = [(size_of(s), seed) for s, seed in study.evaluator.calls if seed >= 1_000_000]
+    stored = {(size_of(r.sites), r.confirm_seed) for r in before}
+    assert len(trained) == 15 - 4 and not set(trained) & stored
+    assert study_answer(study.study()).confirmation.state == "done"
+
+
+def test_the_confirm_command_does_what_the_study_does(tmp_path, capsys, monkeypatch):
+    from spotpatch.studies import _confirm
+
+    score = scores(SEARCH, {A: -0.02, B: -0.008, C: 0.0}, {B: -0.006})
+    inside, apart = Study(tmp_path / "in", score), Study(tmp_path / "apart", score)
+    inside.confirm(2)
+    monkeypatch.setattr(_confirm, "recorded_spec", lambda meta: None)
+    monkeypatch.setattr(_confirm, "evaluator_of", lambda spec, **kw: apart.evaluator)
+    assert main(["confirm", NAME, "--storage", apart.url, "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "decide seed 1000000: trial" in out
+    assert "answer: trial 3, -0.6 ± 0.1 (2 paired seeds) against the full fine-tune" in out
+    assert out.rstrip().endswith("holds the tolerance of 1 points")
+
+    def runs(study):
+        return sorted(
+            (r.confirm_stage, r.confirm_seed, len(r.sites), r.map)
+            for r in trial_records(study.study())
+            if r.confirmed
+        )
+
+    assert runs(apart) == runs(inside)
+    assert study_answer(apart.study()).to_json() == study_answer(inside.study()).to_json()
+    # Again: everything is stored, nothing trains.
+    assert main(["confirm", NAME, "--storage", apart.url, "--seeds", "2"]) == 0
+    assert " seed " not in capsys.readouterr().out
+    # From a rule's pick, without walking: C is measured on fresh seeds as it is.
+    data = _json(capsys, "confirm", NAME, "--storage", apart.url, "--seeds", "2", "--no-walk",
+                 "--select", "min-map=0.706", "--json")  # fmt: skip
+    assert data["answer"]["trial"] == apart.trial[C]
+    assert data["answer"]["confirmation"]["walk"] == []
+    assert main(["confirm", NAME, "--storage", apart.url, "--seeds", "0"]) == 2
+    assert "--seeds must be at least 1" in capsys.readouterr().err
