@@ -2,16 +2,20 @@
 
 Every task gets the same budget: ``--steps`` per trial (150 by default, the demo's) and
 ``--trials`` per study (the bundled specs' 30), counting the presets (every technique), the
-warm start's configs and the repeats (``search.repeats = 2``: the full fine-tune and the config
-the selection picks run with a second seed). The bundled specs' ``search.tolerance = 0.5``: the
-descent and the pick keep a cheaper config within half a point of the full fine-tune. The ten
-study files go to one ``spotpatch run``; then ``spotpatch report`` writes the table and the
-claims. Everything resumes: run it again to finish a stopped run.
+warm start's configs and the repeats (``search.repeats = 2``: the full fine-tune and the answer
+run with a second seed). The bundled specs' ``search.tolerance = 0.5``: the descent and the
+answer keep a cheaper config within half a point of the full fine-tune; their
+``search.confirm_seeds = 3``: past the trials, each study confirms its answer on 3 paired
+deciding seeds (walking up its front while it falls short) and measures it on 3 fresh paired
+seeds, whose Δ the report shows. The ten study files go to one ``spotpatch run``; then
+``spotpatch report`` writes the table and the claims. Everything resumes: run it again to
+finish a stopped run.
 
     python benchmarks/reproduce.py --out runs/reproduce --workers 2
 
-Writes ``OUT/report.md``, ``OUT/report.json`` and ``OUT/run.json`` (wall time, machine,
-settings), and prints the report.
+Writes ``OUT/report.md``, ``OUT/report.json``, ``OUT/status.json`` (each study's answer and its
+cost in trial-equivalents: trials, warm start, confirmation runs) and ``OUT/run.json`` (wall
+time, machine, settings), and prints the report.
 """
 
 from __future__ import annotations
@@ -29,7 +33,14 @@ import torch
 from spotpatch.benchmark import BENCHMARK_TASKS, write_benchmark
 from spotpatch.cli import main
 from spotpatch.spaces import PRESETS
-from spotpatch.studies import fleet_report, load_spec, open_storage, report_markdown, write_spec
+from spotpatch.studies import (
+    fleet_report,
+    load_spec,
+    open_storage,
+    report_markdown,
+    study_status,
+    write_spec,
+)
 
 
 def _machine(device: str) -> str:
@@ -51,13 +62,14 @@ def study_files(
     lambdas: tuple[float, ...] | None = None,
     presets: tuple[str, ...] | None = None,
     repeats: int | None = None,
+    confirm_seeds: int | None = None,
     bench: Path | None = None,
 ) -> list[Path]:
     """The bundled benchmark under ``out/bench`` (written once) and one study file per task
     under ``out/studies``, all on one storage, at one budget. ``tasks`` (default: all ten),
-    ``trials``, ``sampler``, ``lambdas`` (the warm start's penalty path), ``presets`` and
-    ``repeats`` replace the bundled specs' (None: theirs). ``bench``: a benchmark written before
-    (with the same seed) to reuse."""
+    ``trials``, ``sampler``, ``lambdas`` (the warm start's penalty path), ``presets``,
+    ``repeats`` and ``confirm_seeds`` replace the bundled specs' (None: theirs). ``bench``: a
+    benchmark written before (with the same seed) to reuse."""
     bench = bench or out / "bench"
     if not all((bench / "studies" / f"{t.name}.toml").is_file() for t in BENCHMARK_TASKS):
         write_benchmark(bench, seed=seed, overwrite=True)
@@ -72,6 +84,8 @@ def study_files(
             search = replace(search, trials=trials)
         if repeats is not None:
             search = replace(search, repeats=repeats)
+        if confirm_seeds is not None:
+            search = replace(search, confirm_seeds=confirm_seeds)
         if sampler is not None:
             search = replace(search, sampler=sampler)
         if lambdas is not None:
@@ -94,7 +108,10 @@ def main_(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=150, help="steps per trial (default 150)")
     parser.add_argument("--trials", type=int, help="trials per task (default: the specs', 30)")
     parser.add_argument(
-        "--repeats", type=int, help="runs of the full fine-tune and the pick (default: 2)"
+        "--repeats", type=int, help="runs of the full fine-tune and the answer (default: 2)"
+    )
+    parser.add_argument(
+        "--confirm-seeds", type=int, help="the answer's paired seeds (default: the specs', 3)"
     )
     parser.add_argument("--workers", type=int, default=1, help="trials at once (default 1)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
@@ -132,6 +149,7 @@ def main_(argv: list[str] | None = None) -> int:
         lambdas=tuple(args.lambdas) if args.lambdas else None,
         presets=tuple(args.presets) if args.presets else None,
         repeats=args.repeats,
+        confirm_seeds=args.confirm_seeds,
         bench=args.bench.resolve() if args.bench else None,
     )
     specs = [load_spec(f) for f in files]
@@ -143,10 +161,13 @@ def main_(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     if code:
         return code
-    report = fleet_report(open_storage(f"sqlite:///{out / 'spotpatch.db'}", existing=True))
+    storage = open_storage(f"sqlite:///{out / 'spotpatch.db'}", existing=True)
+    report = fleet_report(storage)
     text = report_markdown(report)
     (out / "report.md").write_text(text, encoding="utf-8")
     (out / "report.json").write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
+    status = [s.to_json() for s in study_status(storage)]
+    (out / "status.json").write_text(json.dumps(status, indent=2), encoding="utf-8")
     run = {
         "seconds": round(seconds, 1),
         "machine": _machine(args.device),
@@ -154,6 +175,8 @@ def main_(argv: list[str] | None = None) -> int:
         "trials": trials[0] if len(trials) == 1 else trials,
         "repeats": repeats[0] if len(repeats) == 1 else repeats,
         "tolerance": tolerances[0] if len(tolerances) == 1 else tolerances,
+        "confirm_seeds": sorted({s.search.confirm_seeds for s in specs}),
+        "cost_trials_per_study": sum(s["cost_trials"] for s in status) / len(status),
         "workers": args.workers,
         "tasks": len(files),
         "sampler": args.sampler,
