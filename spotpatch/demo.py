@@ -1,10 +1,11 @@
 """The demo behind ``make demo``: the whole story on the embedded default (SQLite, local).
 
 It writes the bundled benchmark, runs a warm-started study on a near, a middle and a far task
-with a small budget, then draws the dashboard, exports each task's chosen patch and plans the
-fleet under a byte budget. :func:`demo_steps` prepares the files and returns the steps, each the
-``spotpatch`` command a user would type; the CLI's ``demo`` command prints each step and runs
-it. Everything resumes: running the demo again reuses what is done.
+with a small budget (each confirms its answer on fresh seeds, as the bundled specs do), then
+draws the dashboard, exports each task's answer and plans the fleet under a byte budget.
+:func:`demo_steps` prepares the files and returns the steps, each the ``spotpatch`` command a
+user would type; the CLI's ``demo`` command prints each step and runs it. Everything resumes:
+running the demo again reuses what is done.
 
 Imports from ``studies`` (the spec reader and writer) and ``benchmark``; never from the CLI.
 """
@@ -21,7 +22,6 @@ from spotpatch.studies import load_spec, write_spec
 __all__ = [
     "DEMO_BUDGET",
     "DEMO_PRESETS",
-    "DEMO_RULE",
     "DEMO_STEPS",
     "DEMO_TASKS",
     "DEMO_TRIALS",
@@ -42,8 +42,6 @@ DEMO_PRESETS = ("head", "full")
 DEMO_SAMPLER = "neighbours"
 #: The fleet plan's total byte budget for the three patches.
 DEMO_BUDGET = "1MiB"
-#: How the dashboard and the exports pick each task's patch: where more bytes stop paying.
-DEMO_RULE = "knee"
 
 
 def _say(text: str) -> None:
@@ -92,7 +90,7 @@ def demo_steps(out: Path) -> list[list[str]]:
 
     Returns:
         The steps in order, each the arguments of one ``spotpatch`` command: run each study,
-        status, the dashboard, one export per task, the fleet plan.
+        status, the dashboard, one export per task (its answer), the fleet plan.
     """
     out = Path(out).resolve()
     bench = ensure_benchmark(out)
@@ -102,10 +100,9 @@ def demo_steps(out: Path) -> list[list[str]]:
         steps.append(["run", str(demo_spec(bench, name, out, storage))])
     steps.append(["status", "--storage", storage])
     report = str(out / "report.html")
-    steps.append(["dashboard", "--storage", storage, "--select", DEMO_RULE, "--out", report])
+    steps.append(["dashboard", "--storage", storage, "--out", report])
     for name in DEMO_TASKS:
-        patch = str(out / "patches" / name)
-        steps.append(["export", name, "--storage", storage, "--select", DEMO_RULE, "--out", patch])
+        steps.append(["export", name, "--storage", storage, "--out", str(out / "patches" / name)])
     steps.append(["plan", "--budget", DEMO_BUDGET, "--storage", storage])
     return steps
 

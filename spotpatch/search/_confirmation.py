@@ -11,7 +11,8 @@ cancels in the difference:
    train on ``seeds`` deciding seeds. While the mean paired Δ falls more than the tolerance
    short, the next larger point of the study's front (presets included) is trained the same
    way; past the front's last point, the full fine-tune itself, which is within any tolerance
-   of itself. The first config that holds is the answer.
+   of itself (it needs no deciding runs of its own). The first config that holds is the
+   answer.
 2. **report**: the answer and the full fine-tune train on ``seeds`` fresh seeds, paired. Their
    mean paired Δ, with its spread and interval, is the number the study reports, marked held
    or not; no decision is taken on it. A miss is reported as a miss: walking on would make the
@@ -271,8 +272,8 @@ def confirmation(
     walk: list[WalkStep] = []
     settled = None
     for point in candidates:
-        if not plan.walk:
-            settled = point
+        if not plan.walk or point.number == full.number:
+            settled = point  # the full fine-tune is within any tolerance of itself
             break
         jobs = _unique(missing(point, decide, "decide") + missing(full, decide, "decide"))
         if jobs:
@@ -297,7 +298,7 @@ def confirmation(
     if walked_out:
         note = (
             f"no patch smaller than the full fine-tune held within {tolerance:g} points on the "
-            f"deciding seeds ({len(walk) - 1} walked): the answer is the full fine-tune"
+            f"deciding seeds ({len(walk)} walked): the answer is the full fine-tune"
         )
     for job in needed:
         errors = failed.get(job.key, [])

@@ -228,7 +228,7 @@ def test_a_walk_that_runs_out_of_front_says_so(tmp_path, capsys):
     answer = study_answer(study.study())
     c = answer.confirmation
     assert answer.trial == study.trial[12] and answer.preset == "full"
-    assert c.walked_out and [s.trial for s in c.walk] == [2, 3, 4, 1]
+    assert c.walked_out and [s.trial for s in c.walk] == [2, 3, 4]
     assert "no patch smaller than the full fine-tune held within 1 points" in c.note
     assert c.reported.delta == 0.0 and c.holds
     out = main(["status", "--storage", study.url])
@@ -302,3 +302,14 @@ def test_the_confirm_command_does_what_the_study_does(tmp_path, capsys, monkeypa
     assert data["answer"]["confirmation"]["walk"] == []
     assert main(["confirm", NAME, "--storage", apart.url, "--seeds", "0"]) == 2
     assert "--seeds must be at least 1" in capsys.readouterr().err
+
+
+def test_the_full_fine_tune_as_the_answer_needs_no_deciding_runs(tmp_path):
+    search = {0: 0.5, A: 0.69, B: 0.69, C: 0.69, 12: 0.705}  # none within a point of 0.705
+    study = Study(tmp_path, scores(search, {}, {}))
+    assert study_answer(study.study()).trial == study.trial[12]
+    study.confirm(2)
+    runs = [r for r in trial_records(study.study()) if r.confirmed]
+    assert [(r.confirm_stage, len(r.sites)) for r in runs] == [("report", 12)] * 2
+    c = study_answer(study.study()).confirmation
+    assert (c.walk, c.walked_out, c.reported.delta, c.holds) == ((), False, 0.0, True)
