@@ -33,3 +33,24 @@ def test_a_storage_that_cannot_be_reached_says_so_in_one_line_without_its_passwo
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot open storage" in err, err
     assert "s3cret" not in err and "user:***@127.0.0.1:1" in err, err
+
+
+def test_help_and_argument_errors_load_no_room():
+    # The parser's choices and defaults come from spotpatch._defaults: no torch, no Optuna.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from spotpatch.cli import build_parser\n"
+        "parser = build_parser()\n"
+        "for argv in (['--help'], ['run', '--help'], ['export']):\n"
+        "    try:\n"
+        "        parser.parse_args(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in ('torch', 'optuna', 'spotpatch.search') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -36,7 +36,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
-    from spotpatch.evaluators import PRETRAIN_SETTINGS as DEFAULT
+    from spotpatch._defaults import PRETRAIN as DEFAULT
 
     p = command(sub, cmd_pretrain)
     p.add_argument(
@@ -44,11 +44,11 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="the .safetensors file to write")
     p.add_argument("--model", default="spotpatch-tiny", help="detector (default spotpatch-tiny)")
-    p.add_argument("--steps", type=int, help=f"optimizer steps (default {DEFAULT.steps})")
+    p.add_argument("--steps", type=int, help=f"optimizer steps (default {DEFAULT['steps']})")
     p.add_argument(
-        "--batch-size", type=int, help=f"images per step (default {DEFAULT.batch_size})"
+        "--batch-size", type=int, help=f"images per step (default {DEFAULT['batch_size']})"
     )
-    p.add_argument("--lr", type=float, help=f"peak learning rate (default {DEFAULT.lr:g})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default {DEFAULT['lr']:g})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda...")
 

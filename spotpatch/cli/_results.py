@@ -16,7 +16,7 @@ __all__ = ["COMMANDS"]
 
 
 def _add_storage(p: argparse.ArgumentParser) -> None:
-    from spotpatch.studies import DEFAULT_STORAGE
+    from spotpatch._defaults import DEFAULT_STORAGE
 
     p.add_argument(
         "--storage",
@@ -107,6 +107,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     its trial stored, with the study's confirmation of it. DIR must be new, empty or an earlier
     export (which is replaced).
     """
+    from spotpatch.search import to_points
     from spotpatch.studies import export_patch
 
     info = export_patch(
@@ -120,8 +121,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     confirmed = "not confirmed"
     if c is not None:
         confirmed = (
-            f"Δ vs full {100 * c['delta']:+.1f} ± {100 * c['delta_sd']:.1f} on {c['seeds']} "
-            f"fresh paired seeds ({'holds' if c['holds'] else 'misses'})"
+            f"Δ vs full {to_points(c['delta']):+.1f} ± {to_points(c['delta_sd']):.1f} on "
+            f"{c['seeds']} fresh paired seeds ({'holds' if c['holds'] else 'misses'})"
         )
     print(
         f"{info['study']['name']} trial {info['study']['trial']} -> {args.out}: "
@@ -133,7 +134,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    from spotpatch.studies import DEFAULT_SCORE_THRESHOLD
+    from spotpatch._defaults import DEFAULT_SCORE_THRESHOLD
 
     p = command(sub, cmd_predict)
     p.add_argument("patch", type=Path, metavar="DIR", help="a folder written by export")
@@ -174,7 +175,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _add_dashboard(sub: argparse._SubParsersAction) -> None:
-    from spotpatch.dashboard import DEFAULT_PORT
+    from spotpatch._defaults import DEFAULT_PORT
 
     p = command(sub, cmd_dashboard)
     _add_storage(p)
@@ -196,7 +197,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     spend their bytes, the report across tasks, and the fleet against one full detector per
     task.
     """
-    from spotpatch.dashboard import DEFAULT_PORT, serve_dashboard, write_dashboard
+    from spotpatch._defaults import DEFAULT_PORT
+    from spotpatch.dashboard import serve_dashboard, write_dashboard
 
     rule = args.select
     if args.out is not None and args.port is not None:

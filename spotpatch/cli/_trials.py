@@ -14,7 +14,7 @@ __all__ = ["COMMANDS"]
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    from spotpatch.spaces import PRESETS
+    from spotpatch._defaults import PRESETS
 
     p = command(sub, cmd_evaluate)
     p.add_argument("study", type=Path, help="the study file (STUDY.toml)")
@@ -61,7 +61,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    from spotpatch.studies import BACKENDS
+    from spotpatch._defaults import BACKENDS
 
     p = command(sub, cmd_run)
     p.add_argument("studies", nargs="+", type=Path, metavar="STUDY", help="study files (.toml)")

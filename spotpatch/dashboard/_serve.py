@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
+from spotpatch._defaults import DASHBOARD_HOST, DEFAULT_PORT
 from spotpatch._errors import UserError
 from spotpatch.dashboard._data import dashboard_data
 from spotpatch.dashboard._html import render_dashboard
@@ -20,8 +21,7 @@ __all__ = ["HOST", "DEFAULT_PORT", "DashboardServer", "make_server", "serve_dash
 
 log = logging.getLogger("spotpatch")
 #: Loopback only: the page shows study data and nothing on it asks for a login.
-HOST = "127.0.0.1"
-DEFAULT_PORT = 8050
+HOST = DASHBOARD_HOST
 
 
 class _PageCache:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from spotpatch._defaults import PRETRAIN
 from spotpatch._errors import UserError
 from spotpatch.evaluators._base import resolve_device, save_base
 from spotpatch.evaluators._coco import load_task
@@ -18,9 +19,7 @@ from spotpatch.evaluators._trainer import TrainSettings, train_detector
 __all__ = ["PretrainResult", "pretrain", "PRETRAIN_SETTINGS"]
 
 #: The recipe of the shipped base.
-PRETRAIN_SETTINGS = TrainSettings(
-    steps=4000, batch_size=32, lr=3e-3, weight_decay=1e-4, hflip=True
-)
+PRETRAIN_SETTINGS = TrainSettings(**PRETRAIN)
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,9 @@ import numpy as np
 import optuna
 
 from spotpatch.search._pareto import FrontPoint, pareto_front
-from spotpatch.search._record import is_duplicate
+from spotpatch.search._record import is_confirmation, trial_record
 from spotpatch.search._study_record import RelaxationPhaseRecord, relaxation_record
+from spotpatch.search._units import mean_sd
 
 __all__ = [
     "NeighbourSampler",
@@ -252,7 +253,9 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
     def _propose(self, study) -> tuple[dict[str, Any], dict[str, Any]] | None:
         states = (optuna.trial.TrialState.COMPLETE,)
         done = [
-            t for t in study.get_trials(deepcopy=False, states=states) if len(t.values or ()) == 2
+            t
+            for t in study.get_trials(deepcopy=False, states=states)
+            if len(t.values or ()) == 2 and not is_confirmation(t)  # confirmation: past the search
         ]
         if not done:
             return None
@@ -285,13 +288,17 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
         self, done: Sequence[Any], choices: Mapping[str, Sequence[Any]], tried: set[tuple]
     ) -> dict[str, Any] | None:
         """The next descent proposal, or None when the descent has nothing left to try."""
-        # Each config at the mean of its runs (repeats with other seeds); duplicates are none.
-        runs: dict[tuple, list[Any]] = {}
+        # Each config at the mean of its runs (repeats with other seeds); duplicates are none. A
+        # spotpatch trial is its config (a preset's params may be only the nearest gates); a
+        # trial of any other study is its params.
+        runs: dict[Any, list[Any]] = {}
         for t in done:
-            if not is_duplicate(t):
-                runs.setdefault(_key(t.params), []).append(t)
+            record = trial_record(t)
+            if record.complete:
+                key = record.key if record.sites is not None else _key(t.params)
+                runs.setdefault(key, []).append(t)
         configs = [
-            (ts[0].params, sum(t.values[0] for t in ts) / len(ts), ts[0].values[1])
+            (ts[0].params, mean_sd([t.values[0] for t in ts])[0], ts[0].values[1])
             for ts in runs.values()
         ]
         if not configs:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from spotpatch._defaults import PRESETS
 from spotpatch._errors import UserError
 from spotpatch.spaces._dtypes import check_dtype, stored_bytes
 from spotpatch.spaces._kinds import PatchKind, parse_kind
@@ -27,7 +28,6 @@ __all__ = [
 
 GRANULARITIES = ("site", "block", "stage")
 #: The fixed recipes users compare against (the existing transfer techniques), smallest first.
-PRESETS = ("head", "bn", "dw", "lora4", "tail", "full")
 #: Module paths of the pretrained feature extractor inside torchvision detection backbones
 #: (SSD's ``features``, the FPN backbones' ``body``): what ``tail`` fine-tuning keeps shared.
 FEATURE_BODIES = ("backbone.features", "backbone.body")

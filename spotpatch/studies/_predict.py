@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from spotpatch._defaults import DEFAULT_SCORE_THRESHOLD
 from spotpatch._errors import UserError
 from spotpatch.evaluators import CocoSplit, decode_image, load_base, predict
 from spotpatch.spaces import load_patch
@@ -12,7 +13,6 @@ from spotpatch.spaces import load_patch
 __all__ = ["predict_images", "DEFAULT_SCORE_THRESHOLD"]
 
 #: Detections scoring below this are dropped (COCO evaluation wants a low threshold too).
-DEFAULT_SCORE_THRESHOLD = 0.05
 
 
 def _image_ids(paths: Sequence[Path]) -> tuple[int, ...]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spotpatch._defaults import BACKENDS
 from spotpatch._errors import UserError
 from spotpatch._files import read_toml
 from spotpatch.evaluators import TrainSettings, cache_size_problem
@@ -34,7 +35,6 @@ __all__ = [
 ]
 
 SAMPLERS = SAMPLER_NAMES
-BACKENDS = ("local", "ray")
 WARM_STARTS = ("relaxation", "none")
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from spotpatch._defaults import DEFAULT_STORAGE
 from spotpatch._errors import UserError
 from spotpatch.search import (
     StudyMeta,
@@ -40,8 +41,6 @@ __all__ = [
     "create_or_load_study",
     "load_study",
 ]
-
-DEFAULT_STORAGE = "sqlite:///spotpatch.db"
 
 
 def _sqlite_path(url: str) -> Path | None:
