@@ -64,8 +64,11 @@ METRIC_NAMES = ("map", "patch_bytes")
 class StudyMeta:
     """What a study records about itself at creation: enough to export without the spec.
 
-    ``tolerance`` (mAP points) is the spec's ``search.tolerance`` at the study's last run: the
-    answer's distance to the full fine-tune (studies that did not record it: the default).
+    ``spec`` is the study file's path and ``spec_text`` its text (paths relative to that file's
+    folder), both as at the study's last run: the study reads its spec from there when the file
+    moved or is gone (studies of earlier versions recorded the path only). ``tolerance`` (mAP
+    points) is that spec's ``search.tolerance``: the answer's distance to the full fine-tune
+    (studies that did not record it: the default).
     """
 
     task: str
@@ -86,6 +89,7 @@ class StudyMeta:
     warm_start: str
     category_ids: tuple[int, ...] | None = None  # COCO ids in class order (None: older studies)
     tolerance: float = DEFAULT_TOLERANCE
+    spec_text: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)

@@ -34,6 +34,7 @@ from spotpatch.search import (
 from spotpatch.studies._select import answer_or_why
 from spotpatch.studies._setup import base_of, evaluator_of, study_space
 from spotpatch.studies._spec import BACKENDS, StudySpec, load_spec
+from spotpatch.studies._spec_writer import spec_toml
 from spotpatch.studies._storage import (
     artifact_store,
     artifacts_dir_for,
@@ -76,6 +77,7 @@ def _meta(spec: StudySpec, evaluator: PatchEvaluator) -> StudyMeta:
         sampler=spec.search.sampler,
         warm_start=spec.search.warm_start,
         tolerance=spec.search.tolerance,
+        spec_text=spec_toml(spec),
     )
 
 

@@ -18,7 +18,7 @@ from spotpatch.evaluators import (
 )
 from spotpatch.search import StudyMeta
 from spotpatch.spaces import PatchConfig, PatchSpace
-from spotpatch.studies._spec import StudySpec, load_spec
+from spotpatch.studies._spec import StudySpec, load_spec, spec_from_text
 
 __all__ = [
     "base_of",
@@ -36,18 +36,21 @@ def base_of(spec: StudySpec) -> Base:
 
 
 def recorded_spec(meta: StudyMeta) -> StudySpec:
-    """The study file a study recorded at creation, read again.
+    """The spec a study ran with: the copy it stored at its last run (its paths relative to the
+    study file's folder then, so the file may since have moved or been deleted), or, for
+    studies of earlier versions, the study file read again.
 
     Raises:
-        UserError: the file is gone or no longer reads.
+        UserError: the spec no longer reads (its data moved), or an earlier version's study
+            file is gone.
     """
     path = Path(meta.spec)
-    if not path.is_file():
+    if meta.spec_text is None and not path.is_file():
         raise UserError(f"study file {path} is gone")
     try:
-        return load_spec(path)
+        return spec_from_text(meta.spec_text, path) if meta.spec_text else load_spec(path)
     except UserError as e:
-        raise UserError(f"study file no longer reads ({e})") from None
+        raise UserError(f"the study's spec no longer reads ({e})") from None
 
 
 def study_space(base: Base, meta: StudyMeta) -> PatchSpace:

@@ -8,6 +8,7 @@ back as a file. Imports from ``spaces`` and ``studies._storage``.
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
     "TrainSpec",
     "SearchSpec",
     "load_spec",
+    "spec_from_text",
     "SAMPLERS",
     "BACKENDS",
     "WARM_STARTS",
@@ -229,7 +231,24 @@ def load_spec(path: str | Path) -> StudySpec:
             path, an impossible value; the message names the key.
     """
     path = Path(path)
-    raw = read_toml(path, what="study file")
+    return _parsed(read_toml(path, what="study file"), path)
+
+
+def spec_from_text(text: str, path: str | Path) -> StudySpec:
+    """A study file's text, validated as if it were the file at ``path`` (its relative paths
+    are relative to that folder; the file itself need not exist): a spec a study stored.
+
+    Raises:
+        UserError: as :func:`load_spec`, the message naming ``path``.
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: malformed TOML ({e})") from None
+    return _parsed(raw, Path(path))
+
+
+def _parsed(raw: dict[str, Any], path: Path) -> StudySpec:
     where, folder = str(path), path.resolve().parent
     for key in raw:
         if key not in _TOP and key not in _SCHEMA:

@@ -234,8 +234,12 @@ def create_or_load_study(meta: StudyMeta, storage, sampler):
                 f"study {meta.task!r} already exists with another {key} "
                 f"({json.dumps(getattr(old, key))[:60]}); use another study name or storage"
             )
-    if old.tolerance != meta.tolerance:  # the answer follows the last run's spec
-        write_study_meta(study, dataclasses.replace(old, tolerance=meta.tolerance))
+    # The study follows its last run's spec: its answer's tolerance, and where its spec is.
+    latest = dataclasses.replace(
+        old, tolerance=meta.tolerance, spec=meta.spec, spec_text=meta.spec_text
+    )
+    if latest != old:
+        write_study_meta(study, latest)
     return study
 
 

@@ -240,6 +240,25 @@ def test_category_ids_come_from_the_study_or_else_its_spec(study, tmp_path, no_t
     assert info["task"]["category_ids"] == list(study.task.category_ids)
 
 
+def test_a_study_whose_file_moved_exports_with_its_stored_spec(study, tmp_path, monkeypatch):
+    scored = []
+
+    def test_map(patch, meta, base, spec, progress):
+        scored.append(spec)
+        return 0.5
+
+    monkeypatch.setattr("spotpatch.studies._export._test_map", test_map)
+    spec = study.spec.path
+    moved = tmp_path / spec.name
+    spec.rename(moved)
+    try:
+        info = export_patch("glyphs", tmp_path / "p", storage=study.url)
+    finally:
+        moved.rename(spec)
+    assert info["metrics"]["test_map"] == 0.5  # scored on the test split the spec names
+    assert scored[0].data.test == study.spec.data.test and scored[0].path == spec
+
+
 def _bad_patch(study, tmp_path):
     export_patch("glyphs", tmp_path / "p", storage=study.url)
     meta = json.loads((tmp_path / "p" / "patch.json").read_text())
