@@ -28,11 +28,10 @@ from spotpatch.search import (
     relaxation_record,
     relaxation_trials,
     select,
-    spotpatch_study_names,
     study_meta,
     trial_records,
 )
-from spotpatch.studies import report_of, storage_url
+from spotpatch.studies import each_study, report_of, storage_label
 
 __all__ = [
     "TrialPoint",
@@ -267,33 +266,19 @@ def fleet_view(
     )
 
 
-def storage_label(storage) -> str:
-    """The storage's URL with any password hidden."""
-    url = storage_url(storage)
-    if not url:
-        return type(storage).__name__
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy reads: show only its scheme
-        return url.split("://", 1)[0] + "://..."
-
-
 def load_studies(storage) -> list:
     """Every spotpatch study of ``storage``, by name, sharing one trial cache.
 
     Optuna's study summaries read every trial of every study, once per call; listing the
     studies by their records and loading them through one cached storage reads each finished
     trial once (and, when the same cached storage is passed again, only new trials).
+
+    Raises:
+        UserError: no spotpatch study in the storage.
     """
     import optuna
 
-    cached = optuna.storages.get_storage(storage)
-    return [
-        optuna.load_study(study_name=name, storage=cached)
-        for name in spotpatch_study_names(cached)
-    ]
+    return list(each_study(optuna.storages.get_storage(storage)))
 
 
 def dashboard_data(storage, rule: str | None = None) -> DashboardData:
@@ -305,10 +290,6 @@ def dashboard_data(storage, rule: str | None = None) -> DashboardData:
     """
     parsed = None if rule is None else parse_rule(rule)
     studies = load_studies(storage)
-    if not studies:
-        raise UserError(
-            f"no spotpatch study in {storage_label(storage)}: run one with `spotpatch run`"
-        )
     all_records = [trial_records(s) for s in studies]
     panels, chosen = [], []
     for study, records in zip(studies, all_records, strict=True):

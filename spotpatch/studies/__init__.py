@@ -71,6 +71,7 @@ from spotpatch.studies._storage import (
     load_study,
     open_artifact,
     open_storage,
+    storage_label,
     storage_url,
 )
 
@@ -127,6 +128,7 @@ __all__ = [
     "SpaceSpec",
     "spec_toml",
     "spotpatch_studies",
+    "storage_label",
     "storage_url",
     "study_space",
     "study_status",

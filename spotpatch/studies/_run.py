@@ -6,6 +6,7 @@ and they share the workers (local processes, or one Ray cluster).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import multiprocessing
@@ -66,14 +67,7 @@ def _meta(spec: StudySpec, evaluator: PatchEvaluator) -> StudyMeta:
         artifacts=str(artifacts_dir_for(spec.search.storage, spec.search.artifacts)),
         spec=str(spec.path),
         seed=spec.seed,
-        train={
-            "steps": spec.train.steps,
-            "batch_size": spec.train.batch_size,
-            "lr": spec.train.lr,
-            "norm_lr_scale": spec.train.norm_lr_scale,
-            "lora_lr_scale": spec.train.lora_lr_scale,
-            "hflip": spec.train.hflip,
-        },
+        train=dataclasses.asdict(spec.train),
         sampler=spec.search.sampler,
         warm_start=spec.search.warm_start,
         tolerance=spec.search.tolerance,

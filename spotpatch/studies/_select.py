@@ -18,7 +18,7 @@ from spotpatch.search import (
     study_meta,
     trial_records,
 )
-from spotpatch.studies._storage import load_study
+from spotpatch.studies._storage import load_study, storage_label
 
 __all__ = [
     "FleetAnswers",
@@ -29,8 +29,6 @@ __all__ = [
     "selected_trial",
     "spotpatch_studies",
 ]
-
-_NO_STUDY = "no spotpatch study in this storage: run one with `spotpatch run`"
 
 
 def spotpatch_studies(storage) -> list:
@@ -47,7 +45,8 @@ def each_study(storage, names=None) -> Iterator:
     """
     known = spotpatch_study_names(storage)
     if not known:
-        raise UserError(_NO_STUDY)
+        label = storage_label(storage)
+        raise UserError(f"no spotpatch study in {label}: run one with `spotpatch run`")
     for name in names if names is not None else known:
         yield load_study(name, storage)
 

@@ -11,7 +11,6 @@ from spotpatch.evaluators import (
     EvalResult,
     PatchEvaluator,
     Task,
-    TrainSettings,
     get_detector,
     load_base,
     load_task,
@@ -80,20 +79,11 @@ def evaluator_of(
     # The data first: its problems are the user's most likely ones.
     task = task_of(spec, progress=progress)
     base = base or base_of(spec)
-    settings = TrainSettings(
-        steps=spec.train.steps,
-        batch_size=spec.train.batch_size,
-        lr=spec.train.lr,
-        hflip=spec.train.hflip,
-        norm_lr_scale=spec.train.norm_lr_scale,
-        lora_lr_scale=spec.train.lora_lr_scale,
-        prefix_cache=spec.train.prefix_cache,
-    )
     try:
         return PatchEvaluator(
             task,
             base,
-            settings,
+            spec.train,
             kinds=spec.space.kinds,
             granularity=spec.space.granularity,
             dtype=spec.space.dtype,

@@ -85,16 +85,9 @@ class SpaceSpec:
     dtype: str = "float32"
 
 
-@dataclass(frozen=True)
-class TrainSpec:
-    # The trainer's defaults: one place sets them.
-    steps: int = TrainSettings.steps
-    batch_size: int = TrainSettings.batch_size
-    lr: float = TrainSettings.lr
-    hflip: bool = TrainSettings.hflip
-    norm_lr_scale: float = TrainSettings.norm_lr_scale
-    lora_lr_scale: float = TrainSettings.lora_lr_scale
-    prefix_cache: str = TrainSettings.prefix_cache
+#: A study file's ``[train]`` section is the trainer's own settings (its keys are the ones
+#: :data:`_SCHEMA` lets a user set; the others keep the trainer's defaults).
+TrainSpec = TrainSettings
 
 
 @dataclass(frozen=True)

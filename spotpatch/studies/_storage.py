@@ -67,14 +67,17 @@ def _schema_lock(url: str) -> Iterator[None]:
 _SCHEMA_KEY = 0x5370_6F74_5363_6865  # fixed; the study locks hash their names into theirs
 
 
-def _shown(url: str) -> str:
-    """A storage URL as messages show it: its password masked."""
-    import sqlalchemy
-
+def storage_label(storage) -> str:
+    """A storage (or its URL) as messages and pages show it: its URL with any password hidden."""
+    url = storage_url(storage)
+    if not url:
+        return type(storage).__name__
     try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy parses: nothing in it to hide
-        return url
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy reads: show only its scheme
+        return url.split("://", 1)[0] + "://..."
 
 
 def _driver_hint(url: str) -> str:
@@ -109,7 +112,7 @@ def open_storage(url: str, *, existing: bool = False):
     except ImportError as e:
         module = getattr(e, "name", None) or getattr(e.__cause__, "name", None)
         raise UserError(
-            f"cannot open storage {_shown(url)}: its database driver "
+            f"cannot open storage {storage_label(url)}: its database driver "
             f"{f'({module}) ' if module else ''}is not installed; {_driver_hint(url)}"
         ) from None
     except (
@@ -117,7 +120,8 @@ def open_storage(url: str, *, existing: bool = False):
         sqlalchemy.exc.OperationalError,
         ValueError,
     ) as e:
-        raise UserError(f"cannot open storage {_shown(url)}: {str(e).splitlines()[0]}") from None
+        why = str(e).splitlines()[0]
+        raise UserError(f"cannot open storage {storage_label(url)}: {why}") from None
 
 
 def artifacts_dir_for(url: str, artifacts: str | Path | None = None) -> Path:
