@@ -20,17 +20,8 @@ It relies on one convention of spotpatch studies: each gate's choices are ordere
 first (:meth:`spotpatch.spaces.PatchSpace.choices`). Any categorical study with ordered choices
 can use it.
 
-With ``descent`` (the ``descent`` sampler of :func:`~spotpatch.search.make_sampler`), the
-sampler first walks down from the accurate end: it takes the smallest config whose score is
-within ``descent`` of the score of the study's largest config (the full fine-tune, when the
-study runs that preset; a config run more than once, ``search.repeats``, scores the mean of its
-runs) and proposes it
-with one stage made cheaper: the stage shared, or, where sharing it was tried and cost too
-much, the stage one kind weaker. A proposal that keeps the score within the tolerance becomes
-the next starting point; one that does not tells the sampler not to try anything weaker
-everywhere (a config at most as strong on every gate as one that fell short). Biggest savings
-first, each proposal one trial: the search measures what each stage is worth to the task, which
-neighbour moves of small configs do not reach. When no such proposal is left, neighbours follow.
+With ``descent``, the sampler first walks down from the accurate end
+(:mod:`._descent`); neighbours follow when the descent has nothing left to try.
 
 Imported lazily (by :func:`~spotpatch.search.make_sampler`): it imports Optuna.
 """
@@ -43,14 +34,13 @@ from typing import Any
 import numpy as np
 import optuna
 
+from spotpatch.search._descent import next_descent, params_key
 from spotpatch.search._pareto import FrontPoint, pareto_front
-from spotpatch.search._record import is_confirmation, trial_record
+from spotpatch.search._record import is_confirmation
 from spotpatch.search._study_record import RelaxationPhaseRecord, relaxation_record
-from spotpatch.search._units import mean_sd
 
 __all__ = [
     "NeighbourSampler",
-    "descent_moves",
     "front_trials",
     "neighbour_moves",
     "group_moves",
@@ -115,51 +105,6 @@ def group_moves(
                 continue
             wish = [float(((probabilities or {}).get(g) or {}).get(str(kind), 0.0)) for g in gates]
             moves.append((change, floor + sum(wish) / len(wish)))
-    return moves
-
-
-def _ranks(choices: Mapping[str, Sequence[Any]]) -> dict[str, int]:
-    """One strength rank per kind across gates (gates offer different subsets of one order)."""
-    rank: dict[str, int] = {}
-    for options in choices.values():
-        for i, kind in enumerate(options):
-            rank[str(kind)] = max(rank.get(str(kind), 0), i)
-    return rank
-
-
-def _weaker_or_equal(a: Mapping[str, Any], b: Mapping[str, Any], rank: Mapping[str, int]) -> bool:
-    """Whether config ``a`` is at most as strong as ``b`` on every gate of ``b``."""
-    return all(rank[str(a.get(g, v))] <= rank[str(v)] for g, v in b.items())
-
-
-def descent_moves(
-    params: Mapping[str, Any],
-    choices: Mapping[str, Sequence[Any]],
-    groups: Mapping[str, Sequence[str]],
-) -> list[tuple[str, int, dict[str, Any]]]:
-    """The descent's candidates from a config, as (stage, step, new config): for each stage
-    that has a gate stronger than its weakest kind, the stage shared (step 0: every gate at its
-    weakest kind) and the stage one kind weaker (step 1: every gate above the stage's strongest
-    kind's next weaker one set to the strongest kind it offers at or below it).
-    """
-    rank = _ranks(choices)
-    order = sorted(rank, key=rank.get)
-    moves = []
-    for stage, members in groups.items():
-        gates = [g for g in members if g in params and g in choices]
-        if not gates:
-            continue
-        top = max(rank[str(params[g])] for g in gates)
-        below = [k for k in order if rank[k] < top]
-        targets = [(0, order[0])] + ([(1, below[-1])] if below and below[-1] != order[0] else [])
-        for step, target in targets:
-            new = dict(params)
-            for g in gates:
-                fits = [k for k in choices[g] if rank[str(k)] <= rank[target]]
-                if rank[str(params[g])] > rank[target] and fits:
-                    new[g] = fits[-1]
-            if new != dict(params):
-                moves.append((stage, step, new))
     return moves
 
 
@@ -267,9 +212,11 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
         }
         if not choices:
             return None
-        tried = {_key(t.params) for t in study.get_trials(deepcopy=False)}
+        tried = {params_key(t.params) for t in study.get_trials(deepcopy=False)}
         if self._descent is not None:
-            params = self._descend(done, choices, tried)
+            params = next_descent(
+                done, choices, tried, self._descent, self._stages, self._cost, self._min_saving
+            )
             if params is not None:
                 return params, space
         if self._rng.uniform() < self._explore:
@@ -280,51 +227,9 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
             parent = front[self._rng.randint(len(front))]
             probabilities = _nearest_phase(phases, parent.values[1])
             params = self._neighbour(dict(parent.params), choices, probabilities)
-            if params is not None and _key(params) not in tried:
+            if params is not None and params_key(params) not in tried:
                 return params, space
         return None
-
-    def _descend(
-        self, done: Sequence[Any], choices: Mapping[str, Sequence[Any]], tried: set[tuple]
-    ) -> dict[str, Any] | None:
-        """The next descent proposal, or None when the descent has nothing left to try."""
-        # Each config at the mean of its runs (repeats with other seeds); duplicates are none. A
-        # spotpatch trial is its config (a preset's params may be only the nearest gates); a
-        # trial of any other study is its params.
-        runs: dict[Any, list[Any]] = {}
-        for t in done:
-            record = trial_record(t)
-            if record.complete:
-                key = record.key if record.sites is not None else _key(t.params)
-                runs.setdefault(key, []).append(t)
-        configs = [
-            (ts[0].params, mean_sd([t.values[0] for t in ts])[0], ts[0].values[1])
-            for ts in runs.values()
-        ]
-        if not configs:
-            return None
-        # The mark: the score of the largest config (the full fine-tune), not the best score.
-        mark = max(configs, key=lambda c: (c[2], c[1]))[1] - self._descent
-        kept = [c for c in configs if c[1] >= mark]
-        short = [c[0] for c in configs if c[1] < mark]
-        start = min(kept, key=lambda c: (c[2], -c[1]))
-        params = {g: v for g, v in start[0].items() if g in choices}
-        if len(params) != len(choices):
-            return None
-        rank = _ranks(choices)
-        size = self._cost or (lambda p: sum(rank[str(v)] for v in p.values()))
-        largest = size({g: options[-1] for g, options in choices.items()})
-        here = size(params)
-        candidates = []
-        for _, step, new in descent_moves(params, choices, self._stages):
-            if _key(new) in tried or any(_weaker_or_equal(new, f, rank) for f in short):
-                continue
-            saving = here - size(new)
-            if saving >= self._min_saving * largest:
-                candidates.append((step, -saving, new))
-        if not candidates:
-            return None
-        return min(candidates, key=lambda c: c[:2])[2]
 
     def _neighbour(
         self,
@@ -356,10 +261,6 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
             params.update(change)
             moved |= set(change)
         return params if moved else None
-
-
-def _key(params: Mapping[str, Any]) -> tuple:
-    return tuple(sorted((k, str(v)) for k, v in params.items()))
 
 
 def _phases(study) -> tuple[RelaxationPhaseRecord, ...]:
