@@ -55,9 +55,9 @@ from spotpatch.search._record import (
     SOURCES,
     STAGES,
     TrialRecord,
-    completed_trial,
+    completed_attrs,
     config_key,
-    failed_trial,
+    failed_attrs,
     trial_record,
     trial_records,
 )
@@ -70,7 +70,13 @@ from spotpatch.search._relaxation import (
 from spotpatch.search._repeats import next_repeat
 from spotpatch.search._runner import StudyRun, run_here, run_job, run_trials
 from spotpatch.search._samplers import SAMPLER_NAMES, make_sampler
-from spotpatch.search._seeds import decide_seeds, report_seeds, sampler_seed, trial_seed
+from spotpatch.search._seeds import (
+    decide_seeds,
+    report_seeds,
+    sampler_seed,
+    trial_seed,
+    warm_start_seed,
+)
 from spotpatch.search._select import (
     FleetPlan,
     SelectionRule,
@@ -114,7 +120,7 @@ __all__ = [
     "answer_inputs",
     "answer_of",
     "AnswerInputs",
-    "completed_trial",
+    "completed_attrs",
     "config_key",
     "confirm_plan",
     "confirm_runs",
@@ -127,7 +133,7 @@ __all__ = [
     "DEFAULT_TOLERANCE",
     "EarlyStopping",
     "EPS",
-    "failed_trial",
+    "failed_attrs",
     "FleetPlan",
     "floor",
     "from_points",
@@ -195,6 +201,7 @@ __all__ = [
     "WAIT",
     "WalkStep",
     "WARM_START",
+    "warm_start_seed",
     "write_confirm_plan",
     "write_confirm_run",
     "write_relaxation",

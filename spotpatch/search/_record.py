@@ -64,8 +64,8 @@ __all__ = [
     "mark_failed",
     "mark_retried",
     "write_heartbeat",
-    "completed_trial",
-    "failed_trial",
+    "completed_attrs",
+    "failed_attrs",
 ]
 
 # -- keys --------------------------------------------------------------------------------------
@@ -429,8 +429,8 @@ def write_heartbeat(storage, trial_id: int, beat: Mapping[str, Any]) -> None:
     storage.set_trial_system_attr(trial_id, _HEARTBEAT, dict(beat))
 
 
-# -- trials made without running them (tests, benchmarks) --------------------------------------
-def completed_trial(
+# -- what a finished trial stores, at once (trials made without running them) -----------------
+def completed_attrs(
     result: EvalResult,
     *,
     source: str = "sampler",
@@ -440,14 +440,12 @@ def completed_trial(
     duplicate_of: int | None = None,
     repeat_of: int | None = None,
     confirm: tuple[int, str] | None = None,
-):
-    """A completed Optuna trial holding ``result`` as :func:`write_result` stores it, for
-    ``study.add_trials`` (with ``duplicate_of``: a proposal told trial ``duplicate_of``'s
-    result, as :func:`write_duplicate` stores it; with ``repeat_of``: a run of trial
-    ``repeat_of``'s config with another seed; with ``confirm``: a confirmation run's (seed,
-    stage), ``source`` then ``confirm``)."""
-    import optuna
-
+) -> dict[str, Any]:
+    """The user attributes of a completed trial holding ``result``, as asking it and
+    :func:`write_result` store them (with ``duplicate_of``: a proposal told that trial's result;
+    with ``repeat_of``: a run of that trial's config with another seed; with ``confirm``: a
+    confirmation run's (seed, stage)). For trials made without running them:
+    ``spotpatch.testing.completed_trial``."""
     attrs = {
         **_asked_attrs(result.config, result.patch_bytes, preset),
         **_result_attrs(result, artifact_id, artifact_sha256),
@@ -461,17 +459,9 @@ def completed_trial(
     if confirm is not None:
         attrs[_SOURCE] = "confirm"
         attrs[_CONFIRM_SEED], attrs[_CONFIRM_STAGE] = confirm
-    return optuna.trial.create_trial(
-        values=[result.map, float(result.patch_bytes)],
-        user_attrs=attrs,
-        state=optuna.trial.TrialState.COMPLETE,
-    )
+    return attrs
 
 
-def failed_trial(error: str):
-    """A failed Optuna trial with its error, as :func:`write_failure` stores it."""
-    import optuna
-
-    return optuna.trial.create_trial(
-        state=optuna.trial.TrialState.FAIL, user_attrs={_ERROR: error[:_ERROR_CHARS]}
-    )
+def failed_attrs(error: str) -> dict[str, Any]:
+    """The user attributes of a failed trial, as :func:`write_failure` stores them."""
+    return {_ERROR: error[:_ERROR_CHARS]}

@@ -63,7 +63,7 @@ class StudyRun:
         controller: the study's controller.
         total: trials the study is to have.
         make_evaluator: builds the study's evaluator (called once, when first needed).
-        seed: trial ``n`` trains with seed ``seed + n``.
+        seed: the study's seed, from which every trial's derives (:mod:`._seeds`).
         warm_start: given the evaluator, runs the warm start (a ``RelaxationResult``); None:
             the study has none.
     """

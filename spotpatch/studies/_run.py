@@ -31,6 +31,7 @@ from spotpatch.search import (
     run_here,
     sampler_seed,
     study_meta,
+    warm_start_seed,
 )
 from spotpatch.studies._select import answer_or_why
 from spotpatch.studies._setup import base_of, evaluator_of, study_space
@@ -138,7 +139,7 @@ def _relax(spec: StudySpec, evaluator: PatchEvaluator):
         evaluator.space,
         evaluator.settings,
         lambdas=spec.search.relaxation_lambdas,
-        seed=spec.seed,
+        seed=warm_start_seed(spec.seed),
         progress=evaluator.progress,
     )
     log.info("warm start of %s: %.0f s", spec.name, result.seconds)

@@ -11,7 +11,7 @@ every plot drew. Imports from any room.
 from __future__ import annotations
 
 from spotpatch.testing._browser import BrowserLoad, find_chromium, load_in_chromium
-from spotpatch.testing._records import record
+from spotpatch.testing._records import completed_trial, failed_trial, record
 from spotpatch.testing._standin import (
     STAND_IN_ERROR,
     StandInEvaluator,
@@ -32,7 +32,9 @@ __all__ = [
     "SYNTHETIC_SITES",
     "BrowserLoad",
     "StandInEvaluator",
+    "completed_trial",
     "evaluation_counts",
+    "failed_trial",
     "find_chromium",
     "load_in_chromium",
     "record",

@@ -1,14 +1,38 @@
-"""Trial records made by hand, for tests of what reads them (fronts, answers, repeats, the
-report): real :class:`~spotpatch.search.TrialRecord` objects with only the fields a test names.
+"""Trials made by hand, for tests of what reads them (fronts, answers, repeats, the report):
+:func:`record`, a real :class:`~spotpatch.search.TrialRecord` with only the fields a test
+names; :func:`completed_trial` and :func:`failed_trial`, Optuna trials stored as spotpatch
+stores them, for ``study.add_trials``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from spotpatch.search import TrialRecord
+from spotpatch.search import TrialRecord, completed_attrs, failed_attrs
 
-__all__ = ["record"]
+__all__ = ["completed_trial", "failed_trial", "record"]
+
+
+def completed_trial(result, **options):
+    """A completed Optuna trial holding ``result`` (an ``EvalResult``) as a run stores it;
+    ``options`` are :func:`~spotpatch.search.completed_attrs`' (``source``, ``preset``,
+    ``duplicate_of``, ``repeat_of``, ``confirm``, ``artifact_id``...)."""
+    import optuna
+
+    return optuna.trial.create_trial(
+        values=[result.map, float(result.patch_bytes)],
+        user_attrs=completed_attrs(result, **options),
+        state=optuna.trial.TrialState.COMPLETE,
+    )
+
+
+def failed_trial(error: str):
+    """A failed Optuna trial with its error, as a run stores it."""
+    import optuna
+
+    return optuna.trial.create_trial(
+        state=optuna.trial.TrialState.FAIL, user_attrs=failed_attrs(error)
+    )
 
 
 def record(

@@ -20,12 +20,11 @@ from spotpatch.search import (
     RelaxationPhase,
     RelaxationResult,
     StudyMeta,
-    completed_trial,
-    failed_trial,
     write_relaxation,
 )
 from spotpatch.spaces import HeadTensor, PatchConfig, PatchSite, PatchSpace
 from spotpatch.studies import artifact_store, create_or_load_study
+from spotpatch.testing._records import completed_trial, failed_trial
 
 __all__ = [
     "SYNTHETIC_SITES",

@@ -10,8 +10,6 @@ import torch
 from spotpatch.evaluators import EvalResult
 from spotpatch.search import (
     StudyMeta,
-    completed_trial,
-    failed_trial,
     relaxation_record,
     relaxation_trials,
     spotpatch_study_names,
@@ -20,7 +18,7 @@ from spotpatch.search import (
     write_study_meta,
 )
 from spotpatch.spaces import PatchConfig
-from spotpatch.testing import synthetic_meta
+from spotpatch.testing import completed_trial, failed_trial, synthetic_meta
 
 S = optuna.trial.TrialState
 

@@ -10,7 +10,7 @@ import pytest
 
 from spotpatch.cli import main
 from spotpatch.evaluators import EvalResult
-from spotpatch.search import StudyMeta, completed_trial
+from spotpatch.search import StudyMeta
 from spotpatch.spaces import PatchConfig
 from spotpatch.studies import (
     create_or_load_study,
@@ -19,7 +19,7 @@ from spotpatch.studies import (
     open_storage,
     report_markdown,
 )
-from spotpatch.testing import synthetic_meta
+from spotpatch.testing import completed_trial, synthetic_meta
 
 FULL = 1000
 # study -> trials as (preset or None for a searched trial, val mAP, bytes)
