@@ -11,7 +11,7 @@ from pathlib import Path
 
 from spotpatch import __version__
 from spotpatch._errors import UserError
-from spotpatch.cli import _data, _results, _trials
+from spotpatch.cli import _data, _patches, _studies, _trials
 from spotpatch.cli._command import command
 
 __all__ = ["build_parser", "main"]
@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"spotpatch {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (*_data.COMMANDS, *_trials.COMMANDS, *_results.COMMANDS, _add_demo):
+    for add in (*_data.COMMANDS, *_trials.COMMANDS, *_studies.COMMANDS, *_patches.COMMANDS,
+                _add_demo):  # fmt: skip
         add(sub)
     return parser
 
