@@ -32,6 +32,7 @@ from spotpatch.search._answer import (
     study_answer,
     study_confirmation,
 )
+from spotpatch.search._artifacts import read_patch, store_patch
 from spotpatch.search._confirmation import (
     INTERVAL,
     Confirmation,
@@ -160,6 +161,7 @@ __all__ = [
     "preset_runs",
     "queued_as_preset",
     "reaches",
+    "read_patch",
     "relax",
     "relaxation_record",
     "relaxation_trials",
@@ -187,6 +189,7 @@ __all__ = [
     "study_confirmation",
     "study_meta",
     "StudyController",
+    "store_patch",
     "StudyMeta",
     "StudyProgress",
     "StudyRun",

@@ -12,13 +12,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import tempfile
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
-from spotpatch._files import sha256_of
 from spotpatch.search._answer import answer_inputs, study_confirmation
+from spotpatch.search._artifacts import store_patch
 from spotpatch.search._confirmation import Confirmation
 from spotpatch.search._early_stopping import EarlyStopping, early_stop_references
 from spotpatch.search._heartbeat import Heartbeat, host_lock, this_process
@@ -482,25 +480,8 @@ class StudyController:
         write_warm_start_claim(self.study, stamp)
 
     def _upload(self, trial, tensors) -> tuple[str | None, str | None]:
-        """Store a trial's patch tensors as an artifact: its id and the sha256 of the file's
-        bytes (readers check it: a file altered or replaced later is refused)."""
-        import optuna
-
+        """Store a trial's patch tensors (:func:`~spotpatch.search._artifacts.store_patch`):
+        the artifact's id and the sha256 its readers check."""
         if self.artifact_store is None or is_confirmation(trial):
             return None, None  # a confirmation run is a number, not a patch to ship
-        with tempfile.TemporaryDirectory() as tmp:
-            path = _write_tensors(tensors, Path(tmp) / "patch.safetensors")
-            artifact_id = optuna.artifacts.upload_artifact(
-                artifact_store=self.artifact_store,
-                file_path=str(path),
-                study_or_trial=trial,
-                mimetype="application/octet-stream",
-            )
-            return artifact_id, sha256_of(path)
-
-
-def _write_tensors(tensors, path: Path) -> Path:
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
-    return path
+        return store_patch(self.artifact_store, trial, tensors)

@@ -1,17 +1,16 @@
-"""A trial's stored patch tensors, checked against the sha256 its trial recorded.
+"""A trial's stored patch tensors, found where its study keeps them.
 
-The file is found by :func:`~spotpatch.studies._storage.open_artifact`. A trial told since the
-sha256 is recorded (``TrialRecord.artifact_sha256``) gets its bytes checked, so a file altered,
-truncated or replaced after the trial stored it is refused with one line naming the study, the
-trial and the file. Trials stored before carry no sha256 and are read unchecked, as they were.
+The file's format and its sha256 check belong to :mod:`spotpatch.search._artifacts`; this
+module says where to look: the artifact folder the study recorded, then the default folder
+beside its SQLite storage (a database and its artifacts moved together).
 """
 
 from __future__ import annotations
 
-from spotpatch._errors import UserError
-from spotpatch._files import sha256_of
-from spotpatch.search import StudyMeta, TrialRecord
-from spotpatch.studies._storage import open_artifact
+from pathlib import Path
+
+from spotpatch.search import StudyMeta, TrialRecord, read_patch
+from spotpatch.studies._storage import artifacts_dir_for, storage_url
 
 __all__ = ["read_artifact"]
 
@@ -27,14 +26,8 @@ def read_artifact(study_name: str, meta: StudyMeta, record: TrialRecord, storage
     Example:
         >>> data = read_artifact("pets", study_meta(study), record, storage)  # doctest: +SKIP
     """
-    with open_artifact(study_name, meta, record, storage) as reader:
-        data = reader.read()
-        # A file store's reader is the open file: name it, else name the artifact.
-        where = getattr(reader, "name", None) or f"artifact {record.artifact_id}"
-    expected = record.artifact_sha256
-    if expected is not None and (actual := sha256_of(data)) != expected:
-        raise UserError(
-            f"patch tensors of trial {record.number} of study {study_name!r} changed after the "
-            f"trial stored them: {where} (sha256 {actual[:12]}, recorded {expected[:12]})"
-        )
-    return data
+    folders = [Path(meta.artifacts)] if meta.artifacts else []
+    url = storage_url(storage)
+    if url is not None:
+        folders.append(artifacts_dir_for(url))
+    return read_patch(study_name, record, folders)

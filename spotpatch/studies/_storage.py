@@ -16,13 +16,11 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from spotpatch._defaults import DEFAULT_STORAGE
 from spotpatch._errors import UserError
 from spotpatch.search import (
     StudyMeta,
-    TrialRecord,
     advisory_lock,
     is_spotpatch_study,
     spotpatch_study_names,
@@ -37,7 +35,6 @@ __all__ = [
     "artifacts_dir_for",
     "artifact_store",
     "check_run_folders",
-    "open_artifact",
     "create_or_load_study",
     "load_study",
 ]
@@ -245,42 +242,3 @@ def create_or_load_study(meta: StudyMeta, storage, sampler):
     if latest != old:
         write_study_meta(study, latest)
     return study
-
-
-@contextlib.contextmanager
-def open_artifact(
-    study_name: str, meta: StudyMeta, record: TrialRecord, storage
-) -> Iterator[BinaryIO]:
-    """Open the patch tensors a trial stored (a safetensors file), for reading.
-
-    They are looked for in the artifact folder the study recorded, then in the default folder
-    beside its SQLite storage (in case the database and its artifacts moved together).
-
-    Raises:
-        UserError: the trial stored none, or they are in neither folder.
-    """
-    import optuna
-    from optuna.artifacts.exceptions import ArtifactNotFound
-
-    if record.artifact_id is None:
-        raise UserError(f"trial {record.number} of study {study_name!r} stored no patch tensors")
-    url = storage_url(storage)
-    folders = [Path(meta.artifacts)] if meta.artifacts else []
-    if url is not None:
-        folders.append(artifacts_dir_for(url))
-    for folder in dict.fromkeys(folders):
-        if not folder.is_dir():
-            continue
-        store = optuna.artifacts.FileSystemArtifactStore(str(folder))
-        try:
-            reader = store.open_reader(record.artifact_id)
-        except ArtifactNotFound:
-            continue
-        with reader:
-            yield reader
-        return
-    where = meta.artifacts or "the study's artifact folder"
-    raise UserError(
-        f"patch tensors of trial {record.number} of study {study_name!r} (artifact "
-        f"{record.artifact_id}) not found in {where}"
-    )
