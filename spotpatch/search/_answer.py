@@ -17,6 +17,7 @@ proposed: the warm start's and the sampler's, with their retries and repeats) an
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -225,9 +226,13 @@ def _point_answer(
     )
 
 
-def study_confirmation(inputs: AnswerInputs, plan: ConfirmPlan | None = None):
-    """The study's confirmation under ``plan`` (default: the one it stored), or None when it has
-    none or cannot have one (no full fine-tune, nothing within the tolerance to start from)."""
+def study_confirmation(
+    inputs: AnswerInputs, *, plan: ConfirmPlan | None = None, tolerance: float | None = None
+):
+    """The study's confirmation under ``plan`` and ``tolerance`` (default: the study's), or None
+    when it has none or cannot have one (no full fine-tune, nothing within the tolerance)."""
+    if tolerance is not None:
+        inputs = dataclasses.replace(inputs, tolerance=tolerance)
     plan = plan or inputs.plan
     if plan is None:
         return None

@@ -26,6 +26,7 @@ record, units, Pareto and seeds modules.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,7 +46,9 @@ __all__ = [
     "Confirmation",
     "confirmation",
     "confirm_runs_of",
+    "free_job",
     "paired",
+    "plan_with",
 ]
 
 #: The two-sided coverage of the interval reported around a paired Δ.
@@ -323,6 +326,29 @@ def confirmation(
         tuple(needed),
         walked_out,
     )
+
+
+def plan_with(stored: ConfirmPlan | None, seeds: int) -> ConfirmPlan | None:
+    """The plan a study confirms by: the one it stored, at ``seeds`` seeds when ``seeds`` > 0
+    (a study file's ``confirm_seeds``); a new one at ``seeds`` when none is stored; None when
+    none is stored and ``seeds`` is 0."""
+    if stored is None:
+        return ConfirmPlan(seeds) if seeds > 0 else None
+    return dataclasses.replace(stored, seeds=seeds) if seeds > 0 else stored
+
+
+def free_job(state: Confirmation, records: Sequence[TrialRecord]) -> ConfirmJob | None:
+    """The first run ``state`` needs that no trial of ``records`` runs or waits to run (None:
+    every run it needs is in flight)."""
+    import optuna
+
+    S = optuna.trial.TrialState
+    busy = {
+        (config_key(r.sites or {}), r.confirm_seed, r.confirm_stage)
+        for r in records
+        if r.confirm_stage is not None and r.state in (S.RUNNING, S.WAITING)
+    }
+    return next((j for j in state.needed if j.key not in busy), None)
 
 
 def _unique(jobs: Sequence[ConfirmJob]) -> list[ConfirmJob]:

@@ -17,18 +17,16 @@ from typing import Any
 
 from spotpatch.search._answer import answer_inputs, study_confirmation
 from spotpatch.search._artifacts import store_patch
-from spotpatch.search._confirmation import Confirmation
+from spotpatch.search._confirmation import Confirmation, free_job, plan_with
 from spotpatch.search._early_stopping import EarlyStopping, early_stop_references
 from spotpatch.search._heartbeat import Heartbeat, host_lock, this_process
 from spotpatch.search._progress import StudyProgress, summarize
 from spotpatch.search._record import (
     TrialRecord,
-    config_key,
     confirmation_seed,
     enqueue_attrs,
-    is_confirmation,
-    is_repeat,
     queued_config,
+    source_of,
     trial_records,
     write_asked,
     write_duplicate,
@@ -48,7 +46,6 @@ from spotpatch.search._recovery import (
 from spotpatch.search._repeats import next_repeat
 from spotpatch.search._seeds import trial_seed
 from spotpatch.search._study_record import (
-    ConfirmPlan,
     claim_proposer,
     confirm_plan,
     relaxation_record,
@@ -64,10 +61,10 @@ from spotpatch.spaces import PRESETS, PatchConfig, PatchSpace
 __all__ = ["MAX_ATTEMPTS", "StudyController", "WARM_START", "WAIT"]
 
 log = logging.getLogger("spotpatch")
-#: :meth:`StudyController.next_work`'s answers besides a trial and None.
+#: :meth:`StudyController.next_work`'s answers besides a trial and None (the first is also the
+#: heartbeat's key for the warm start's claim).
 WARM_START = "warm start"
 WAIT = "wait"
-_WARMING = "warm start"  # the heartbeat's key for the claim
 #: Proposals of already-trained configs in a row before one is trained anyway (a sampler stuck
 #: in a space it has exhausted still ends).
 MAX_DUPLICATES = 32
@@ -81,22 +78,18 @@ class StudyController:
         study_name: the study (directions: maximize mAP, minimize patch bytes).
         space: the task's patch space; its gates are the study's parameters.
         sampler: the Optuna sampler that proposes configs.
-        sampler_for: makes the sampler from this process's index among the processes that
-            asked the study for trials (0, 1, ... across drivers, workers and hosts), so that
-            processes sharing a study never propose in lockstep; replaces ``sampler`` at the
-            first ask.
+        sampler_for: makes the sampler from this process's index among those that asked the
+            study for trials (processes sharing a study never propose in lockstep); replaces
+            ``sampler`` at the first ask.
         artifact_store: where patch tensors go (an Optuna artifact store).
         early_stopping: on when given.
         heartbeat: seconds between heartbeats of running trials.
         stale_after: a running trial with no heartbeat for this long is failed and retried.
-        repeats: runs, each with its own seed, of the configs that decide the answer (the
-            full fine-tune and the answer on the means; :func:`~spotpatch.search.next_repeat`)
-            before the sampler proposes, past the total where the last trials found the answer;
-            1: none run twice.
+        repeats: runs of the full fine-tune and of the answer on the means, each with its own
+            seed (:func:`~spotpatch.search.next_repeat`); 1: none run twice.
         tolerance: mAP points the answer may lose against the full fine-tune.
         confirm_seeds: past the total, confirm the answer on this many paired seeds
-            (:mod:`~spotpatch.search._confirmation`); 0: no confirmation (unless one was
-            started, by ``spotpatch confirm``, which then goes on).
+            (:mod:`~spotpatch.search._confirmation`); 0: only a confirmation already started.
 
     Example:
         >>> controller = StudyController(storage, "pets", space)  # doctest: +SKIP
@@ -180,7 +173,9 @@ class StudyController:
         like any other.
         """
         known = {
-            self._tensors_of(self._known_config(r))
+            self._tensors_of(
+                r.sites if r.sites is not None else self.space.config_from_gates(r.params)
+            )
             for r in self.records()
             if r.confirm_stage is None
         }
@@ -194,13 +189,6 @@ class StudyController:
             added += 1
         return added
 
-    def _known_config(self, record: TrialRecord) -> PatchConfig:
-        return (
-            record.config
-            if record.config is not None
-            else (self.space.config_from_gates(record.params))
-        )
-
     def ask(self, total: int):
         """The next trial (an Optuna ``Trial``), or None when ``total`` trials are done or
         running."""
@@ -212,13 +200,10 @@ class StudyController:
         :data:`WARM_START` (this process now holds the study's warm start: run it, then
         :meth:`finish_warm_start`), :data:`WAIT` (another process runs the warm start and no
         queued trial is left meanwhile, or the study has its ``total`` only once the trials now
-        running finish), or None (the study has its ``total``, nothing runs, no repeat of its
-        answer is due and its confirmation, if any, is done; with ``waits=False``, as soon as it
-        has its ``total`` while a trial runs). Past the ``total``, the only trials are repeats
-        of an answer the last trials found (``repeats`` > 1,
-        :func:`~spotpatch.search.next_repeat`), then the confirmation's runs
-        (``confirm_seeds``, or a confirmation ``spotpatch confirm`` started), which parallel
-        processes share.
+        running finish), or None (the study has its ``total``, nothing runs and nothing is due
+        past it; with ``waits=False``, as soon as it has its ``total`` while a trial runs). Past
+        the ``total`` come the repeats of an answer the last trials found, then the runs of its
+        confirmation (:mod:`~spotpatch.search._confirmation`), which parallel processes share.
 
         With ``warm_start``, a study without a warm-start record runs one before the sampler
         proposes anything; its queued trials (the presets) may run meanwhile.
@@ -313,42 +298,22 @@ class StudyController:
 
     def confirmation(self, records: list[TrialRecord] | None = None) -> Confirmation | None:
         """Where the study's confirmation stands under this controller's settings (None: none
-        started and ``confirm_seeds`` is 0, or none can start: no full fine-tune, or nothing
-        within the tolerance)."""
-        import dataclasses
-
-        plan = confirm_plan(self.study)
-        if plan is None and self.confirm_seeds <= 0:
+        started and ``confirm_seeds`` is 0, or none can start)."""
+        plan = plan_with(confirm_plan(self.study), self.confirm_seeds)
+        if plan is None:
             return None
-        if plan is None or (self.confirm_seeds > 0 and plan.seeds != self.confirm_seeds):
-            plan = ConfirmPlan(
-                self.confirm_seeds,
-                None if plan is None else plan.start,
-                True if plan is None else plan.walk,
-            )
         inputs = answer_inputs(self.study, self.records() if records is None else records)
-        inputs = dataclasses.replace(inputs, tolerance=self.tolerance, plan=plan)
-        return study_confirmation(inputs)
+        return study_confirmation(inputs, plan=plan, tolerance=self.tolerance)
 
     def _confirm_work(self, records: list[TrialRecord]):
         """The next confirmation run (an Optuna ``Trial``), :data:`WAIT` while the runs still
-        needed all run elsewhere, or None when the confirmation is done (or there is none).
-        Call under the study's lock."""
-        import optuna
-
+        needed all run elsewhere, or None when it is done (or there is none). Under the lock."""
         state = self.confirmation(records)
         if state is None or not state.needed:
             return None
-        plan = confirm_plan(self.study)
-        if plan is None or plan.seeds != state.plan.seeds:
+        if confirm_plan(self.study) != state.plan:
             write_confirm_plan(self.study, state.plan)
-        S = optuna.trial.TrialState
-        busy = {
-            (config_key(r.sites or {}), r.confirm_seed, r.confirm_stage)
-            for r in records
-            if r.confirm_stage is not None and r.state in (S.RUNNING, S.WAITING)
-        }
-        job = next((j for j in state.needed if j.key not in busy), None)
+        job = free_job(state, records)
         if job is None:
             return WAIT
         config = PatchConfig.from_dict(job.sites)
@@ -372,7 +337,7 @@ class StudyController:
             here["pid"],
         )
         if claim is None or mine or beat_is_stale(claim, self.stale_after):
-            self._heartbeat.add(_WARMING, self._stamp_claim)
+            self._heartbeat.add(WARM_START, self._stamp_claim)
             return True
         return False
 
@@ -387,15 +352,15 @@ class StudyController:
 
     def abandon_warm_start(self) -> None:
         """Release this process's claim on the warm start (it stopped): another may take it."""
-        self._heartbeat.remove(_WARMING)
+        self._heartbeat.remove(WARM_START)
         write_warm_start_claim(self.study, None)
 
     def job(self, trial, seed: int) -> TrialJob:
         """What a worker needs to score ``trial``: its seed is the study's ``seed`` plus its
         number, a confirmation run's its own (:mod:`~spotpatch.search._seeds`). A repeat or a
         confirmation run is not stopped early: it runs to be averaged."""
-        confirming = is_confirmation(trial)
-        early = None if is_repeat(trial) or confirming else self.early_stopping
+        confirming = source_of(trial) == "confirm"
+        early = None if source_of(trial) == "repeat" or confirming else self.early_stopping
         references = ()
         if early is not None:
             size = self.space.patch_bytes(self.config_of(trial))
@@ -436,7 +401,7 @@ class StudyController:
         """A trial that stopped before it finished (Ctrl-C): failed with ``why``, and its
         config queued to run again (on resume, or next; a confirmation run is asked again by
         the confirmation, which still needs it)."""
-        if is_confirmation(trial):
+        if source_of(trial) == "confirm":
             self._heartbeat.remove(trial.number)
             fail_confirmation(self.study, self.storage, trial.number, f"not finished: {why}")
             return
@@ -447,7 +412,7 @@ class StudyController:
         sent an outcome. Failed with ``why`` and its config queued again, unless it is the
         :data:`MAX_ATTEMPTS` th run of that config in a row to fail (a retry of a retry...):
         then it stays failed, and counts."""
-        if is_confirmation(trial):  # asked again while the confirmation needs it
+        if source_of(trial) == "confirm":  # asked again while the confirmation needs it
             self._heartbeat.remove(trial.number)
             text = why if raised else f"not finished: {why}"
             fail_confirmation(self.study, self.storage, trial.number, text)
@@ -462,14 +427,8 @@ class StudyController:
     def _retry(self, trial, why: str) -> None:
         self._heartbeat.remove(trial.number)
         with self.exclusive():
-            retry_trial(
-                self.study,
-                self.storage,
-                trial.number,
-                trial.params,
-                why,
-                config=self.config_of(trial),
-            )
+            config = self.config_of(trial)
+            retry_trial(self.study, self.storage, trial.number, trial.params, why, config=config)
 
     # -- internals ----------------------------------------------------------------------------
     def _stamp_trial(self, number: int, stamp) -> None:
@@ -482,6 +441,6 @@ class StudyController:
     def _upload(self, trial, tensors) -> tuple[str | None, str | None]:
         """Store a trial's patch tensors (:func:`~spotpatch.search._artifacts.store_patch`):
         the artifact's id and the sha256 its readers check."""
-        if self.artifact_store is None or is_confirmation(trial):
+        if self.artifact_store is None or source_of(trial) == "confirm":
             return None, None  # a confirmation run is a number, not a patch to ship
         return store_patch(self.artifact_store, trial, tensors)

@@ -36,7 +36,7 @@ import optuna
 
 from spotpatch.search._descent import next_descent, params_key
 from spotpatch.search._pareto import FrontPoint, pareto_front
-from spotpatch.search._record import is_confirmation
+from spotpatch.search._record import source_of
 from spotpatch.search._study_record import RelaxationPhaseRecord, relaxation_record
 
 __all__ = [
@@ -200,7 +200,8 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
         done = [
             t
             for t in study.get_trials(deepcopy=False, states=states)
-            if len(t.values or ()) == 2 and not is_confirmation(t)  # confirmation: past the search
+            if len(t.values or ()) == 2
+            and source_of(t) != "confirm"  # confirmation: past the search
         ]
         if not done:
             return None

@@ -52,9 +52,7 @@ __all__ = [
     "trial_records",
     "enqueue_attrs",
     "queued_config",
-    "is_duplicate",
-    "is_repeat",
-    "is_confirmation",
+    "source_of",
     "confirmation_seed",
     "write_asked",
     "write_result",
@@ -295,38 +293,29 @@ def enqueue_attrs(
     nearest ones (a fixed recipe in a coarser space): the config, not the gates, is trained.
     ``confirm``: a confirmation run's (seed, stage).
     """
-    attrs: dict[str, Any] = {_SOURCE: source}
-    if retry_of is not None:
-        attrs[_RETRY_OF] = retry_of
-    if repeat_of is not None:
-        attrs[_REPEAT_OF] = repeat_of
-    if confirm is not None:
-        attrs[_CONFIRM_SEED], attrs[_CONFIRM_STAGE] = confirm
-    if config is not None:
-        attrs[_CONFIG] = config.to_dict()
-    return attrs
+    seed, stage = confirm if confirm is not None else (None, None)
+    sites = None if config is None else config.to_dict()
+    return _present(
+        {
+            _SOURCE: source,
+            _RETRY_OF: retry_of,
+            _REPEAT_OF: repeat_of,
+            _CONFIG: sites,
+            _CONFIRM_SEED: seed,
+            _CONFIRM_STAGE: stage,
+        }  # fmt: skip
+    )
 
 
-def is_duplicate(trial) -> bool:
-    """Whether a stored trial (an Optuna ``FrozenTrial``) holds another trial's result (the
-    sampler proposed a trained config again): it is not a run of its own."""
-    return trial.user_attrs.get(_DUPLICATE_OF) is not None
-
-
-def is_repeat(trial) -> bool:
-    """Whether a trial (queued, running or stored) runs a finished trial's config again with
-    another seed."""
-    return trial.user_attrs.get(_SOURCE) == "repeat"
-
-
-def is_confirmation(trial) -> bool:
-    """Whether a trial (queued, running or stored) is a confirmation run."""
-    return trial.user_attrs.get(_SOURCE) == "confirm"
+def source_of(trial) -> str:
+    """Where a trial's config came from (one of :data:`SOURCES`), queued, running or stored."""
+    source = trial.user_attrs.get(_SOURCE)
+    return source if source in SOURCES else "sampler"
 
 
 def confirmation_seed(trial) -> int | None:
     """A queued or running confirmation run's training seed (None: not one)."""
-    seed = trial.user_attrs.get(_CONFIRM_SEED) if is_confirmation(trial) else None
+    seed = trial.user_attrs.get(_CONFIRM_SEED) if source_of(trial) == "confirm" else None
     return _number(seed, int)
 
 
@@ -337,30 +326,31 @@ def queued_config(trial) -> PatchConfig | None:
 
 
 def _asked_attrs(config: PatchConfig, patch_bytes: int, preset: str | None) -> dict[str, Any]:
-    attrs: dict[str, Any] = {_CONFIG: config.to_dict(), _PATCH_BYTES: patch_bytes}
-    if preset is not None:
-        attrs[_PRESET] = preset
-    return attrs
+    return _present({_CONFIG: config.to_dict(), _PATCH_BYTES: patch_bytes, _PRESET: preset})
 
 
 def _result_attrs(
     result: EvalResult, artifact_id: str | None, artifact_sha256: str | None
 ) -> dict[str, Any]:
-    attrs: dict[str, Any] = {
-        _MAP: result.map,
-        _MAP50: result.map50,
-        _PATCH_BYTES: result.patch_bytes,
-        _TRAIN_SECONDS: round(result.train_seconds, 3),
-        _EVAL_SECONDS: round(result.eval_seconds, 3),
-        _CONFIG: result.config.to_dict(),
-        _SUMMARY: result.config.summary(),
-        _INTERMEDIATE: {str(s): v for s, v in result.intermediate},
-    }
-    if artifact_id is not None:
-        attrs[_ARTIFACT_ID] = artifact_id
-    if artifact_sha256 is not None:
-        attrs[_ARTIFACT_SHA256] = artifact_sha256
-    return attrs
+    return _present(
+        {
+            _MAP: result.map,
+            _MAP50: result.map50,
+            _PATCH_BYTES: result.patch_bytes,
+            _TRAIN_SECONDS: round(result.train_seconds, 3),
+            _EVAL_SECONDS: round(result.eval_seconds, 3),
+            _CONFIG: result.config.to_dict(),
+            _SUMMARY: result.config.summary(),
+            _INTERMEDIATE: {str(s): v for s, v in result.intermediate},
+            _ARTIFACT_ID: artifact_id,
+            _ARTIFACT_SHA256: artifact_sha256,
+        }
+    )
+
+
+def _present(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes that have a value (an absent one is not stored as None)."""
+    return {k: v for k, v in attrs.items() if v is not None}
 
 
 def _set_all(trial, attrs: Mapping[str, Any]) -> None:
@@ -397,19 +387,16 @@ def write_pruned(trial, intermediate: Sequence[tuple[int, float]]) -> None:
 def write_duplicate(trial, of: TrialRecord) -> list[float]:
     """Record that ``trial`` proposes the config that trial ``of`` trained: it holds that
     trial's result and trains nothing. Returns the values to tell."""
-    attrs: dict[str, Any] = {
+    attrs = {
         _DUPLICATE_OF: of.number,
         _MAP: of.map,
         _PATCH_BYTES: of.patch_bytes,
         _CONFIG: dict(of.sites or {}),
+        _MAP50: of.map50,
+        _ARTIFACT_ID: of.artifact_id,
+        _ARTIFACT_SHA256: of.artifact_sha256,
     }
-    if of.map50 is not None:
-        attrs[_MAP50] = of.map50
-    if of.artifact_id is not None:
-        attrs[_ARTIFACT_ID] = of.artifact_id
-    if of.artifact_sha256 is not None:
-        attrs[_ARTIFACT_SHA256] = of.artifact_sha256
-    _set_all(trial, attrs)
+    _set_all(trial, _present(attrs))
     return [float(of.map), float(of.patch_bytes)]
 
 
@@ -446,20 +433,16 @@ def completed_attrs(
     with ``repeat_of``: a run of that trial's config with another seed; with ``confirm``: a
     confirmation run's (seed, stage)). For trials made without running them:
     ``spotpatch.testing.completed_trial``."""
-    attrs = {
-        **_asked_attrs(result.config, result.patch_bytes, preset),
-        **_result_attrs(result, artifact_id, artifact_sha256),
-    }
-    if source != "sampler":
-        attrs[_SOURCE] = source
-    if duplicate_of is not None:
-        attrs[_DUPLICATE_OF] = duplicate_of
-    if repeat_of is not None:
-        attrs[_REPEAT_OF] = repeat_of
-    if confirm is not None:
-        attrs[_SOURCE] = "confirm"
-        attrs[_CONFIRM_SEED], attrs[_CONFIRM_STAGE] = confirm
-    return attrs
+    source = "confirm" if confirm is not None else source
+    queued = enqueue_attrs(source, repeat_of=repeat_of, confirm=confirm)
+    return _present(
+        {
+            **_asked_attrs(result.config, result.patch_bytes, preset),
+            **_result_attrs(result, artifact_id, artifact_sha256),
+            **(queued if source != "sampler" else {}),
+            _DUPLICATE_OF: duplicate_of,
+        }
+    )
 
 
 def failed_attrs(error: str) -> dict[str, Any]:
