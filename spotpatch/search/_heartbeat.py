@@ -52,9 +52,11 @@ class Heartbeat:
     """A daemon thread that stamps what this process runs, every ``interval`` seconds.
 
     Example:
-        >>> beat = Heartbeat(interval=20.0)  # doctest: +SKIP
-        >>> beat.add(trial_id, lambda stamp: write_heartbeat(storage, trial_id, stamp))
-        >>> beat.remove(trial_id)  # stamped at add, then every 20 s until now
+        >>> beat, stamps = Heartbeat(interval=20.0), []
+        >>> beat.add(7, lambda stamp: stamps.append(stamp))  # stamped now, then every 20 s
+        >>> beat.remove(7)
+        >>> stamps[0]["pid"] == os.getpid()
+        True
     """
 
     def __init__(self, interval: float):

@@ -132,7 +132,7 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
             size are not worth a trial.
 
     Example:
-        >>> sampler = NeighbourSampler(seed=0)  # doctest: +SKIP
+        >>> sampler = NeighbourSampler(seed=0)
         >>> study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     """
 
