@@ -8,6 +8,29 @@ import torch
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+#: Test modules that train for long or start processes or servers: every test in them is slow.
+SLOW_MODULES = {
+    "test_transfer.py",
+    "test_evaluator.py",
+    "test_prefix.py",
+    "test_relaxation.py",
+    "test_run.py",
+    "test_export.py",
+    "test_confirm.py",
+    "test_apply.py",
+    "test_backends.py",
+}
+#: Markers of tests that start servers or clusters: slow too.
+SLOW_MARKERS = {"ray", "postgres", "soak"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark as ``slow`` what :data:`SLOW_MODULES` and :data:`SLOW_MARKERS` name, so that
+    ``pytest -m "not slow"`` is a quick loop; ``make test`` runs everything."""
+    for item in items:
+        if item.path.name in SLOW_MODULES or SLOW_MARKERS & {m.name for m in item.iter_markers()}:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def random_base():
@@ -48,3 +71,17 @@ def bench_study(bench):
         return write_spec(replace(spec, **changes), path)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray for every test that runs trials on the Ray backend (starting Ray takes
+    seconds): ``run_on_ray`` joins a Ray that is already up and leaves it running."""
+    import logging
+
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
+             log_to_driver=False)  # fmt: skip
+    yield
+    ray.shutdown()

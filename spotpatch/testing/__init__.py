@@ -11,6 +11,7 @@ every plot drew. Imports from any room.
 from __future__ import annotations
 
 from spotpatch.testing._browser import BrowserLoad, find_chromium, load_in_chromium
+from spotpatch.testing._coco import pycocotools_map
 from spotpatch.testing._records import completed_trial, failed_trial, record
 from spotpatch.testing._standin import (
     STAND_IN_ERROR,
@@ -37,6 +38,7 @@ __all__ = [
     "failed_trial",
     "find_chromium",
     "load_in_chromium",
+    "pycocotools_map",
     "record",
     "synthetic_meta",
     "synthetic_site_bytes",

@@ -24,7 +24,7 @@ from spotpatch.testing import STAND_IN_ERROR, evaluation_counts, stand_in_worker
 pytestmark = pytest.mark.soak
 
 S = optuna.trial.TrialState
-TRIALS, WORKERS, KILLS = 300, 4, 24
+TRIALS, WORKERS, KILLS = 150, 4, 16
 FAIL_RATE = 0.03
 SEED = 1000  # trial n trains with seed SEED + n: the evaluation logs name trials by it
 PRELOAD = [

@@ -13,13 +13,12 @@ import optuna
 import pytest
 
 from spotpatch.cli import main
-from spotpatch.search import study_meta, trial_records
+from spotpatch.search import trial_records
 from spotpatch.studies import (
     evaluator_of,
     load_spec,
     load_study,
     open_storage,
-    read_artifact,
     run_studies,
     run_study,
 )
@@ -133,21 +132,6 @@ def test_every_preset_runs_whatever_the_granularity(study_file, tmp_path):
         assert r.patch_bytes == space.patch_bytes(space.preset(r.preset))
 
 
-def test_two_local_worker_processes_share_one_study(study_file, tmp_path):
-    spec = study_file()
-    state = run_study(spec, trials=3, workers=2, progress=False)
-    assert state.done == 3 and state.failed == 0 and state.running == 0
-    study = load_study("glyphs", open_storage(f"sqlite:///{tmp_path}/s.db"))
-    # Trained trials (a proposal told a trained config's result is COMPLETE but trained nothing).
-    trained = {r.number for r in trial_records(study) if r.complete}
-    complete = [t for t in study.trials if t.number in trained]
-    assert len(complete) == 3 and all("artifact_id" in t.user_attrs for t in complete)
-    # The worker processes ran them (each stamps its heartbeat with its pid), and together
-    # they stopped at the total instead of running it each.
-    pids = {t.system_attrs.get("spotpatch:heartbeat", {}).get("pid") for t in complete}
-    assert None not in pids and os.getpid() not in pids
-
-
 def _complete(storage_url: str, name: str) -> list:
     study = load_study(name, open_storage(storage_url))
     return [r for r in trial_records(study) if r.complete]
@@ -189,20 +173,6 @@ def test_studies_share_two_workers_and_resume_after_a_kill(study_file, tmp_path)
         assert left <= again
 
 
-@pytest.mark.ray
-def test_two_trials_on_a_local_ray_land_in_the_same_storage(study_file, tmp_path):
-    spec = study_file("shapes-subset")
-    state = run_study(spec, trials=2, backend="ray", workers=2, progress=False)
-    assert state.done == 2 and state.failed == 0
-    study = load_study("shapes-subset", open_storage(f"sqlite:///{tmp_path}/s.db"))
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    # The driver stored each trial's tensors and their sha256, which read back as recorded.
-    meta = study_meta(study)
-    for record in trial_records(study):
-        assert record.artifact_sha256 is not None
-        assert read_artifact(study.study_name, meta, record, None)
-
-
 class _FailsFirst:
     """A worker's evaluator whose first trial raises (the spec's seed is trial 0's seed)."""
 
@@ -228,7 +198,9 @@ def _fails_first(spec_path: str) -> _FailsFirst:
 
 
 @pytest.mark.ray
-def test_a_trial_failing_on_ray_is_recorded_with_its_error_and_asked_again(study_file, tmp_path):
+def test_a_trial_failing_on_ray_is_recorded_with_its_error_and_asked_again(
+    study_file, tmp_path, local_ray
+):
     import functools
     import sys
 
