@@ -70,7 +70,6 @@ def study_spec(task: BenchmarkTask, root: Path, *, seed: int = 0) -> StudySpec:
             presets=PRESETS,
             sampler="descent",
             repeats=2,
-            tolerance=0.5,
             confirm_seeds=3,
         ),
     )

@@ -8,11 +8,13 @@ same batches, the same class-head initialization), so that the seed's share of t
 cancels in the difference:
 
 1. **decide**: the answer on the search's means (or the plan's start) and the full fine-tune
-   train on ``seeds`` deciding seeds. While the mean paired Δ falls more than the tolerance
-   short, the next larger point of the study's front (presets included) is trained the same
-   way; past the front's last point, the full fine-tune itself, which is within any tolerance
-   of itself (it needs no deciding runs of its own). The first config that holds is the
-   answer.
+   train on ``seeds`` deciding seeds. A config holds when its mean paired Δ, less one
+   standard error, is within the tolerance: it holds by more than the noise of its seeds. While
+   the tolerance's edge lies within one standard error of the mean, another pair of seeds is
+   trained (racing), up to twice ``seeds``. A config that does not hold gives way to the next
+   larger point of the study's front (presets included), trained the same way; past the
+   front's last point comes the full fine-tune itself, which is within any tolerance of itself
+   (it needs no deciding runs of its own). The first config that holds is the answer.
 2. **report**: the answer and the full fine-tune train on ``seeds`` fresh seeds, paired. Their
    mean paired Δ, with its spread and interval, is the number the study reports, marked held
    or not; no decision is taken on it. A miss is reported as a miss: walking on would make the
@@ -95,6 +97,17 @@ class Paired:
     def holds(self, tolerance: float) -> bool:
         """Whether the mean paired Δ is within ``tolerance`` mAP points of the full fine-tune."""
         return reaches(self.delta, -from_points(tolerance))
+
+    def surely_holds(self, tolerance: float) -> bool:
+        """Whether the mean paired Δ less its standard error is within ``tolerance`` points:
+        the deciding seeds' rule, so that a patch holds on them by more than their noise."""
+        return reaches(self.delta - self.delta_sd, -from_points(tolerance))
+
+    def unsure(self, tolerance: float) -> bool:
+        """Whether the tolerance's edge lies within one standard error of the mean paired Δ:
+        another pair of seeds may change the decision."""
+        edge = -from_points(tolerance)
+        return not self.surely_holds(tolerance) and reaches(self.delta + self.delta_sd, edge)
 
     def to_json(self) -> dict:
         return {
@@ -254,7 +267,7 @@ def confirmation(
         if r.confirm_stage is not None and r.error is not None and not r.confirmed:
             key = (config_key(r.sites or {}), r.confirm_seed, r.confirm_stage)
             failed.setdefault(key, []).append(r.error)
-    decide = decide_seeds(seed, plan.seeds)
+    decide = decide_seeds(seed, 2 * plan.seeds)
     report = report_seeds(seed, plan.seeds)
     needed: list[ConfirmJob] = []
 
@@ -278,14 +291,21 @@ def confirmation(
         if not plan.walk or point.number == full.number:
             settled = point  # the full fine-tune is within any tolerance of itself
             break
-        jobs = _unique(missing(point, decide, "decide") + missing(full, decide, "decide"))
+        versus, jobs = None, []
+        for count in range(plan.seeds, 2 * plan.seeds + 1):  # racing: a pair more while unsure
+            seeds = decide[:count]
+            jobs = _unique(missing(point, seeds, "decide") + missing(full, seeds, "decide"))
+            if jobs:
+                break
+            versus = pairs(point, seeds, "decide")
+            if not versus.unsure(tolerance):
+                break
         if jobs:
             walk.append(WalkStep(point.number, point.bytes, None))
             needed += jobs
             break
-        versus = pairs(point, decide, "decide")
         walk.append(WalkStep(point.number, point.bytes, versus))
-        if versus.holds(tolerance):
+        if versus.surely_holds(tolerance):
             settled = point
             break
     needed += missing(full, report, "report")

@@ -25,7 +25,7 @@ def make_sampler(
     neighbours of the front's configs, guided by the warm start, with NSGA-II for a quarter of
     the trials (:class:`~spotpatch.search.NeighbourSampler`); ``descent``: first a descent
     from the accurate end, one stage made cheaper per trial while the score of the largest config
-    (the full fine-tune) holds within the tolerance, then ``neighbours``; ``tpe``:
+    (the full fine-tune) holds within half the tolerance, then ``neighbours``; ``tpe``:
     multivariate multi-objective TPE; ``gp``: Optuna's GPSampler (log-EHVI), made for small
     budgets of expensive trials; ``random``: the baseline.
 
@@ -33,9 +33,10 @@ def make_sampler(
     :meth:`spotpatch.spaces.PatchSpace.stage_gates` gives them) lets ``neighbours`` set a whole
     group at once and is what ``descent`` walks down; ``cost`` (gate params -> bytes,
     :meth:`spotpatch.spaces.PatchSpace.gates_bytes`) orders the descent's proposals by their
-    savings. The other samplers ignore both. ``tolerance`` (mAP points, the study's): how far
-    below the largest config's score a cheaper one may fall and still count as keeping it, for
-    ``descent``.
+    savings. The other samplers ignore both. ``tolerance`` (mAP points): the study's, what its
+    answer may lose against the full fine-tune; the descent keeps a cheaper config when it
+    falls no more than half of it below the largest config's score, a margin against the seed
+    noise of the one or two runs it decides on.
     """
     import warnings
 
@@ -56,7 +57,7 @@ def _make(name: str, seed: int, population: int, groups, cost, tolerance: float)
         from spotpatch.search._neighbours import NeighbourSampler
 
         base = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-        descent = from_points(tolerance) if name == "descent" else None
+        descent = from_points(tolerance) / 2 if name == "descent" else None
         return NeighbourSampler(base, seed=seed, groups=groups, descent=descent, cost=cost)
     if name == "tpe":
         return optuna.samplers.TPESampler(

@@ -313,3 +313,24 @@ def test_the_full_fine_tune_as_the_answer_needs_no_deciding_runs(tmp_path):
     assert [(r.confirm_stage, len(r.sites)) for r in runs] == [("report", 12)] * 2
     c = study_answer(study.study()).confirmation
     assert (c.walk, c.walked_out, c.reported.delta, c.holds) == ((), False, 0.0, True)
+
+
+def test_an_unsure_decision_races_more_seeds_and_holds_only_by_more_than_its_noise(tmp_path):
+    base = scores(SEARCH, {A: -0.02, C: 0.0}, {C: 0.0})
+    first = decide_seeds(0, 1)[0]
+
+    def score(sites, seed):
+        if len(sites) == B and first <= seed < first + 1_000_000:
+            # B's pairs straddle the tolerance's edge (-1 point): -0.2, -1.8, -0.2, -1.8...
+            return 0.70 + 0.01 * (seed - first) + (-0.002, -0.018)[(seed - first) % 2]
+        return base(sites, seed)
+
+    study = Study(tmp_path, score)
+    study.confirm(3)
+    c = study_answer(study.study()).confirmation
+    assert [s.trial for s in c.walk] == [study.trial[n] for n in (A, B, C)]
+    seeds = [s.versus.seeds for s in c.walk]
+    assert seeds == [3, 6, 3]  # A surely short, B raced to twice the seeds, C surely holds
+    b = c.walk[1].versus
+    assert b.holds(1.0) and not b.surely_holds(1.0)  # its mean is in, not by more than noise
+    assert c.trial == study.trial[C]
