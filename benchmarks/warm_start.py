@@ -23,8 +23,8 @@ is that of the trials finished within B TE (reference: mAP 0, bytes = the full p
 seconds per trial (intermediate evaluations included) over those of cold NSGA-II.
 
 Each finished study is appended to a JSON-lines file (``--log``, kept in the repository as the
-measured record behind the README table) and skipped when the script runs again, so it
-resumes; ``--table`` only prints the table from the log.
+record behind the table in ``benchmarks/RESULTS.md``) and skipped when the script runs again,
+so it resumes; ``--table`` only prints the table from the log.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def _processes_naming(text: str) -> list[int]:
 
 @pytest.fixture(scope="module")
 def ray_head():
-    """A Ray head on this machine with 2 CPUs, started apart as the README says; yields the
+    """A Ray head on this machine with 2 CPUs, started apart as docs/scaling.md says; yields the
     environment that finds it (``RAY_TMPDIR``: its folder, where `auto` looks) and the folder.
 
     Ray's socket paths must fit in 107 characters: a short folder of its own, not pytest's.
