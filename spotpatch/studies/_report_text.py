@@ -120,11 +120,12 @@ def report_footnotes(report: FleetReport) -> tuple[str, ...]:
     """What the table's cells mean."""
     tolerances = sorted({r.tolerance for r in report.rows})
     within = ", ".join(f"{t:g}" for t in tolerances) or MISSING
+    points = "point" if tolerances == [1.0] else "points"
     lines = [
         "Cells: val mAP (patch bytes as a % of the full detector), the mean of a config's runs "
         "in the search; Δ in mAP points.",
         f"The answer: the smallest patch (searched or preset) within the study's tolerance "
-        f"({within} points) of the full fine-tune's mean, as confirmed on its deciding seeds "
+        f"({within} {points}) of the full fine-tune's mean, as confirmed on its deciding seeds "
         "where the study confirmed it.",
         "Δ: the mean paired difference to the full fine-tune on fresh seeds, which chose "
         "nothing (± its standard error), where the answer was confirmed; the search's means "
@@ -149,11 +150,11 @@ def claim_lines(c: ReportClaims) -> tuple[str, ...]:
         f"(a) At the task's accuracy, the search's smallest patch is no larger than the "
         f"smallest preset's in {c.search_wins} of {c.compared} studies (both within the "
         "study's tolerance of the full fine-tune).",
-        f"(b) The answers take {number_text(c.mean_bytes_pct, '.1f')} % of the full "
+        f"(b) The patches take {number_text(c.mean_bytes_pct, '.1f')} % of the full "
         f"detector's bytes on average, {number_text(c.max_bytes_pct, '.1f')} % at most; their "
         f"mAP is {number_text(delta, '+.1f')} points from the full fine-tune's on average.",
-        f"(c) Spearman's ρ of difficulty against the answer's bytes: {rho}.",
-        f"(d) Measured on fresh seeds in {c.confirmed} studies, the answer holds within the "
+        f"(c) Spearman's ρ of difficulty against the patch's bytes: {rho}.",
+        f"(d) Measured on fresh seeds in {c.confirmed} studies, the patch holds within the "
         f"tolerance in {c.held}{held}.",
     )
 

@@ -209,7 +209,7 @@ def test_a_confirmed_answer_reports_its_fresh_paired_delta(tmp_path):
     assert (claims.confirmed, claims.held, claims.mean_held_pct) == (1, 1, 40.0)
     text = report_markdown(report)
     assert (
-        "(d) Measured on fresh seeds in 1 studies, the answer holds within the tolerance in 1"
+        "(d) Measured on fresh seeds in 1 studies, the patch holds within the tolerance in 1"
         in text
     )
     from spotpatch.dashboard import render_report_html
