@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install --quiet -e '.[dev,onnx,postgres]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,onnx,runtime,postgres]'
 	touch $(STAMP)
 
 demo: $(STAMP)

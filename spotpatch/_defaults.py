@@ -1,6 +1,7 @@
 """The names and numbers the command line offers before any room loads: the presets, the
-backends, the default storage, the dashboard's address, the prediction threshold and the shipped
-base's pretraining recipe. Each is defined here once and used by its room from here.
+patch dtypes, the backends, the default storage, the dashboard's address, the prediction
+threshold and the shipped base's pretraining recipe. Each is defined here once and used by its
+room from here.
 
 Imports nothing: ``spotpatch --help`` and argument errors answer without loading torch.
 """
@@ -13,12 +14,15 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_SCORE_THRESHOLD",
     "DEFAULT_STORAGE",
+    "DTYPES",
     "PRESETS",
     "PRETRAIN",
 ]
 
 #: The fixed recipes (the existing techniques), smallest first.
 PRESETS = ("head", "bn", "dw", "lora4", "tail", "full")
+#: The storage dtypes of patch tensors, as a study file and ``bundle --dtype`` name them.
+DTYPES = ("float32", "float16", "int8")
 #: Where a study's trials run.
 BACKENDS = ("local", "ray")
 #: The storage of a study file that names none (relative to the working directory).

@@ -13,13 +13,24 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from spotpatch._errors import UserError
 
-__all__ = ["read_text", "read_json", "read_toml", "write_text", "replace_folder", "sha256_of"]
+__all__ = [
+    "read_text",
+    "read_json",
+    "read_toml",
+    "write_text",
+    "replace_folder",
+    "staging_folder",
+    "sha256_of",
+]
 
 
 def read_text(path: str | Path, *, what: str = "file") -> str:
@@ -120,6 +131,24 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+@contextmanager
+def staging_folder(target: Path, *, what: str = "--out") -> Iterator[Path]:
+    """A temporary folder beside ``target`` (its parent made if missing), removed on exit:
+    where a folder is built before :func:`replace_folder` swaps it in.
+
+    Raises:
+        UserError: ``target``'s folder cannot be made or written (a read-only mount, no
+            permission), in one line.
+    """
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent)
+    except OSError as e:
+        raise UserError(f"cannot write {what} {target}: {e.strerror or e}") from None
+    with tmp as folder:
+        yield Path(folder)
 
 
 def replace_folder(staged: Path, target: Path, *, aside: Path | None = None) -> None:

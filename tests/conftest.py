@@ -19,6 +19,7 @@ SLOW_MODULES = {
     "test_confirm.py",
     "test_apply.py",
     "test_backends.py",
+    "test_bundle.py",
 }
 #: Markers of tests that start servers or clusters: slow too.
 SLOW_MARKERS = {"ray", "postgres", "soak"}

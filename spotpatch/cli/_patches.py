@@ -1,5 +1,5 @@
-"""The commands that write and use a study's patch: ``export``, ``predict``, and the
-``dashboard`` that shows every study's."""
+"""The commands that write and use a study's patch: ``export``, ``predict``, ``bundle``, and
+the ``dashboard`` that shows every study's."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from spotpatch._errors import UserError
+from spotpatch._files import write_text
 from spotpatch.cli._command import command
 from spotpatch.cli._options import add_select, add_storage
 from spotpatch.cli._text import MISSING, kib
@@ -67,8 +68,15 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     from spotpatch._defaults import DEFAULT_SCORE_THRESHOLD
 
     p = command(sub, cmd_predict)
-    p.add_argument("patch", type=Path, metavar="DIR", help="a folder written by export")
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="[DIR] IMAGE",
+        help="a folder written by export (not with --bundle), then image files",
+    )
+    p.add_argument("--bundle", type=Path, metavar="DIR", help="a folder written by bundle")
+    p.add_argument("--task", metavar="NAME", help="the bundle's task (with --bundle)")
     p.add_argument("--out", type=Path, help="write the results here (default: stdout)")
     p.add_argument(
         "--score-threshold",
@@ -82,25 +90,85 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """run base + an exported patch on images; COCO results JSON
+    """run base + an exported patch (or a bundle's task) on images; COCO results JSON
 
-    Detect with base + patch. image_id is the file stem when every stem is a number (COCO
-    naming), else the image's position (from 0); bbox is [x, y, w, h] in the original image's
-    pixels.
+    Detect with base + patch, or with a bundle's task through spotpatch.runtime (ONNX Runtime,
+    no PyTorch). image_id is the file stem when every stem is a number (COCO naming), else the
+    image's position (from 0); bbox is [x, y, w, h] in the original image's pixels.
     """
-    from spotpatch.studies import predict_images
-
     threshold = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
-    results = predict_images(
-        args.patch, args.images, checkpoint=args.checkpoint, device=args.device, **threshold
-    )
+    if args.bundle is not None:
+        from spotpatch.runtime import predict_files
+
+        if args.task is None:
+            raise UserError("--bundle needs --task NAME")
+        if args.checkpoint is not None:
+            raise UserError("--checkpoint goes with an export folder, not --bundle")
+        images = args.paths
+        results = predict_files(args.bundle, args.task, images, **threshold)
+    else:
+        from spotpatch.studies import predict_images
+
+        if args.task is not None:
+            raise UserError("--task goes with --bundle")
+        patch, images = args.paths[0], args.paths[1:]
+        if not images:
+            raise UserError("no images given (predict DIR IMAGE...)")
+        results = predict_images(
+            patch, images, checkpoint=args.checkpoint, device=args.device, **threshold
+        )
     text = json.dumps(results)
     if args.out is None:
         print(text)
         return 0
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    print(f"{len(results)} detections on {len(args.images)} images -> {args.out}")
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write --out {args.out}: {e.strerror or e}") from None
+    write_text(args.out, text + "\n")
+    print(f"{len(results)} detections on {len(images)} images -> {args.out}")
+    return 0
+
+
+def _add_bundle(sub: argparse._SubParsersAction) -> None:
+    from spotpatch._defaults import DTYPES
+
+    p = command(sub, cmd_bundle)
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the bundle folder")
+    add_storage(p)
+    p.add_argument(
+        "--studies", nargs="+", metavar="NAME", help="these studies only (default: every study)"
+    )
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        help="store every task's tensors at this dtype (default: each study's own)",
+    )
+    p.add_argument("--json", action="store_true", help="print manifest.json instead of a summary")
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    """the fleet for a device: the base once, each study's answer as one small file
+
+    Write DIR/base.onnx and DIR/base.safetensors (the base detector up to its raw outputs,
+    stored once), DIR/tasks/NAME.safetensors per study (its answer's patch, never retrained)
+    and DIR/manifest.json (classes, category ids, bytes and sha256 of every file). Run a task
+    with `spotpatch predict --bundle DIR --task NAME` or spotpatch.runtime.Fleet (no PyTorch).
+    DIR must be new, empty or an earlier bundle (which is replaced).
+    """
+    from spotpatch.studies import write_bundle
+
+    manifest = write_bundle(args.out, storage=args.storage, studies=args.studies, dtype=args.dtype)
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+        return 0
+    base = manifest["base"]
+    base_bytes = base["graph"]["bytes"] + base["weights"]["bytes"]
+    print(f"{args.out}: base {base['model']} {kib(base_bytes)} (once)")
+    for name, task in manifest["tasks"].items():
+        print(f"  {name:<20} trial {task['trial']:>4}  {kib(task['bytes'])}  {task['dtype']}")
+    total = base_bytes + sum(t["bytes"] for t in manifest["tasks"].values())
+    print(f"{len(manifest['tasks'])} tasks, {kib(total)} in all")
     return 0
 
 
@@ -147,4 +215,4 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = (_add_export, _add_predict, _add_dashboard)
+COMMANDS = (_add_export, _add_predict, _add_bundle, _add_dashboard)

@@ -10,9 +10,12 @@ from spotpatch.spaces._apply import AppliedPatch, LoRAConv2d, LoRALinear, apply_
 from spotpatch.spaces._dtypes import (
     DTYPES,
     SCALE_SUFFIX,
+    check_dtype,
     dequantize_int8,
+    from_stored,
     quantize_int8,
     stored_layout,
+    to_stored,
 )
 from spotpatch.spaces._io import Patch, load_patch, payload_bytes, save_patch, state_sha256
 from spotpatch.spaces._kinds import KIND_NAMES, PatchKind, parse_kind
@@ -37,6 +40,9 @@ __all__ = [
     "PatchSite",
     "PatchSpace",
     "SCALE_SUFFIX",
+    "check_dtype",
+    "from_stored",
+    "to_stored",
     "apply_patch",
     "class_head_modules",
     "dequantize_int8",

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from spotpatch._defaults import DTYPES
 from spotpatch._errors import UserError
 
 __all__ = [
@@ -36,8 +37,6 @@ __all__ = [
     "to_stored",
 ]
 
-#: The storage dtypes of patch tensors, as a study file names them.
-DTYPES = ("float32", "float16", "int8")
 #: The name of a weight's per-channel scales in an int8 patch: ``<weight name>.qscale``.
 SCALE_SUFFIX = ".qscale"
 _TORCH = {"float32": torch.float32, "float16": torch.float16, "int8": torch.int8}

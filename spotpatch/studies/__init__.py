@@ -8,8 +8,9 @@ Imports from ``spaces``, ``evaluators`` and ``search``.
 from __future__ import annotations
 
 from spotpatch.studies._artifacts import read_artifact
+from spotpatch.studies._bundle import write_bundle
 from spotpatch.studies._confirm import ConfirmResult, confirm_study
-from spotpatch.studies._export import confirmation_json, export_patch, trial_patch
+from spotpatch.studies._export import answer_patch, confirmation_json, export_patch, trial_patch
 from spotpatch.studies._onnx import RawSSD, export_onnx
 from spotpatch.studies._predict import DEFAULT_SCORE_THRESHOLD, predict_images
 from spotpatch.studies._report import (
@@ -96,6 +97,8 @@ __all__ = [
     "evaluator_of",
     "export_onnx",
     "export_patch",
+    "answer_patch",
+    "write_bundle",
     "fleet_plan",
     "fleet_report",
     "FleetAnswers",

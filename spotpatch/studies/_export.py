@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from spotpatch._errors import UserError
-from spotpatch._files import replace_folder
+from spotpatch._files import replace_folder, staging_folder
 from spotpatch.evaluators import Base, coco_map, load_base, load_split
 from spotpatch.search import Answer, StudyMeta, TrialRecord, study_answer, study_meta
 from spotpatch.spaces import Patch, payload_bytes, save_patch
@@ -32,7 +31,7 @@ from spotpatch.studies._setup import recorded_spec, study_space
 from spotpatch.studies._spec import StudySpec
 from spotpatch.studies._storage import DEFAULT_STORAGE, load_study, open_storage
 
-__all__ = ["export_patch", "trial_patch"]
+__all__ = ["export_patch", "answer_patch", "trial_patch", "study_base"]
 
 log = logging.getLogger("spotpatch")
 _PATCH_FILES = frozenset({"patch.json", "patch.safetensors"})
@@ -96,38 +95,26 @@ def export_patch(
         _check_onnx(onnx_path, out)
     study = load_study(study_name, open_storage(storage, existing=True))
     meta = study_meta(study)
-    answer = study_answer(study, rule)
-    record = selected_trial(study, rule)
-    confirmation = confirmation_json(answer)
-    if confirmation is None:
+    patch, record, spec = answer_patch(study, storage, rule)
+    if patch.confirmation is None:
         log.warning(
             "study %r: this patch was not confirmed on fresh seeds (patch.json's confirmation "
             "is null): `spotpatch confirm %s` measures it",
             study_name,
             study_name,
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
-        patch = trial_patch(study, record, storage)
-        where = {**patch.study, "rule": answer.rule, "runs": answer.runs, "map_mean": answer.map}
-        patch = replace(patch, study=where, confirmation=confirmation)
-        spec = _recorded_spec(meta)
-        ids = meta.category_ids
-        if ids is None and spec is not None:
-            ids = _category_ids(spec, meta.classes)
-        if ids is not None:
-            patch = replace(patch, category_ids=ids)
+    with staging_folder(out) as tmp:
         wants_test = spec is not None and spec.data.test is not None
         base = None
         if wants_test or onnx_path is not None:
             if device is None:
                 device = spec.base.device if spec is not None else "auto"
-            base = _base_for(meta, device, required=onnx_path is not None)
+            base = study_base(meta, device, required=onnx_path is not None)
         if base is not None and wants_test:
             test_map = _test_map(patch, meta, base, spec, progress)
             if test_map is not None:
                 patch = replace(patch, metrics={**patch.metrics, "test_map": test_map})
-        stage = Path(tmp) / "patch"
+        stage = tmp / "patch"
         save_patch(patch, stage)
         info = json.loads((stage / "patch.json").read_text(encoding="utf-8"))
         stored = payload_bytes(stage / "patch.safetensors")
@@ -148,7 +135,7 @@ def export_patch(
                     onnx_path.parent.mkdir(parents=True, exist_ok=True)
                     staged_onnx = onnx_path.with_name(f".{onnx_path.name}.{os.getpid()}.staged")
                     export_onnx(model, size, staged_onnx)
-            _commit(stage, out, Path(tmp) / "previous")
+            _commit(stage, out, tmp / "previous")
             if staged_onnx is not None:
                 os.replace(staged_onnx, onnx_path)
         finally:
@@ -202,6 +189,32 @@ def _is_previous_export(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(meta, dict) and "format_version" in meta and "base" in meta
+
+
+def answer_patch(
+    study, storage=DEFAULT_STORAGE, rule: str | None = None
+) -> tuple[Patch, TrialRecord, StudySpec | None]:
+    """The patch of a study's answer (or of the trial ``rule`` picks) as ``export`` and
+    ``bundle`` write it: the trial's stored tensors, where they come from, the answer's
+    confirmation and the task's COCO category ids; with the trial and the study's recorded
+    spec (None, with a warning, when it cannot be read).
+
+    Raises:
+        UserError: no answer (or nothing the rule can take), a missing or changed artifact.
+    """
+    meta = study_meta(study)
+    answer = study_answer(study, rule)
+    record = selected_trial(study, rule)
+    patch = trial_patch(study, record, storage)
+    where = {**patch.study, "rule": answer.rule, "runs": answer.runs, "map_mean": answer.map}
+    patch = replace(patch, study=where, confirmation=confirmation_json(answer))
+    spec = _recorded_spec(meta)
+    ids = meta.category_ids
+    if ids is None and spec is not None:
+        ids = _category_ids(spec, meta.classes)
+    if ids is not None:
+        patch = replace(patch, category_ids=ids)
+    return patch, record, spec
 
 
 def trial_patch(study, record: TrialRecord, storage=DEFAULT_STORAGE) -> Patch:
@@ -263,7 +276,7 @@ def _category_ids(spec: StudySpec, classes: tuple[str, ...]) -> tuple[int, ...] 
     return tuple(cid for cid, _ in cats)
 
 
-def _base_for(meta: StudyMeta, device: str, *, required: bool) -> Base | None:
+def study_base(meta: StudyMeta, device: str, *, required: bool) -> Base | None:
     """The study's base; None (with a warning) when it cannot be had and is not ``required``."""
     try:
         base = load_base(meta.model, meta.checkpoint, device=device)

@@ -6,6 +6,9 @@ at the head: a fixed-size image batch in, box regressions and class logits out, 
 they refer to. Decoding is torchvision's ``BoxCoder(weights=(10, 10, 5, 5)).decode_single``
 against ``anchors``, then softmax over the logits (class 0 is the background) and NMS.
 
+``spotpatch bundle`` exports the same raw outputs with the class head as graph inputs, shared
+by every task (``_base_graph``).
+
 Imports torch, torchvision and ONNX lazily; ``onnx`` and ``onnxruntime`` are the optional extra
 ``spotpatch[onnx]``.
 """
@@ -22,7 +25,13 @@ from torch import Tensor, nn
 
 from spotpatch._errors import UserError
 
-__all__ = ["RawSSD", "export_onnx", "ONNX_INPUTS", "ONNX_OUTPUTS", "ONNX_OPSET"]
+__all__ = [
+    "RawSSD",
+    "export_onnx",
+    "ONNX_INPUTS",
+    "ONNX_OUTPUTS",
+    "ONNX_OPSET",
+]
 
 ONNX_INPUTS = ("images",)
 ONNX_OUTPUTS = ("bbox_regression", "cls_logits", "anchors")
@@ -82,6 +91,16 @@ class RawSSD(nn.Module):
         return head["bbox_regression"], head["cls_logits"], anchors
 
 
+def _need_onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise UserError(
+            "ONNX export needs the onnx package: pip install 'spotpatch[onnx]'"
+        ) from None
+    return onnx
+
+
 def export_onnx(model: nn.Module, image_size: tuple[int, int], path: str | Path) -> Path:
     """Write ``model`` (a patched SSD-style detector, eval mode) to ``path`` as ONNX.
 
@@ -93,12 +112,7 @@ def export_onnx(model: nn.Module, image_size: tuple[int, int], path: str | Path)
     Raises:
         UserError: a detector that is not SSD-style, or a missing ``onnx`` package.
     """
-    try:
-        import onnx  # noqa: F401  (torch's exporter needs it; say so clearly)
-    except ImportError:
-        raise UserError(
-            "ONNX export needs the onnx package: pip install 'spotpatch[onnx]'"
-        ) from None
+    _need_onnx()  # torch's exporter needs it; say so clearly
     raw = RawSSD(model, image_size).eval()
     path = Path(path)
     if path.is_dir():

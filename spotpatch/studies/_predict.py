@@ -8,19 +8,10 @@ from pathlib import Path
 from spotpatch._defaults import DEFAULT_SCORE_THRESHOLD
 from spotpatch._errors import UserError
 from spotpatch.evaluators import CocoSplit, decode_image, load_base, predict
+from spotpatch.runtime import image_ids
 from spotpatch.spaces import load_patch
 
 __all__ = ["predict_images", "DEFAULT_SCORE_THRESHOLD"]
-
-#: Detections scoring below this are dropped (COCO evaluation wants a low threshold too).
-
-
-def _image_ids(paths: Sequence[Path]) -> tuple[int, ...]:
-    """COCO's own naming first (``000000397133.jpg`` is image 397133), else the list order."""
-    stems = [p.stem for p in paths]
-    if all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
-        return tuple(int(s) for s in stems)
-    return tuple(range(len(paths)))
 
 
 def predict_images(
@@ -66,7 +57,7 @@ def predict_images(
         annotations=Path(),
         images_dir=Path(),
         coco=None,
-        image_ids=_image_ids(paths),
+        image_ids=image_ids(paths),
         file_names=tuple(str(p) for p in paths),
         sizes=tuple(size for _, size in decoded),
         images=tuple(tensor for tensor, _ in decoded),

@@ -28,7 +28,6 @@ from spotpatch.search import (
     full_point,
     knee_point,
     pareto_front,
-    run_trials,
     study_meta,
     trial_record,
     trial_records,
@@ -38,50 +37,23 @@ from spotpatch.studies import (
     RawSSD,
     export_patch,
     fleet_plan,
-    load_spec,
     load_study,
-    open_controller,
     open_storage,
     predict_images,
     selected_trial,
     trial_patch,
 )
-from spotpatch.studies._setup import evaluator_of
 from spotpatch.testing import pycocotools_map
 
 _LORA = {f"head.regression_head.module_list.{i}": "lora4" for i in range(5)}
 _FULL = {f"head.classification_head.module_list.{i}": "full" for i in range(5)}
 
 
-def _head_side_study(bench, bench_study, folder, gate_sets, dtype="float32", full=False):
-    """Study ``glyphs`` in ``folder``, one trial per gate decision (and the full fine-tune last
-    with ``full``), as ``run`` makes it: its storage URL, spec, evaluator and the study."""
-    url = f"sqlite:///{folder}/s.db"
-    spec_path = bench_study(
-        bench / "studies" / f"glyphs-{folder.name}.toml",
-        # On the CPU, as the checks below score: mAP is reproduced exactly on the same device.
-        base={"device": "cpu"},
-        space={"dtype": dtype},
-        train={"steps": 6, "batch_size": 8},
-        search={"warm_start": "none", "storage": url},
-    )
-    spec = load_spec(spec_path)
-    evaluator = evaluator_of(spec, progress=False)
-    configs = [evaluator.space.config_from_gates(g) for g in gate_sets]
-    configs += [evaluator.space.preset("full")] if full else []
-    controller = open_controller(spec, evaluator)
-    assert controller.enqueue(configs, source="test") == len(configs)
-    # What run_study does with 1 worker.
-    state = run_trials(controller, evaluator, len(configs), seed=spec.seed)
-    assert state.done == len(configs) and state.failed == 0
-    return url, spec, evaluator, load_study("glyphs", open_storage(url))
-
-
 @pytest.fixture(scope="module")
-def study(bench, bench_study, tmp_path_factory):
+def study(head_side_study, tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
     gate_sets = ({}, _LORA, _LORA | _FULL)
-    url, spec, evaluator, made = _head_side_study(bench, bench_study, folder, gate_sets, full=True)
+    url, spec, evaluator, made = head_side_study(folder, gate_sets, full=True)
     storage = open_storage(url)
     # A study with no finished trial yet: same metadata, nothing run.
     empty = optuna.create_study(
@@ -458,12 +430,10 @@ def test_onnx_matches_pytorch(study, tmp_path, capsys, no_test_map):
 
 
 @pytest.fixture(scope="module")
-def int8_study(bench, bench_study, tmp_path_factory):
+def int8_study(head_side_study, tmp_path_factory):
     """A study storing int8 patches: one trial, with LoRA factors and full convs in its patch."""
     folder = tmp_path_factory.mktemp("export-int8")
-    url, spec, evaluator, made = _head_side_study(
-        bench, bench_study, folder, [_LORA | _FULL], dtype="int8"
-    )
+    url, spec, evaluator, made = head_side_study(folder, [_LORA | _FULL], dtype="int8")
     assert evaluator.space.dtype == "int8"
     return SimpleNamespace(
         url=url, spec=spec, trial=made.trials[0], task=evaluator.task, evaluator=evaluator
