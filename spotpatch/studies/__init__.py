@@ -10,7 +10,13 @@ from __future__ import annotations
 from spotpatch.studies._artifacts import read_artifact
 from spotpatch.studies._bundle import write_bundle
 from spotpatch.studies._confirm import ConfirmResult, confirm_study
-from spotpatch.studies._export import answer_patch, confirmation_json, export_patch, trial_patch
+from spotpatch.studies._export import (
+    answer_patch,
+    confirmation_json,
+    export_patch,
+    study_base,
+    trial_patch,
+)
 from spotpatch.studies._onnx import RawSSD, export_onnx
 from spotpatch.studies._predict import DEFAULT_SCORE_THRESHOLD, predict_images
 from spotpatch.studies._report import (
@@ -132,6 +138,7 @@ __all__ = [
     "storage_label",
     "storage_url",
     "study_space",
+    "study_base",
     "study_status",
     "StudySpec",
     "StudyStatus",
