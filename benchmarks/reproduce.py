@@ -3,11 +3,11 @@
 Every task gets the same budget: ``--steps`` per trial (150 by default, the demo's) and
 ``--trials`` per study (the bundled specs' 30), counting the presets (every technique), the
 warm start's configs and the repeats (``search.repeats = 2``: the full fine-tune and the answer
-run with a second seed). The bundled specs' ``search.tolerance = 0.5``: the descent and the
-answer keep a cheaper config within half a point of the full fine-tune; their
-``search.confirm_seeds = 3``: past the trials, each study confirms its answer on 3 paired
-deciding seeds (walking up its front while it falls short) and measures it on 3 fresh paired
-seeds, whose Δ the report shows. The ten study files go to one ``spotpatch run``; then
+run with a second seed). The bundled specs' tolerance is the default, one point: the answer is
+the smallest patch within it of the full fine-tune, and the descent keeps half of it as its
+margin; their ``search.confirm_seeds = 3``: past the trials, each study confirms its answer
+on 3 paired deciding seeds (walking up its front while it falls short) and measures it on 3
+fresh paired seeds, whose Δ the report shows. The ten study files go to one ``spotpatch run``; then
 ``spotpatch report`` writes the table and the claims. Everything resumes: run it again to
 finish a stopped run.
 
@@ -102,6 +102,49 @@ def study_files(
     return files
 
 
+def _pct(patch_bytes: int, full_bytes: int) -> str:
+    return f"{100 * patch_bytes / full_bytes:.1f} %"
+
+
+def _delta(d: dict) -> str:
+    return f"{100 * d['delta']:+.1f} ± {100 * d['delta_sd']:.1f}".replace("-", "−")
+
+
+def answers_table(out: Path) -> str:
+    """RESULTS' table of a finished run, in order of difficulty: each study's answer, the
+    configs its confirmation walked (their mean paired Δ on the deciding seeds), the answer's Δ
+    on fresh seeds, and the study's cost in trial-equivalents; from ``OUT/report.json`` and
+    ``OUT/status.json``."""
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    status = {s["name"]: s for s in json.loads((out / "status.json").read_text(encoding="utf-8"))}
+    lines = [
+        "| study | answer | deciding seeds: patch, mean paired Δ ± se (pairs) | Δ on fresh seeds "
+        "| within a point | cost (trials) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in report["rows"]:
+        s = status[row["study"]]
+        full = row["techniques"]["full"]["bytes"]
+        answer, c = s["answer"], s["answer"]["confirmation"]
+        walk = (
+            "; ".join(
+                f"{_pct(w['patch_bytes'], full)}: {_delta(w['decide'])} ({w['decide']['seeds']})"
+                if w.get("decide")
+                else f"{_pct(w['patch_bytes'], full)}: the full fine-tune"
+                for w in c["walk"]
+            )
+            if c
+            else "-"
+        )
+        fresh = _delta(c["reported"]) if c and c.get("reported") else "-"
+        holds = "-" if not c else ("yes" if c["holds"] else "**no**")
+        lines.append(
+            f"| {row['study']} | {_pct(answer['patch_bytes'], full)} | {walk} | {fresh} | "
+            f"{holds} | {s['cost_trials']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def main_(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/reproduce"))
@@ -135,8 +178,16 @@ def main_(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--presets", nargs="+", choices=PRESETS, help="the presets (default: the specs', all)"
     )
+    parser.add_argument(
+        "--table",
+        action="store_true",
+        help="only print the answers' table of a finished OUT (from its report and status)",
+    )
     args = parser.parse_args(argv)
     out = args.out.resolve()
+    if args.table:
+        print(answers_table(out))
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     files = study_files(
         out,
@@ -185,6 +236,7 @@ def main_(argv: list[str] | None = None) -> int:
     }
     (out / "run.json").write_text(json.dumps(run, indent=2), encoding="utf-8")
     print(text)
+    print(answers_table(out))
     print(f"{len(files)} studies x {run['trials']} trials at {args.steps} steps, "
           f"{args.workers} workers: {seconds:.0f} s on {run['machine']}")  # fmt: skip
     return 0
