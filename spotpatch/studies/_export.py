@@ -132,8 +132,14 @@ def export_patch(
                     export_onnx(model, size, stage / onnx_path.name)  # moves with the folder
                 else:
                     # Staged beside its target, so that the last step is a plain rename.
-                    onnx_path.parent.mkdir(parents=True, exist_ok=True)
                     staged_onnx = onnx_path.with_name(f".{onnx_path.name}.{os.getpid()}.staged")
+                    try:
+                        onnx_path.parent.mkdir(parents=True, exist_ok=True)
+                        staged_onnx.touch()
+                    except OSError as e:
+                        raise UserError(
+                            f"cannot write --onnx {onnx_path}: {e.strerror or e}"
+                        ) from None
                     export_onnx(model, size, staged_onnx)
             _commit(stage, out, tmp / "previous")
             if staged_onnx is not None:
