@@ -135,6 +135,8 @@ class Fleet:
         except SafetensorError as e:
             raise UserError(f"task {task!r}: not a readable safetensors file ({e})") from None
         tensors = _dequantized(stored)
+        if entry["dtype"] == "int8":
+            _unfolded(tensors, base_names, base.get("norm_eps", {}))
         for site, kind in entry["sites"].items():
             if kind.startswith("lora"):
                 a, b = tensors.pop(f"{site}.lora_A"), tensors.pop(f"{site}.lora_B")
@@ -174,22 +176,41 @@ class Fleet:
 
 
 def _dequantized(stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Float32 tensors from a task file: int8 weights times their per-channel ``.qscale``
-    scales (the layout of ``spotpatch.spaces``), float16 ones cast."""
+    """Float32 tensors from a task file: int8 weights times their ``.qscale`` scales (one per
+    output channel, or per rank column of a LoRA ``lora_B``: the layout of
+    ``spotpatch.spaces``), float16 ones cast."""
     out: dict[str, np.ndarray] = {}
     scales = {f"{n}{_SCALE}" for n, v in stored.items() if v.dtype == np.int8}
     for name, value in stored.items():
         if name in scales:
             continue
-        if value.dtype == np.int8:
-            scale = stored.get(f"{name}{_SCALE}")
-            if scale is None or scale.shape != (value.shape[0],):
-                raise UserError(f"int8 tensor {name!r} lacks one scale per output channel")
-            shape = (-1,) + (1,) * (value.ndim - 1)
-            out[name] = value.astype(np.float32) * scale.astype(np.float32).reshape(shape)
-        else:
+        if value.dtype != np.int8:
             out[name] = value.astype(np.float32)
+            continue
+        scale = stored.get(f"{name}{_SCALE}")
+        axes = (1, 0) if name.endswith(".lora_B") else (0,)
+        axis = next(
+            (a for a in axes if scale is not None and scale.shape == (value.shape[a],)), None
+        )
+        if axis is None:
+            raise UserError(f"int8 tensor {name!r} lacks its scales")
+        shape = [1] * value.ndim
+        shape[axis] = -1
+        out[name] = value.astype(np.float32) * scale.astype(np.float32).reshape(shape)
     return out
+
+
+def _unfolded(
+    tensors: dict[str, np.ndarray], base_names: set[str], eps: Mapping[str, float]
+) -> None:
+    """Norms an int8 task stores as their affine map (weight and bias, no running statistics)
+    get running mean 0 and running variance ``1 - eps``: the same map in the base graph."""
+    for name in [n for n in tensors if n.endswith(".weight")]:
+        m = name[: -len(".weight")]
+        if f"{m}.running_mean" in base_names and f"{m}.running_mean" not in tensors:
+            size = tensors[name].shape
+            tensors[f"{m}.running_mean"] = np.zeros(size, np.float32)
+            tensors[f"{m}.running_var"] = np.full(size, 1.0 - eps[m], np.float32)
 
 
 class TaskDetector:

@@ -6,14 +6,16 @@ Imports nothing from the other rooms.
 
 from __future__ import annotations
 
-from spotpatch.spaces._apply import AppliedPatch, LoRAConv2d, LoRALinear, apply_patch
+from spotpatch.spaces._apply import AppliedPatch, LoRAConv2d, LoRALinear, apply_patch, norm_eps
 from spotpatch.spaces._dtypes import (
     DTYPES,
     SCALE_SUFFIX,
     check_dtype,
     dequantize_int8,
+    folded_norms,
     from_stored,
     quantize_int8,
+    scale_axis,
     stored_layout,
     to_stored,
 )
@@ -40,6 +42,9 @@ __all__ = [
     "PatchSite",
     "PatchSpace",
     "SCALE_SUFFIX",
+    "norm_eps",
+    "folded_norms",
+    "scale_axis",
     "check_dtype",
     "from_stored",
     "to_stored",

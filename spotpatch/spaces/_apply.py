@@ -21,7 +21,7 @@ from spotpatch.spaces._dtypes import from_stored, to_stored
 from spotpatch.spaces._sites import NORM_TYPES
 from spotpatch.spaces._space import PatchConfig, PatchSpace
 
-__all__ = ["AppliedPatch", "apply_patch", "LoRAConv2d", "LoRALinear"]
+__all__ = ["AppliedPatch", "apply_patch", "norm_eps", "LoRAConv2d", "LoRALinear"]
 
 
 class LoRAConv2d(nn.Conv2d):
@@ -104,13 +104,15 @@ class AppliedPatch:
 
     def state(self, dtype: str | None = None) -> dict[str, Tensor]:
         """The patch tensors as stored: detached CPU copies at the storage dtype (the space's
-        by default), file order; at ``int8`` each weight is followed by its scales."""
-        return to_stored({n: self._tensors[n] for n in self.expected}, dtype or self.space.dtype)
+        by default), file order; at ``int8`` each weight is followed by its scales and each norm
+        is its affine map."""
+        tensors = {n: self._tensors[n] for n in self.expected}
+        return to_stored(tensors, dtype or self.space.dtype, norm_eps(self.model))
 
     def load(self, tensors: Mapping[str, Tensor]) -> None:
         """Copy stored patch tensors in (as :meth:`state` gives them at the space's dtype; int8
         weights are dequantized); names and shapes must match the config exactly."""
-        values = from_stored(tensors, self.expected, self.space.dtype)
+        values = from_stored(tensors, self.expected, self.space.dtype, norm_eps(self.model))
         with torch.no_grad():
             for name, value in values.items():
                 target = self._tensors[name]
@@ -120,6 +122,11 @@ class AppliedPatch:
                         f"expected {tuple(target.shape)}"
                     )
                 target.copy_(value.to(target.dtype))
+
+
+def norm_eps(model: nn.Module) -> dict[str, float]:
+    """Each norm layer's ``eps`` by module path (what int8 storage folds norms with)."""
+    return {name: float(m.eps) for name, m in model.named_modules() if isinstance(m, NORM_TYPES)}
 
 
 def _named_tensors(model: nn.Module) -> dict[str, Tensor]:

@@ -29,7 +29,15 @@ from spotpatch._files import replace_folder, sha256_of, staging_folder
 from spotpatch.evaluators import Base
 from spotpatch.runtime import BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST
 from spotpatch.search import study_meta
-from spotpatch.spaces import Patch, PatchSpace, check_dtype, from_stored, payload_bytes, to_stored
+from spotpatch.spaces import (
+    Patch,
+    PatchSpace,
+    check_dtype,
+    from_stored,
+    norm_eps,
+    payload_bytes,
+    to_stored,
+)
 from spotpatch.studies._base_graph import GRAPH_FILE, WEIGHTS_FILE, export_base_graph
 from spotpatch.studies._export import answer_patch, study_base
 from spotpatch.studies._onnx import ONNX_OPSET
@@ -84,7 +92,8 @@ def write_bundle(
                 f"{base.sha256[:12]}): a bundle has one base"
             )
         patch, _, _ = answer_patch(study, storage)
-        patches.append((study.study_name, _stored_at(patch, study_space(base, meta), dtype)))
+        space = study_space(base, meta)
+        patches.append((study.study_name, _stored_at(patch, space, dtype, norm_eps(base.model))))
     with staging_folder(out) as tmp:
         stage = tmp / "bundle"
         (stage / TASKS).mkdir(parents=True)
@@ -101,6 +110,7 @@ def write_bundle(
                 "inputs": graph["inputs"],
                 "outputs": graph["outputs"],
                 "image_size": list(base.detector.image_size),
+                "norm_eps": norm_eps(base.model),
             },
             "postprocess": _postprocess(base),
             "tasks": {},
@@ -113,12 +123,12 @@ def write_bundle(
     return manifest
 
 
-def _stored_at(patch: Patch, space: PatchSpace, dtype: str | None) -> Patch:
+def _stored_at(patch: Patch, space: PatchSpace, dtype: str | None, eps: dict) -> Patch:
     """The patch with its tensors as stored at ``dtype`` (re-quantized from the study's)."""
     if dtype is None or dtype == patch.dtype:
         return patch
-    values = from_stored(patch.tensors, space.patch_tensors(patch.config), patch.dtype)
-    return replace(patch, tensors=to_stored(values, dtype), dtype=dtype)
+    values = from_stored(patch.tensors, space.patch_tensors(patch.config), patch.dtype, eps)
+    return replace(patch, tensors=to_stored(values, dtype, eps), dtype=dtype)
 
 
 def _head_names(base: Base) -> list[str]:

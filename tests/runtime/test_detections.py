@@ -10,7 +10,7 @@ from PIL import Image
 
 from spotpatch.runtime import resize_bilinear
 from spotpatch.runtime._detections import detections
-from spotpatch.runtime._fleet import _dequantized
+from spotpatch.runtime._fleet import _dequantized, _unfolded
 from spotpatch.spaces import from_stored, to_stored
 
 
@@ -59,13 +59,20 @@ def test_int8_tensors_read_as_spaces_reads_them():
         "conv.weight": torch.randn(8, 4, 3, 3, generator=g),
         "conv.lora_A": torch.randn(4, 36, generator=g),
         "conv.lora_B": torch.randn(8, 4, generator=g),
+        "head.bias": torch.randn(8, generator=g),
+        "bn.weight": torch.rand(8, generator=g) + 0.5,
         "bn.bias": torch.randn(8, generator=g),
+        "bn.running_mean": torch.randn(8, generator=g),
+        "bn.running_var": torch.rand(8, generator=g) + 0.1,
     }
     shapes = {n: tuple(t.shape) for n, t in tensors.items()}
+    eps = {"bn": 1e-3}
     for dtype in ("float32", "float16", "int8"):
-        stored = to_stored(tensors, dtype)
-        want = from_stored(stored, shapes, dtype)
+        stored = to_stored(tensors, dtype, eps)
+        want = from_stored(stored, shapes, dtype, eps)
         got = _dequantized({n: t.numpy() for n, t in stored.items()})
+        if dtype == "int8":
+            _unfolded(got, {"bn.running_mean", "bn.running_var"}, eps)
         assert set(got) == set(want)
         for name, value in want.items():
             assert got[name].dtype == np.float32

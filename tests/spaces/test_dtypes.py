@@ -10,7 +10,11 @@ from spotpatch.spaces import (
     DTYPES,
     SCALE_SUFFIX,
     dequantize_int8,
+    folded_norms,
+    from_stored,
+    norm_eps,
     quantize_int8,
+    scale_axis,
     stored_layout,
 )
 
@@ -63,7 +67,9 @@ def test_quantizing_again_changes_nothing():
 
 
 def test_layouts_per_dtype():
-    shapes = {"c.weight": (8, 4, 3, 3), "c.bias": (8,), "l.lora_A": (4, 36), "n.weight": (8,)}
+    norm = {f"n.{t}": (8,) for t in ("weight", "bias", "running_mean", "running_var")}
+    shapes = {"c.weight": (8, 4, 3, 3), "c.bias": (8,), "l.lora_A": (4, 36), "l.lora_B": (8, 4)}
+    shapes |= norm | {"x.weight": (8,)}  # a lone 1-D weight is no norm layer
     assert DTYPES == ("float32", "float16", "int8")
     for dtype in ("float32", "float16"):
         assert stored_layout(shapes, dtype) == {n: (s, dtype) for n, s in shapes.items()}
@@ -73,7 +79,11 @@ def test_layouts_per_dtype():
         "c.bias": ((8,), "float16"),
         "l.lora_A": ((4, 36), "int8"),
         f"l.lora_A{SCALE_SUFFIX}": ((4,), "float16"),
-        "n.weight": ((8,), "float16"),
+        "l.lora_B": ((8, 4), "int8"),
+        f"l.lora_B{SCALE_SUFFIX}": ((4,), "float16"),  # one per rank column
+        "n.weight": ((8,), "float16"),  # the norm's affine map: scale...
+        "n.bias": ((8,), "float16"),  # ... and shift; no running statistics
+        "x.weight": ((8,), "float16"),
     }
 
 
@@ -97,19 +107,24 @@ def int8_space(random_base):
 
 def test_int8_bytes_are_the_layout(int8_space):
     """Bytes per site and of the head add up to the patch's; weights take 1 byte an element
-    plus 2 per output channel, everything else 2 bytes an element."""
-    config = int8_space.preset("full")
+    plus 2 per scale, a norm 2 bytes per channel for its scale and 2 for its shift, everything
+    else 2 bytes an element."""
+    config = int8_space.preset("lora4")
     tensors = int8_space.patch_tensors(config)
+    stats = {f"{m}.{t}" for m in folded_norms(tensors) for t in ("running_mean", "running_var")}
+    assert stats and any(n.endswith("lora_B") for n in tensors)
     expected = sum(
-        math.prod(s) + 2 * s[0] if len(s) >= 2 else 2 * math.prod(s) for s in tensors.values()
+        math.prod(s) + 2 * s[scale_axis(n)] if len(s) >= 2 else 2 * math.prod(s)
+        for n, s in tensors.items()
+        if n not in stats
     )
     assert int8_space.patch_bytes(config) == expected
     parts = int8_space.head_bytes() + sum(
         int8_space.site_bytes(int8_space.site(n), k) for n, k in config.kinds.items()
     )
     assert parts == expected
-    half = int8_space.with_options(dtype="float16").patch_bytes(config)
-    assert 0.5 * half < expected < 0.6 * half
+    full = int8_space.with_options(dtype="float32").patch_bytes(config)
+    assert expected <= 0.3 * full
 
 
 def test_state_is_stored_int8_and_load_dequantizes(random_base, int8_space):
@@ -132,12 +147,34 @@ def test_state_is_stored_int8_and_load_dequantizes(random_base, int8_space):
     )
     applied.load(stored)
     model = applied.model.state_dict()
+    eps = norm_eps(applied.model)
+    norms = folded_norms(int8_space.patch_tensors(config))
     for name, value in ((n, model[n]) for n in int8_space.patch_tensors(config)):
-        if stored[name].dtype == torch.int8:
+        m, _, leaf = name.rpartition(".")
+        if m in norms:
+            # The norm computes the map it trained to, up to float16 rounding.
+            w, b, mean, var = (
+                trained[f"{m}.{t}"] for t in ("weight", "bias", "running_mean", "running_var")
+            )
+            scale = w / torch.sqrt(var + eps[m])
+            want = {"weight": scale, "bias": b - mean * scale}
+            if leaf in want:
+                torch.testing.assert_close(value, want[leaf], rtol=1e-3, atol=1e-4)
+                assert torch.equal(value, stored[name].float())
+            else:
+                assert torch.equal(
+                    value, torch.full_like(value, 0.0 if leaf == "running_mean" else 1 - eps[m])
+                )
+        elif stored[name].dtype == torch.int8:
+            axis = scale_axis(name)
             scales = stored[name + SCALE_SUFFIX].float()
-            bound = scales.reshape(-1, *[1] * (value.dim() - 1)) / 2
+            shape = [1] * value.dim()
+            shape[axis] = -1
+            bound = scales.reshape(shape) / 2
             assert bool(((value - trained[name]).abs() <= bound * (1 + 1e-6) + 1e-12).all())
-            assert torch.equal(value, dequantize_int8(stored[name], stored[name + SCALE_SUFFIX]))
+            assert torch.equal(
+                value, dequantize_int8(stored[name], stored[name + SCALE_SUFFIX], axis)
+            )
         else:
             assert torch.equal(value, stored[name].float())
     again = applied.state()
@@ -157,3 +194,23 @@ def test_int8_patches_that_do_not_fit_are_refused(random_base, int8_space):
     ]:
         with pytest.raises(UserError, match=message):
             applied.load(broken)
+
+
+def test_files_of_int8_layout_1_still_read(random_base, int8_space):
+    """Patches stored before norms were folded and lora_B took column scales: every norm tensor
+    float16, every weight's scales per output channel."""
+    config = int8_space.preset("lora4")
+    applied = random_base.apply(config, int8_space, seed=3)
+    shapes = int8_space.patch_tensors(config)
+    old = {}
+    for name, t in applied.state("float32").items():
+        if t.dim() >= 2:
+            old[name], old[name + SCALE_SUFFIX] = quantize_int8(t)
+        else:
+            old[name] = t.to(torch.float16)
+    got = from_stored(old, shapes, "int8")
+    for name in shapes:
+        if old[name].dtype == torch.int8:
+            assert torch.equal(got[name], dequantize_int8(old[name], old[name + SCALE_SUFFIX]))
+        else:
+            assert torch.equal(got[name], old[name])

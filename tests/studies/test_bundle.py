@@ -137,6 +137,30 @@ def test_the_runtime_gives_pytorchs_outputs_and_detections(fleet, name):
     _assert_same_detections(results, expected)
 
 
+def test_an_int8_bundle_runs_the_int8_patch(fleet, tmp_path):
+    """At ``--dtype int8`` each task file is its patch stored at int8 (norms as their affine
+    map, LoRA factors with their scales): the runtime computes what PyTorch computes with that
+    int8 patch applied."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "int8"
+    manifest = write_bundle(out, storage=fleet.url, studies=["glyphs"], dtype="int8")
+    entry = manifest["tasks"]["glyphs"]
+    assert entry["dtype"] == "int8"
+    assert entry["payload_bytes"] <= 0.3 * fleet.manifest["tasks"]["glyphs"]["payload_bytes"]
+    patch, _ = _patched(fleet, "glyphs")
+    stored = load_file(out / entry["file"])
+    assert any(t.dtype == torch.int8 for t in stored.values())
+    base = load_base("spotpatch-tiny", device="cpu")
+    model = base.apply_stored(replace(patch, tensors=stored, dtype="int8")).model
+    images = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(2))
+    got = Fleet(out).detector("glyphs").raw(images.numpy())
+    with torch.no_grad():
+        want = RawSSD(model, (128, 128))(images)
+    for g, w in zip(got, want, strict=True):
+        assert np.abs(g - w.numpy()).max() <= 1e-4
+
+
 def test_the_runtime_never_imports_torch(fleet):
     code = (
         "import sys, numpy as np\n"
