@@ -1,12 +1,13 @@
 """Storage dtypes: each study's selected patch at float32, float16 and int8, scored as stored.
 
 Run: ``.venv/bin/python benchmarks/dtypes.py --storage sqlite:///runs/reproduce/spotpatch.db
---studies glyphs shapes-subset [--select RULE] [--out benchmarks/results/dtypes.json]``
+--studies glyphs shapes-subset [--select RULE | --trial N] [--out benchmarks/results/dtypes.json]``
 
 Nothing trains. For each study, its answer (or the trial ``--select`` picks, as ``export``
-would) gives the patch tensors it stored. Those tensors are
-stored again at each dtype (``float32`` as they are; ``float16``; ``int8``: weights per output
-channel with float16 scales, 1-D tensors float16), each stored patch is applied to the study's
+would, or its trial ``--trial``) gives the patch tensors it stored. Those tensors are stored
+again at each dtype (``float32`` as they are; ``float16``; ``int8`` as ``spotpatch.spaces``
+lays it out: weights with float16 scales, norms as their affine map, other 1-D tensors
+float16), each stored patch is applied to the study's
 base and scored on val by the evaluator's own scoring (what a trial's mAP is), and its bytes are
 the payload a patch file of it holds. Δ is in mAP points against the float32 row. A study
 searched at float32 gives the tensors as trained; one searched at another dtype gives tensors
@@ -28,7 +29,7 @@ import torch
 
 from spotpatch import UserError
 from spotpatch.evaluators import load_base
-from spotpatch.search import study_meta
+from spotpatch.search import study_meta, trial_records
 from spotpatch.spaces import DTYPES
 from spotpatch.studies import (
     evaluator_of,
@@ -42,7 +43,11 @@ from spotpatch.studies import (
 
 
 def measure(
-    storage_url: str, names: list[str], rule: str | None, device: str | None
+    storage_url: str,
+    names: list[str],
+    rule: str | None,
+    device: str | None,
+    trial: int | None = None,
 ) -> list[dict]:
     """One row per study and dtype: bytes and val mAP of the selected patch stored at it."""
     storage = open_storage(storage_url, existing=True)
@@ -50,7 +55,10 @@ def measure(
     for name in names:
         study = load_study(name, storage)
         meta = study_meta(study)
-        record = selected_trial(study, rule)
+        if trial is None:
+            record = selected_trial(study, rule)
+        else:
+            record = next(r for r in trial_records(study) if r.number == trial)
         patch = trial_patch(study, record, storage)
         spec = recorded_spec(meta)
         base = load_base(meta.model, meta.checkpoint, device=device or spec.base.device)
@@ -103,16 +111,18 @@ def main() -> None:
     parser.add_argument("--storage", required=True, help="the studies' storage URL")
     parser.add_argument("--studies", nargs="+", required=True, help="study names")
     parser.add_argument("--select", help="a selection rule (default: each study's answer)")
+    parser.add_argument("--trial", type=int, help="this trial of each study (a preset's, say)")
     parser.add_argument("--device", default=None, help="default: each study file's device")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/dtypes.json"))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = measure(args.storage, args.studies, args.select, args.device)
+    rows = measure(args.storage, args.studies, args.select, args.device, args.trial)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "storage": args.storage,
         "select": args.select,
+        "trial": args.trial,
         "device": args.device,
         "torch": torch.__version__,
         "machine": platform.machine(),
