@@ -2,7 +2,8 @@
 
 It writes the bundled benchmark, runs a warm-started study on a near, a middle and a far task
 with a small budget (each confirms its answer on fresh seeds, as the bundled specs do), then
-draws the dashboard, exports each task's answer and plans the fleet under a byte budget.
+draws the dashboard, exports each task's answer, bundles the three for a device and plans the
+fleet under a byte budget.
 :func:`demo_steps` prepares the files and returns the steps, each the ``spotpatch`` command a
 user would type; the CLI's ``demo`` command prints each step and runs it. Everything resumes:
 running the demo again reuses what is done.
@@ -90,7 +91,8 @@ def demo_steps(out: Path) -> list[list[str]]:
 
     Returns:
         The steps in order, each the arguments of one ``spotpatch`` command: run each study,
-        status, the dashboard, one export per task (its answer), the fleet plan.
+        status, the dashboard, one export per task (its answer), the device bundle of the
+        three answers, the fleet plan.
     """
     out = Path(out).resolve()
     bench = ensure_benchmark(out)
@@ -103,6 +105,7 @@ def demo_steps(out: Path) -> list[list[str]]:
     steps.append(["dashboard", "--storage", storage, "--out", report])
     for name in DEMO_TASKS:
         steps.append(["export", name, "--storage", storage, "--out", str(out / "patches" / name)])
+    steps.append(["bundle", "--storage", storage, "--out", str(out / "bundle")])
     steps.append(["plan", "--budget", DEMO_BUDGET, "--storage", storage])
     return steps
 
@@ -112,5 +115,5 @@ def demo_summary(out: Path, seconds: float) -> str:
     out = Path(out).resolve()
     return (
         f"\n[demo] done in {seconds:.0f} s: open {out / 'report.html'}; "
-        f"patches in {out / 'patches'}"
+        f"patches in {out / 'patches'}; the device bundle in {out / 'bundle'}"
     )

@@ -58,6 +58,7 @@ def test_demo_steps_are_spotpatch_commands(bench, tmp_path, monkeypatch):
         "dashboard",
         "export",
         "export",
+        "bundle",
         "plan",
     ]
     assert steps[0] == ["run", str(out / "studies" / "shapes-subset.toml")]

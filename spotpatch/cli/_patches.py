@@ -166,7 +166,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     base_bytes = base["graph"]["bytes"] + base["weights"]["bytes"]
     print(f"{args.out}: base {base['model']} {kib(base_bytes)} (once)")
     for name, task in manifest["tasks"].items():
-        print(f"  {name:<20} trial {task['trial']:>4}  {kib(task['bytes'])}  {task['dtype']}")
+        print(f"  {name:<20} trial {task['trial']:>4}  {kib(task['bytes']):>12}  {task['dtype']}")
     total = base_bytes + sum(t["bytes"] for t in manifest["tasks"].values())
     print(f"{len(manifest['tasks'])} tasks, {kib(total)} in all")
     return 0
