@@ -105,6 +105,7 @@ def write_bundle(
             "base": {
                 "model": base.name,
                 "sha256": base.sha256,
+                "files": [GRAPH_FILE, WEIGHTS_FILE],
                 "graph": _file_entry(stage, GRAPH_FILE),
                 "weights": _file_entry(stage, WEIGHTS_FILE),
                 "inputs": graph["inputs"],
@@ -171,6 +172,7 @@ def _write_task(stage: Path, name: str, patch: Patch, used: set[str]) -> dict[st
         ids = list(patch.category_ids)
     confirmation = patch.confirmation
     return {
+        "files": [file],
         **_file_entry(stage, file),
         "payload_bytes": payload_bytes(stage / file),
         "base_sha256": patch.base_sha256,

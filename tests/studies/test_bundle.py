@@ -8,6 +8,7 @@ detector on the same images.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -82,7 +83,11 @@ def test_the_bundle_holds_the_base_once_and_each_answer(fleet):
         entry = m["tasks"][name]
         assert entry["payload_bytes"] == patch.payload_bytes
         assert entry["bytes"] == (fleet.out / entry["file"]).stat().st_size
-        assert entry["trial"] == patch.study["trial"]
+        assert entry["trial"] == patch.study["trial"] and entry["files"] == [entry["file"]]
+        assert (
+            entry["sha256"] == hashlib.sha256((fleet.out / entry["file"]).read_bytes()).hexdigest()
+        )
+    assert m["base"]["files"] == ["base.onnx", "base.safetensors"]
 
 
 def _assert_same_detections(got: list[dict], want: list[dict]) -> None:
