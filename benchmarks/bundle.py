@@ -9,7 +9,8 @@ bundled specs) and into one at ``int8``; each answer is also exported as a whole
 (``export --onnx``), as a fleet without the bundle would ship it. Then:
 
 - *bytes*: the bundle's files against the ten whole models; the bundle's overhead is its bytes
-  less the base's (graph and weights) and the patches' payload (what the studies count);
+  (``manifest.json`` included) less the base's (graph and weights) and the patches' payload
+  (what the studies count);
 - *outputs*: for ``--map-studies``, the largest absolute difference between the runtime's raw
   outputs and PyTorch's patched detector (``RawSSD``) on the test images, and the COCO mAP on
   the test split from PyTorch (``predict``), from the float32 bundle and from the int8 bundle
@@ -119,21 +120,23 @@ def measure(storage_url: str, map_studies: list[str], work: Path) -> dict:
         whole[study.study_name] = path.stat().st_size
         models[study.study_name] = (model, patch, meta)
 
-    def bundle_bytes(m: dict) -> dict:
+    def bundle_bytes(m: dict, folder: Path) -> dict:
         base = m["base"]["graph"]["bytes"] + m["base"]["weights"]["bytes"]
         tasks = sum(t["bytes"] for t in m["tasks"].values())
         payload = sum(t["payload_bytes"] for t in m["tasks"].values())
+        listed = (folder / "manifest.json").stat().st_size
         return {
             "base": base,
             "base_weights": m["base"]["weights"]["bytes"],
             "tasks": tasks,
             "payload": payload,
-            "total": base + tasks,
+            "manifest": listed,
+            "total": base + tasks + listed,
         }
 
     sizes = {
-        "float32": bundle_bytes(manifest),
-        "int8": bundle_bytes(manifest_i8),
+        "float32": bundle_bytes(manifest, f32),
+        "int8": bundle_bytes(manifest_i8, i8),
         "whole_models": sum(whole.values()),
         "whole_per_task": whole,
     }
@@ -202,7 +205,8 @@ def main() -> None:
         overhead = b["total"] - b["base"] - b["payload"]
         print(
             f"| bundle ({key}) | {kib(b['total'])}: base {kib(b['base'])} + tasks "
-            f"{kib(b['tasks'])} (payload {kib(b['payload'])}), overhead {kib(overhead)} = "
+            f"{kib(b['tasks'])} (payload {kib(b['payload'])}) + manifest {kib(b['manifest'])}, "
+            f"overhead {kib(overhead)} = "
             f"{100 * overhead / (b['base'] + b['payload']):.1f} % of base + payload |"
         )
     print(f"| {len(s['whole_per_task'])} whole ONNX models | {kib(s['whole_models'])} |")
