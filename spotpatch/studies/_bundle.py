@@ -76,6 +76,9 @@ def write_bundle(
     out = Path(out)
     if dtype is not None:
         check_dtype(dtype)
+    if studies and len(set(studies)) < len(studies):
+        twice = next(n for n in studies if list(studies).count(n) > 1)
+        raise UserError(f"--studies names {twice!r} twice")
     _check_out(out)
     base: Base | None = None
     patches: list[tuple[str, Patch]] = []

@@ -242,6 +242,9 @@ def test_bad_bundles_exit_2_with_one_line(fleet, tmp_path, capsys):
     assert _error_line(
         capsys, ["bundle", "--out", str(tmp_path / "y"), "--storage", url, "--studies", "nope"]
     )
+    twice = ["--studies", "glyphs", "glyphs"]
+    err = _error_line(capsys, ["bundle", "--out", str(tmp_path / "y"), "--storage", url, *twice])
+    assert "names 'glyphs' twice" in err and not (tmp_path / "y").exists()
 
 
 @pytest.mark.parametrize("command", ["bundle", "export"])
