@@ -68,7 +68,6 @@ class Fleet:
                 f"(this spotpatch reads {BUNDLE_VERSION})"
             )
         self.manifest: dict[str, Any] = manifest
-        self._graph: bytes | None = None
         self._base_names: set[str] | None = None
 
     @property
@@ -88,16 +87,15 @@ class Fleet:
             )
         return data
 
-    def _base(self) -> tuple[bytes, set[str]]:
-        """The base graph's bytes and the names of its initializers (checked once)."""
-        if self._graph is None:
+    def _base(self) -> set[str]:
+        """The names of the base graph's initializers, once both base files are checked."""
+        if self._base_names is None:
             from safetensors.numpy import load
 
             base = self.manifest["base"]
-            graph = self._checked(base["graph"], "the base graph")
+            self._checked(base["graph"], "the base graph")
             self._base_names = set(load(self._checked(base["weights"], "the base weights")))
-            self._graph = graph
-        return self._graph, self._base_names
+        return self._base_names
 
     def _base_weight(self, name: str) -> np.ndarray:
         from safetensors import safe_open
@@ -129,7 +127,7 @@ class Fleet:
                 f"task {task!r} was patched for another base (sha256 "
                 f"{entry['base_sha256'][:12]}, the bundle's base is {base['sha256'][:12]})"
             )
-        graph, base_names = self._base()
+        base_names = self._base()
         try:
             stored = load(self._checked(entry, f"task {task!r}"))
         except SafetensorError as e:
@@ -161,7 +159,6 @@ class Fleet:
             options,
             providers=list(providers or ["CPUExecutionProvider"]),
         )
-        del graph
         return TaskDetector(
             task=task,
             classes=tuple(entry["classes"]),
