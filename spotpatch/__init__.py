@@ -2,6 +2,8 @@
 
 Rooms, in the order data flows (a room imports only from rooms before it):
 ``spaces`` -> ``evaluators`` -> ``search`` -> ``studies`` -> ``benchmark`` -> ``dashboard``.
+``runtime`` (a bundle on a device) imports no room and never torch; ``studies`` writes bundles
+for it.
 ``_errors`` (the one error type) and ``_files`` (reading the user's files, swapping a folder in)
 serve every room. What a study stores is written and read by one module, ``search._record``.
 On top: ``demo``, which prepares the demo's files and names its steps, and ``cli``, which is
