@@ -26,8 +26,6 @@ tables and writes everything to ``--out``.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import platform
 import statistics
@@ -39,7 +37,7 @@ import numpy as np
 import onnxruntime
 import torch
 
-from spotpatch.evaluators import load_split, predict
+from spotpatch.evaluators import load_split, predict, results_map
 from spotpatch.runtime import Fleet
 from spotpatch.search import study_meta
 from spotpatch.studies import (
@@ -53,19 +51,6 @@ from spotpatch.studies import (
     study_space,
     write_bundle,
 )
-
-
-def _map(split, results: list[dict]) -> float:
-    from pycocotools.cocoeval import COCOeval
-
-    if not results:
-        return 0.0
-    with contextlib.redirect_stdout(io.StringIO()):
-        evaluator = COCOeval(split.coco, split.coco.loadRes(results), "bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return max(0.0, float(evaluator.stats[0]))
 
 
 def _runtime_results(detector, split) -> list[dict]:
@@ -162,9 +147,11 @@ def measure(storage_url: str, map_studies: list[str], work: Path) -> dict:
                 "study": name,
                 "sites": manifest["tasks"][name]["sites"],
                 "max_abs_diff": diff,
-                "map_pytorch": _map(split, predict(model, split, ids)),
-                "map_float32": _map(split, _runtime_results(detector, split)),
-                "map_int8": _map(split, _runtime_results(fleet_i8.detector(name), split)),
+                "map_pytorch": results_map(split, predict(model, split, ids))[0],
+                "map_float32": results_map(split, _runtime_results(detector, split))[0],
+                "map_int8": results_map(split, _runtime_results(fleet_i8.detector(name), split))[
+                    0
+                ],
             }
         )
     timing = {}

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ __all__ = [
     "write_text",
     "replace_folder",
     "staging_folder",
+    "check_replaceable",
     "sha256_of",
 ]
 
@@ -131,6 +132,24 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def check_replaceable(out: Path, *, ours: Callable[[Path], bool], kind: str) -> None:
+    """Refuse an ``--out`` folder that is not missing, empty or an earlier ``kind`` that
+    ``ours`` recognizes (replacing anything else would lose it).
+
+    Raises:
+        UserError: ``out`` is a file, or a folder of something else, in one line.
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    if any(out.iterdir()) and not ours(out):
+        raise UserError(
+            f"--out {out} is not empty and is not a spotpatch {kind}; "
+            f"give a new folder (an earlier {kind} there would be replaced)"
+        )
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from spotpatch.evaluators._detectors import (
     register_detector,
 )
 from spotpatch.evaluators._evaluator import EvalResult, PatchEvaluator, evaluate
-from spotpatch.evaluators._metrics import coco_map, predict
+from spotpatch.evaluators._metrics import coco_map, predict, results_map
 from spotpatch.evaluators._prefix import (
     cache_size_problem,
     clear_prefix_caches,
@@ -39,6 +39,7 @@ __all__ = [
     "cache_size_problem",
     "clear_prefix_caches",
     "coco_map",
+    "results_map",
     "evaluate",
     "get_detector",
     "list_detectors",

@@ -10,7 +10,7 @@ from torch import nn
 from spotpatch.evaluators._coco import CocoSplit, quiet
 from spotpatch.evaluators._progress import progress_bar
 
-__all__ = ["predict", "coco_map", "EVAL_BATCH", "Detect"]
+__all__ = ["predict", "coco_map", "results_map", "EVAL_BATCH", "Detect"]
 
 #: ``detect(indices)``: the model's detections of those images of the split (from cached
 #: activations); what ``model(images)`` gives for them.
@@ -71,9 +71,15 @@ def coco_map(
     detect: Detect | None = None,
 ) -> tuple[float, float]:
     """(AP@[.5:.95], AP50) on a split, with pycocotools; 0.0 when nothing is detected."""
+    results = predict(model, split, category_ids, progress=progress, detect=detect)
+    return results_map(split, results)
+
+
+def results_map(split: CocoSplit, results: list[dict]) -> tuple[float, float]:
+    """(AP@[.5:.95], AP50) of COCO detection results (``predict``'s, or a runtime's) on a
+    split, with pycocotools; 0.0 when nothing is detected."""
     from pycocotools.cocoeval import COCOeval
 
-    results = predict(model, split, category_ids, progress=progress, detect=detect)
     if not results or not split.coco.getAnnIds():
         return 0.0, 0.0
     with quiet():

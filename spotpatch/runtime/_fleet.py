@@ -134,7 +134,7 @@ class Fleet:
             raise UserError(f"task {task!r}: not a readable safetensors file ({e})") from None
         tensors = _dequantized(stored)
         if entry["dtype"] == "int8":
-            _unfolded(tensors, base_names, base.get("norm_eps", {}))
+            _unfolded(tensors, base_names, base["norm_eps"])
         for site, kind in entry["sites"].items():
             if kind.startswith("lora"):
                 a, b = tensors.pop(f"{site}.lora_A"), tensors.pop(f"{site}.lora_B")

@@ -25,18 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from spotpatch._errors import UserError
-from spotpatch._files import replace_folder, sha256_of, staging_folder
+from spotpatch._files import check_replaceable, replace_folder, sha256_of, staging_folder
 from spotpatch.evaluators import Base
 from spotpatch.runtime import BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST
 from spotpatch.search import study_meta
 from spotpatch.spaces import (
     Patch,
-    PatchSpace,
     check_dtype,
-    from_stored,
     norm_eps,
     payload_bytes,
-    to_stored,
 )
 from spotpatch.studies._base_graph import GRAPH_FILE, WEIGHTS_FILE, export_base_graph
 from spotpatch.studies._export import answer_patch, study_base
@@ -79,7 +76,7 @@ def write_bundle(
     if studies and len(set(studies)) < len(studies):
         twice = next(n for n in studies if list(studies).count(n) > 1)
         raise UserError(f"--studies names {twice!r} twice")
-    _check_out(out)
+    check_replaceable(out, ours=_is_bundle, kind="bundle")
     base: Base | None = None
     patches: list[tuple[str, Patch]] = []
     for study in each_study(open_storage(storage, existing=True), studies or None):
@@ -95,8 +92,11 @@ def write_bundle(
                 f"{base.sha256[:12]}): a bundle has one base"
             )
         patch, _, _ = answer_patch(study, storage)
-        space = study_space(base, meta)
-        patches.append((study.study_name, _stored_at(patch, space, dtype, norm_eps(base.model))))
+        if dtype is not None and dtype != patch.dtype:
+            # Re-stored as a trial stores it: applied to the base, then read out at ``dtype``.
+            tensors = base.apply_stored(patch, study_space(base, meta)).state(dtype)
+            patch = replace(patch, tensors=tensors, dtype=dtype)
+        patches.append((study.study_name, patch))
     with staging_folder(out) as tmp:
         stage = tmp / "bundle"
         (stage / TASKS).mkdir(parents=True)
@@ -125,14 +125,6 @@ def write_bundle(
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         replace_folder(stage, out, aside=tmp / "previous")
     return manifest
-
-
-def _stored_at(patch: Patch, space: PatchSpace, dtype: str | None, eps: dict) -> Patch:
-    """The patch with its tensors as stored at ``dtype`` (re-quantized from the study's)."""
-    if dtype is None or dtype == patch.dtype:
-        return patch
-    values = from_stored(patch.tensors, space.patch_tensors(patch.config), patch.dtype, eps)
-    return replace(patch, tensors=to_stored(values, dtype, eps), dtype=dtype)
 
 
 def _head_names(base: Base) -> list[str]:
@@ -190,21 +182,9 @@ def _write_task(stage: Path, name: str, patch: Patch, used: set[str]) -> dict[st
     }
 
 
-def _check_out(out: Path) -> None:
-    """Refuse an ``out`` that holds anything but an earlier bundle."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
-    if not any(out.iterdir()):
-        return
+def _is_bundle(folder: Path) -> bool:
     try:
-        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-        ok = isinstance(manifest, dict) and manifest.get("format") == BUNDLE_FORMAT
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        ok = False
-    if not ok:
-        raise UserError(
-            f"--out {out} is not empty and is not a spotpatch bundle; give a new folder "
-            f"(an earlier bundle there would be replaced)"
-        )
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == BUNDLE_FORMAT

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from spotpatch._errors import UserError
-from spotpatch._files import replace_folder, staging_folder
+from spotpatch._files import check_replaceable, replace_folder, staging_folder
 from spotpatch.evaluators import Base, coco_map, load_base, load_split
 from spotpatch.search import Answer, StudyMeta, TrialRecord, study_answer, study_meta
 from spotpatch.spaces import Patch, payload_bytes, save_patch
@@ -89,7 +89,7 @@ def export_patch(
         {'map': 0.61, 'map50': 0.88, 'patch_bytes': 48212, 'test_map': 0.6}
     """
     out = Path(out_dir)
-    _check_out(out)
+    check_replaceable(out, ours=_is_previous_export, kind="export")
     onnx_path = Path(onnx) if onnx is not None else None
     if onnx_path is not None:
         _check_onnx(onnx_path, out)
@@ -163,19 +163,6 @@ def confirmation_json(answer: Answer) -> dict[str, Any] | None:
         "tolerance": c.tolerance,
         "walked": [s.trial for s in c.walk],
     }
-
-
-def _check_out(out: Path) -> None:
-    """Refuse an ``out`` that holds anything but a previous export (replacing it would lose it)."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
-    if any(out.iterdir()) and not _is_previous_export(out):
-        raise UserError(
-            f"--out {out} is not empty and is not a spotpatch export; "
-            f"give a new folder (an earlier export there would be replaced)"
-        )
 
 
 def _check_onnx(path: Path, out: Path) -> None:

@@ -10,6 +10,18 @@ from spotpatch.studies._setup import evaluator_of
 
 
 @pytest.fixture(scope="session")
+def head_gates():
+    """Gate sets of the head side: ``lora`` puts LoRA on the box regressors, ``full`` patches
+    the class convs whole."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        lora={f"head.regression_head.module_list.{i}": "lora4" for i in range(5)},
+        full={f"head.classification_head.module_list.{i}": "full" for i in range(5)},
+    )
+
+
+@pytest.fixture(scope="session")
 def head_side_study(bench, bench_study):
     """``head_side_study(folder, gate_sets, dtype, full, task, **search)``: study ``task``
     (default ``glyphs``) in ``folder``'s storage, one trial per gate decision (and the full

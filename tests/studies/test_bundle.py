@@ -22,6 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
+from spotpatch import UserError
 from spotpatch.cli import main
 from spotpatch.evaluators import load_base, predict
 from spotpatch.runtime import Fleet
@@ -34,14 +35,13 @@ from spotpatch.studies import (
     write_bundle,
 )
 
-_LORA = {f"head.regression_head.module_list.{i}": "lora4" for i in range(5)}
-_FULL = {f"head.classification_head.module_list.{i}": "full" for i in range(5)}
-
 
 @pytest.fixture(scope="module")
-def fleet(head_side_study, tmp_path_factory):
+def fleet(head_side_study, head_gates, tmp_path_factory):
     folder = tmp_path_factory.mktemp("bundle")
-    url, _, glyphs, _ = head_side_study(folder, [_LORA | _FULL], full=True, tolerance=100.0)
+    url, _, glyphs, _ = head_side_study(
+        folder, [head_gates.lora | head_gates.full], full=True, tolerance=100.0
+    )
     _, _, shapes, made = head_side_study(
         folder, [{}], full=True, task="shapes-subset", tolerance=100.0
     )
@@ -227,7 +227,7 @@ def test_a_patch_for_another_base_is_refused(fleet, tmp_path):
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["tasks"]["glyphs"]["base_sha256"] = "0" * 64
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(Exception, match="patched for another base"):
+    with pytest.raises(UserError, match="patched for another base"):
         Fleet(copy).detector("glyphs")
 
 

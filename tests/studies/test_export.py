@@ -45,14 +45,11 @@ from spotpatch.studies import (
 )
 from spotpatch.testing import pycocotools_map
 
-_LORA = {f"head.regression_head.module_list.{i}": "lora4" for i in range(5)}
-_FULL = {f"head.classification_head.module_list.{i}": "full" for i in range(5)}
-
 
 @pytest.fixture(scope="module")
-def study(head_side_study, tmp_path_factory):
+def study(head_side_study, head_gates, tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
-    gate_sets = ({}, _LORA, _LORA | _FULL)
+    gate_sets = ({}, head_gates.lora, head_gates.lora | head_gates.full)
     url, spec, evaluator, made = head_side_study(folder, gate_sets, full=True)
     storage = open_storage(url)
     # A study with no finished trial yet: same metadata, nothing run.
@@ -430,10 +427,12 @@ def test_onnx_matches_pytorch(study, tmp_path, capsys, no_test_map):
 
 
 @pytest.fixture(scope="module")
-def int8_study(head_side_study, tmp_path_factory):
+def int8_study(head_side_study, head_gates, tmp_path_factory):
     """A study storing int8 patches: one trial, with LoRA factors and full convs in its patch."""
     folder = tmp_path_factory.mktemp("export-int8")
-    url, spec, evaluator, made = head_side_study(folder, [_LORA | _FULL], dtype="int8")
+    url, spec, evaluator, made = head_side_study(
+        folder, [head_gates.lora | head_gates.full], dtype="int8"
+    )
     assert evaluator.space.dtype == "int8"
     return SimpleNamespace(
         url=url, spec=spec, trial=made.trials[0], task=evaluator.task, evaluator=evaluator
