@@ -24,7 +24,7 @@ from spotpatch.dashboard._data import (
     hypervolume_series,
     trials_scatter,
 )
-from spotpatch.dashboard._html import render_dashboard, write_dashboard
+from spotpatch.dashboard._html import render_dashboard, task_link, write_dashboard
 from spotpatch.dashboard._placement import Placement, placement
 from spotpatch.dashboard._report_page import render_report_html, write_report_html
 from spotpatch.dashboard._serve import DEFAULT_PORT, HOST, make_server, serve_dashboard
@@ -53,6 +53,7 @@ __all__ = [
     "render_report_html",
     "serve_dashboard",
     "site_bytes",
+    "task_link",
     "trials_scatter",
     "write_dashboard",
     "write_report_html",

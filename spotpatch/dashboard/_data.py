@@ -315,5 +315,5 @@ def dashboard_data(storage, rule: str | None = None) -> DashboardData:
         ),
         placement=placement(studies, [p.scatter.selected for p in panels], records=all_records),
         fleet=fleet_view([p.name for p in panels], [p.meta for p in panels], chosen, shown),
-        across=across_tasks(report_of(studies, parsed)),
+        across=across_tasks(report_of(studies, parsed, records=all_records)),
     )

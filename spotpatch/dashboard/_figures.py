@@ -13,7 +13,7 @@ import html
 from collections.abc import Sequence
 
 from spotpatch._format import kib
-from spotpatch.dashboard._data import HypervolumeSeries, TrialsScatter
+from spotpatch.dashboard._data import HypervolumeSeries, TrialPoint, TrialsScatter
 from spotpatch.dashboard._placement import Placement, kind_strength
 from spotpatch.dashboard._site_bytes import SiteBytes
 
@@ -69,6 +69,44 @@ def _color(kind: str | None) -> str:
     return KIND_COLORS.get(family, "#756bb1")
 
 
+def _ap50_text(map50: float | None) -> str:
+    return "" if map50 is None else f" (AP50 {map50:.3f})"
+
+
+def _trial_hover(points: Sequence[TrialPoint]) -> tuple[list[list], str]:
+    """The hover of a trace of trials: each trial's own values (Plotly's ``customdata``) and
+    one template that shows them, so that a thousand trials carry their numbers and configs,
+    not a thousand copies of the same words. What every trial of the trace shares (its source,
+    most often) is written in the template."""
+    every_ap50 = all(p.map50 is not None for p in points)
+    rows: list[list] = [
+        [
+            p.number,
+            round(p.map50, 3) if every_ap50 else _ap50_text(p.map50),
+            plot_text(p.summary),
+            round(p.bytes / 1024, 1),
+        ]
+        for p in points
+    ]
+
+    def each(values: Sequence[str]) -> str:
+        """A column of per-trial text, and its place in the template."""
+        for row, value in zip(rows, values, strict=True):
+            row.append(value)
+        return f"%{{customdata[{len(rows[0]) - 1}]}}"
+
+    template = "trial %{customdata[0]}: mAP %{y:.4f}"
+    template += " (AP50 %{customdata[1]:.3f})" if every_ap50 else "%{customdata[1]}"
+    template += "<br>%{x:,} bytes (%{customdata[3]:,.1f} KiB)<br>%{customdata[2]}<br>source: "
+    sources = [plot_text(p.source) for p in points]
+    template += sources[0] if len(set(sources)) == 1 else each(sources)
+    if any(p.preset for p in points):
+        template += each(
+            [f"<br>preset: {plot_text(p.preset)}" if p.preset else "" for p in points]
+        )
+    return rows, template + "<extra></extra>"
+
+
 def scatter_figure(scatter: TrialsScatter):
     """mAP against patch bytes: trials by source, the front, presets named, the selection."""
     import plotly.graph_objects as go
@@ -78,17 +116,10 @@ def scatter_figure(scatter: TrialsScatter):
     for p in scatter.points:
         groups.setdefault(SOURCE_STYLE.get(p.source, SOURCE_STYLE["sampler"])[2], []).append(p)
 
-    def hover(p) -> str:
-        ap50 = f" (AP50 {p.map50:.3f})" if p.map50 is not None else ""
-        what = f"<br>preset: {plot_text(p.preset)}" if p.preset else ""
-        return (
-            f"trial {p.number}: mAP {p.map:.4f}{ap50}<br>{p.bytes:,} bytes ({kib(p.bytes)})"
-            f"<br>{plot_text(p.summary)}<br>source: {plot_text(p.source)}{what}"
-        )
-
     for label, points in groups.items():
         symbol, color, _ = next(s for s in SOURCE_STYLE.values() if s[2] == label)
         presets = label == "preset"
+        customdata, hovertemplate = _trial_hover(points)
         fig.add_trace(
             go.Scatter(
                 x=[p.bytes for p in points],
@@ -96,8 +127,8 @@ def scatter_figure(scatter: TrialsScatter):
                 mode="markers+text" if presets else "markers",
                 text=[plot_text(p.preset or "") for p in points] if presets else None,
                 textposition="top center",
-                hovertext=[hover(p) for p in points],
-                hoverinfo="text",
+                customdata=customdata,
+                hovertemplate=hovertemplate,
                 name=label,
                 marker={
                     "symbol": symbol,
@@ -168,8 +199,25 @@ def scatter_figure(scatter: TrialsScatter):
     return fig
 
 
+def _steps(xs: Sequence[int], ys: Sequence[float]) -> tuple[list[int], list[float]]:
+    """The points of a step line where it changes, and its last: drawn as steps (``hv``),
+    the same line from fewer points (a front grows in a few dozen of a thousand trials).
+
+    >>> _steps([1, 2, 3, 4, 5], [0.1, 0.1, 0.3, 0.3, 0.3])
+    ([1, 3, 5], [0.1, 0.3, 0.3])
+    """
+    keep = [i for i in range(len(ys)) if i == 0 or ys[i] != ys[i - 1] or i == len(ys) - 1]
+    return [xs[i] for i in keep], [ys[i] for i in keep]
+
+
+#: Up to this many studies, the hypervolume's legend sits below the plot; beyond, at its right
+#: (Plotly scrolls a legend taller than the plot).
+_LEGEND_BELOW = 6
+
+
 def hypervolume_figure(series: Sequence[HypervolumeSeries]):
-    """Hypervolume after each trial, one line per study: solid warm-started, dotted cold."""
+    """Hypervolume after each trial, one line per study: solid warm-started, dotted cold;
+    a point where the front grew (and the last), the line stepping between them."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -181,10 +229,11 @@ def hypervolume_figure(series: Sequence[HypervolumeSeries]):
             else ""
         )
         name = f"{plot_text(s.study)} ({'warm' if warm else 'cold'}, {plot_text(s.sampler)}{cost})"
+        xs, ys = _steps(s.trials, s.hypervolume)
         fig.add_trace(
             go.Scatter(
-                x=list(s.trials),
-                y=list(s.hypervolume),
+                x=xs,
+                y=ys,
                 mode="lines+markers",
                 marker={"size": 4},
                 line={"dash": "solid" if warm else "dot", "shape": "hv"},
@@ -194,13 +243,14 @@ def hypervolume_figure(series: Sequence[HypervolumeSeries]):
                 + "</extra>",
             )
         )
+    below = len(series) <= _LEGEND_BELOW
     fig.update_layout(
         base_layout(
             "Hypervolume as trials finish (solid: warm-started, dotted: cold)",
             xaxis={"title": {"text": "trials asked"}},
             yaxis={"title": {"text": "hypervolume"}, "rangemode": "tozero"},
-            legend={"orientation": "h", "y": -0.25},
-            height=420,
+            legend={"orientation": "h", "y": -0.25} if below else {"font": {"size": 10}},
+            height=420 if below else 560,
         )
     )
     return fig

@@ -14,6 +14,10 @@ from spotpatch.dashboard._figures import base_layout, plot_text
 
 __all__ = ["fleet_figure", "difficulty_figure"]
 
+#: Up to this many points, each is labelled with its study's name; beyond, the labels would
+#: cover each other, and the name shows on hover.
+_LABELLED = 12
+
 
 def fleet_figure(data: FleetView):
     """Per task and in total: the selected patch against a full detector (None: no task)."""
@@ -61,8 +65,9 @@ def fleet_figure(data: FleetView):
 
 
 def difficulty_figure(data: AcrossTasks):
-    """Difficulty against the answer's bytes %, one labelled point per study that has
-    both; Spearman's rho and p in the title when the report computed them (None: no point)."""
+    """Difficulty against the answer's bytes %, one point per study that has both (labelled
+    with its name when there are few); Spearman's rho and p in the title when the report
+    computed them (None: no point)."""
     import plotly.graph_objects as go
 
     if not data.points:
@@ -75,7 +80,7 @@ def difficulty_figure(data: AcrossTasks):
         go.Scatter(
             x=xs,
             y=[p.bytes_pct for p in data.points],
-            mode="markers+text",
+            mode="markers+text" if len(data.points) <= _LABELLED else "markers",
             text=[plot_text(p.study) for p in data.points],
             textposition="top center",
             hovertext=[

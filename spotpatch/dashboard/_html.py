@@ -1,6 +1,10 @@
 """The dashboard page: the sections of :class:`DashboardData`, as one self-contained HTML file
 (plotly.js inlined once) that opens offline.
 
+What spans the studies (the fleet, the report across tasks, search progress, placement) is
+drawn at load; each study's own view is one ``section.task``, chosen from a list (or by the
+address, ``#task=NAME``) and drawn when first shown, so the page stays light with many studies.
+
 The page is made and written by ``_page``, whose docstring holds the escaping policy: every
 string from a study goes through ``_e`` (``page_text``) here, and through ``plot_text`` in the
 figures.
@@ -9,6 +13,7 @@ figures.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 from spotpatch._files import write_text
 from spotpatch._format import kib
@@ -25,7 +30,12 @@ from spotpatch.dashboard._page import PageFigures, html_document
 from spotpatch.dashboard._page import page_text as _e
 from spotpatch.dashboard._report_page import across_section
 
-__all__ = ["render_dashboard", "write_dashboard"]
+__all__ = ["render_dashboard", "write_dashboard", "task_link"]
+
+
+def task_link(name: str) -> str:
+    """The address of a study's view on the page (``#task=NAME``, percent-encoded)."""
+    return "#task=" + quote(name, safe="")
 
 
 def _fleet_section(data: DashboardData, page: PageFigures) -> str:
@@ -43,8 +53,8 @@ def _fleet_section(data: DashboardData, page: PageFigures) -> str:
         parts.append(f'<p class="note">No patch for: {_e(", ".join(fleet.missing))}.</p>')
     parts.append(page.figure(fleet_figure(fleet)))
     rows = "".join(
-        f"<tr><td>{_e(t)}</td><td>{n}</td><td>{m:.3f}</td><td>{p:,}</td><td>{f:,}</td>"
-        f"<td>{f / p if p else 0:,.1f}x</td></tr>"
+        f'<tr><td><a href="{_e(task_link(t))}">{_e(t)}</a></td><td>{n}</td><td>{m:.3f}</td>'
+        f"<td>{p:,}</td><td>{f:,}</td><td>{f / p if p else 0:,.1f}x</td></tr>"
         for t, n, m, p, f in zip(
             fleet.tasks,
             fleet.trials,
@@ -63,16 +73,17 @@ def _fleet_section(data: DashboardData, page: PageFigures) -> str:
     return "".join(parts)
 
 
-def _study_section(panel: StudyPanel, rule: str, page: PageFigures) -> str:
+def _study_section(panel: StudyPanel, rule: str, page: PageFigures, *, shown: bool) -> str:
     meta, scatter = panel.meta, panel.scatter
     classes = ", ".join(meta.classes)
     parts = [
-        f"<section><h2>{_e(panel.name)}</h2>",
+        f'<section class="task" data-task="{_e(panel.name)}"{"" if shown else " hidden"}>',
+        f"<h2>{_e(panel.name)}</h2>",
         f'<p class="meta">model {_e(meta.model)} · classes: {_e(classes)} · granularity '
         f"{_e(meta.granularity)} · kinds {_e(', '.join(meta.kinds))} · sampler "
         f"{_e(meta.sampler)} · warm start {_e(meta.warm_start)} · {panel.done} completed, "
         f"{len(scatter.failed)} failed · full patch {meta.full_bytes:,} bytes</p>",
-        page.figure(scatter_figure(scatter)),
+        page.deferred(scatter_figure(scatter)),
     ]
     if scatter.selected is None:
         parts.append(f'<p class="note">No {_e(rule)}: {_e(scatter.selection_note)}</p>')
@@ -82,7 +93,7 @@ def _study_section(panel: StudyPanel, rule: str, page: PageFigures) -> str:
             f"shown: {_e(panel.site_bytes.note)}</p>"
         )
     else:
-        parts.append(page.figure(site_bytes_figure(panel.site_bytes)))
+        parts.append(page.deferred(site_bytes_figure(panel.site_bytes)))
     if scatter.failed:
         items = "".join(f"<li>trial {n}: <pre>{_e(err)}</pre></li>" for n, err in scatter.failed)
         parts.append(
@@ -91,6 +102,20 @@ def _study_section(panel: StudyPanel, rule: str, page: PageFigures) -> str:
         )
     parts.append("</section>")
     return "".join(parts)
+
+
+def _task_list(data: DashboardData) -> str:
+    """The list each study's view is chosen from."""
+    options = "".join(
+        f'<option value="{_e(p.name)}">{_e(p.name)} ({p.done} trials)</option>'
+        for p in data.studies
+    )
+    return (
+        '<section id="tasks"><h2>Per task</h2>'
+        f'<p><label for="task-select">Task</label> <select id="task-select">{options}</select>'
+        f' <span class="meta">{len(data.studies)} studies; each view has its own address '
+        "(#task=NAME).</span></p></section>"
+    )
 
 
 def render_dashboard(data: DashboardData, *, note: str = "") -> str:
@@ -115,7 +140,8 @@ def render_dashboard(data: DashboardData, *, note: str = "") -> str:
         else '<p class="meta">No study recorded a warm start (gate relaxation).</p>'
     )
     body.append("</section>")
-    body += [_study_section(p, data.rule, page) for p in data.studies]
+    body.append(_task_list(data))
+    body += [_study_section(p, data.rule, page, shown=i == 0) for i, p in enumerate(data.studies)]
     return html_document("spotpatch dashboard", body, page)
 
 

@@ -138,7 +138,7 @@ class ReportClaims:
             studies have both, or one side is constant).
         p_value: its two-sided p-value.
         correlated: the studies ``rho`` is computed on.
-        notes: one line per study left out of a claim, saying why.
+        notes: why studies were left out of a claim: one line per reason, naming them.
         confirmed: studies whose answer was measured on fresh seeds.
         held: of those, the studies where it holds within their tolerance.
         mean_held_pct: the mean bytes % of those answers (None: none).
@@ -242,19 +242,32 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _grouped(notes: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    """``(study, why)`` pairs as lines ``a, b, c: why``, one per reason in the order first
+    seen: with many studies, a reason they share is said once.
+
+    >>> _grouped([("a", "no full"), ("b", "no head"), ("c", "no full")])
+    ('a, c: no full', 'b: no head')
+    """
+    by_reason: dict[str, list[str]] = {}
+    for study, why in notes:
+        by_reason.setdefault(why, []).append(study)
+    return tuple(f"{', '.join(studies)}: {why}" for why, studies in by_reason.items())
+
+
 def report_claims(rows: Sequence[ReportRow]) -> ReportClaims:
     """The claims (a) to (d) from the rows."""
     notes = [
-        f"{r.study}: no full fine-tune to measure the tolerance from; left out of (a)"
+        (r.study, "no full fine-tune to measure the tolerance from; left out of (a)")
         for r in rows
         if r.search_wins is None
     ]
     chosen = [r for r in rows if r.answer is not None]
-    notes += [f"{r.study}: no answer ({r.note}); left out of (b), (c) and (d)" for r in rows
+    notes += [(r.study, f"no answer ({r.note}); left out of (b), (c) and (d)") for r in rows
               if r.answer is None]  # fmt: skip
     pairs = [r for r in chosen if r.difficulty is not None]
     notes += [
-        f"{r.study}: no head-only and full fine-tune pair to measure difficulty; left out of (c)"
+        (r.study, "no head-only and full fine-tune pair to measure difficulty; left out of (c)")
         for r in chosen
         if r.difficulty is None
     ]
@@ -279,20 +292,26 @@ def report_claims(rows: Sequence[ReportRow]) -> ReportClaims:
         rho=rho,
         p_value=p_value,
         correlated=tuple(r.study for r in pairs),
-        notes=tuple(notes),
+        notes=_grouped(notes),
         confirmed=len(confirmed),
         held=len(held),
         mean_held_pct=_mean(held),
     )
 
 
-def report_of(studies: Sequence, rule: SelectionRule | str | None = None) -> FleetReport:
+def report_of(
+    studies: Sequence,
+    rule: SelectionRule | str | None = None,
+    *,
+    records: Sequence[Sequence[TrialRecord]] | None = None,
+) -> FleetReport:
     """The report of some studies (Optuna studies made by spotpatch): each row's patch is the
-    study's answer, or the trial ``rule`` picks there."""
+    study's answer, or the trial ``rule`` picks there. ``records``: each study's trial
+    records, when already read (reading them is most of the report's time)."""
     parsed = None if rule is None else (parse_rule(rule) if isinstance(rule, str) else rule)
     rows = []
-    for study in studies:
-        inputs = answer_inputs(study)
+    for i, study in enumerate(studies):
+        inputs = answer_inputs(study, None if records is None else records[i])
         try:
             answer: Answer | str = select(inputs, parsed)
         except UserError as e:

@@ -1,10 +1,11 @@
 """Loading a dashboard page in headless Chromium: did every plot draw, with no script error?
 
 The page marks its ``<body>`` (``data-plots-expected``, ``data-plots-drawn``, ``data-draw-ms``,
-``data-js-errors``); Chromium's ``--dump-dom`` prints the DOM after the scripts ran, and its
-console log (on stderr) catches an error thrown before the page's own handler was installed.
-Used by the browser test and ``benchmarks/dashboard_scale.py``; needs a ``chromium`` binary
-(Debian's package ``chromium``).
+``data-js-errors``, and for the dashboard's task views ``data-task-shown``, ``data-task-ms``);
+a task is chosen as a link chooses it, by the address's fragment (``#task=NAME``). Chromium's
+``--dump-dom`` prints the DOM after the scripts ran, and its console log (on stderr) catches an
+error thrown before the page's own handler was installed. Used by the browser test and
+``benchmarks/dashboard_scale.py``; needs a ``chromium`` binary (Debian's package ``chromium``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class BrowserLoad:
         plots_drawn: plots with an SVG once drawing finished (None: drawing never finished).
         errors: script errors, from the page's marker and Chromium's console log.
         draw_ms: milliseconds from navigation to the last plot drawn, by the page's clock.
+        task_shown: the task view the page showed (None: a page without task views).
+        task_ms: milliseconds from showing that task to its last plot drawn, by the page's
+            clock (None: none shown).
         wall_seconds: wall time of the whole Chromium run (start, load, draw, dump).
         dom: the dumped DOM.
     """
@@ -56,6 +60,8 @@ class BrowserLoad:
     draw_ms: int | None
     wall_seconds: float
     dom: str
+    task_shown: str | None = None
+    task_ms: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -95,6 +101,7 @@ def _console_errors(stderr: str) -> list[str]:
 def load_in_chromium(
     page: str | Path,
     *,
+    task: str | None = None,
     chromium: str | None = None,
     timeout: float = 120.0,
     budget_ms: int = 30_000,
@@ -103,6 +110,8 @@ def load_in_chromium(
 
     Args:
         page: the HTML file.
+        task: the dashboard's task view to show, given in the address (``#task=NAME``), as a
+            link or the page's list chooses it (None: the page's first).
         chromium: the binary (default: :func:`find_chromium`).
         timeout: seconds before the Chromium run is killed.
         budget_ms: virtual time Chromium gives the page's scripts before dumping the DOM (0:
@@ -116,6 +125,10 @@ def load_in_chromium(
     if binary is None:
         raise FileNotFoundError("no chromium binary on PATH (Debian: apt-get install chromium)")
     url = Path(page).resolve().as_uri()
+    if task is not None:
+        from spotpatch.dashboard import task_link
+
+        url += task_link(task)
     with tempfile.TemporaryDirectory(prefix="spotpatch-chromium-") as profile:
         start = time.perf_counter()
         run = subprocess.run(
@@ -145,4 +158,6 @@ def load_in_chromium(
         draw_ms=_int(_body_attr(dom, "data-draw-ms")),
         wall_seconds=wall,
         dom=dom,
+        task_shown=_body_attr(dom, "data-task-shown"),
+        task_ms=_int(_body_attr(dom, "data-task-ms")),
     )

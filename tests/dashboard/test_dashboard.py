@@ -3,6 +3,7 @@ the server, the CLI and, where Chromium is installed, the drawing in a headless 
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -25,11 +26,14 @@ from spotpatch.dashboard import (
     hypervolume_series,
     make_server,
     placement,
+    render_dashboard,
     site_bytes,
     trials_scatter,
     write_dashboard,
     write_report_html,
 )
+from spotpatch.dashboard._data import TrialPoint
+from spotpatch.dashboard._figures import _steps, _trial_hover, hypervolume_figure, scatter_figure
 from spotpatch.dashboard._fleet_figures import difficulty_figure
 from spotpatch.dashboard._page import script_json
 from spotpatch.dashboard._site_bytes import HEAD, attribute_tensors
@@ -44,6 +48,9 @@ from spotpatch.testing import (
 
 EVIL = "<script>alert(1)</script>"
 EVIL_CLASS = "<img src=x onerror=document.body.dataset.pwned=1>"
+#: A study name an address must encode (``#task=NAME``) and a page must escape.
+ODD = "zéro & un #2 = <b>ü</b>"
+FLEET = 35
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +87,46 @@ def page(url, tmp_path_factory) -> Path:
 def report_page(storage, tmp_path_factory) -> Path:
     report = fleet_report(storage)
     return write_report_html(report, tmp_path_factory.mktemp("report") / "report.html")
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory) -> dict:
+    """Dashboards of 35 studies of 4 trials each, and of the first of them alone (in memory:
+    built in a second); two studies store their patch tensors, one name is :data:`ODD`."""
+    import optuna
+
+    art = tmp_path_factory.mktemp("fleet-art")
+    names = [f"task-{i:02d}" for i in range(FLEET - 1)] + [ODD]
+    many, one = optuna.storages.InMemoryStorage(), optuna.storages.InMemoryStorage()
+    for i, name in enumerate(names):
+        stored = art if name in ("task-00", ODD) else None
+        synthetic_study(
+            many, name, trials=4, seed=i, warm_start=i % 2 == 0, failed=0, artifacts=stored
+        )
+    synthetic_study(one, "task-00", trials=4, seed=0, failed=0, artifacts=art / "alone")
+    page = tmp_path_factory.mktemp("fleet") / "dashboard.html"
+    page.write_text(render_dashboard(dashboard_data(many)), encoding="utf-8")
+    return {"names": names, "page": page, "alone": render_dashboard(dashboard_data(one))}
+
+
+def _blocks(text: str) -> tuple[list[str], list[str]]:
+    """The figures' JSON blocks of a page: those drawn at load, those drawn with their task."""
+    found = re.findall(
+        r'<script type="application/json" class="plot-data"([^>]*)>(.*?)</script>', text, re.S
+    )
+    eager = [block for attrs, block in found if "data-deferred" not in attrs]
+    return eager, [block for attrs, block in found if "data-deferred" in attrs]
+
+
+def _task_sections(text: str) -> dict[str, str]:
+    """Each task's section of a page (or of a DOM dump), by the study's name."""
+    sections = re.findall(r'(<section class="task" data-task="([^"]*)".*?</section>)', text, re.S)
+    return {html.unescape(name): section for section, name in sections}
+
+
+def _hidden(section: str) -> bool:
+    """Whether a section's opening tag hides it."""
+    return re.search(r"\shidden\b", section[: section.index(">")]) is not None
 
 
 def _across(text: str) -> str:
@@ -296,6 +343,51 @@ def test_across_tasks_when_nothing_is_selected(storage):
     assert difficulty_figure(across) is None
 
 
+def test_scatter_hover_holds_each_trials_values_and_says_the_rest_once(data):
+    scatter = next(p.scatter for p in data.studies if p.name == "pets")
+    fig = scatter_figure(scatter)
+    searched = next(t for t in fig.data if t.name == "sampler")
+    shown = {p.number: p for p in scatter.points}
+    for number, ap50, summary, kib, *more in searched.customdata:
+        p = shown[number]
+        assert (ap50, summary, kib, more) == (
+            round(p.map50, 3),
+            p.summary,
+            round(p.bytes / 1024, 1),
+            [],
+        )
+    assert searched.hovertemplate.count("source: sampler") == 1
+    # A trace whose trials differ in source, preset or recorded AP50 carries them per trial.
+    mixed = [
+        TrialPoint(3, 0.5, 0.8, 2048, "bn x1", "sampler", None, True),
+        TrialPoint(4, 0.6, None, 4096, "<b>x</b>", "retry", "head", False),
+    ]
+    rows, template = _trial_hover(mixed)
+    assert rows == [
+        [3, " (AP50 0.800)", "bn x1", 2.0, "sampler", ""],
+        [4, "", "&lt;b&gt;x&lt;/b&gt;", 4.0, "retry", "<br>preset: head"],
+    ]
+    assert template == (
+        "trial %{customdata[0]}: mAP %{y:.4f}%{customdata[1]}<br>%{x:,} bytes "
+        "(%{customdata[3]:,.1f} KiB)<br>%{customdata[2]}<br>source: %{customdata[4]}"
+        "%{customdata[5]}<extra></extra>"
+    )
+
+
+def test_hypervolume_lines_keep_the_points_where_the_front_grew(data):
+    assert _steps([1, 2, 3, 4], [0.1, 0.1, 0.1, 0.1]) == ([1, 4], [0.1, 0.1])
+    fig = hypervolume_figure(data.hypervolume)
+    for series, trace in zip(data.hypervolume, fig.data, strict=True):
+        assert trace.line.shape == "hv" and len(trace.x) <= len(series.trials)
+        if not series.trials:  # a study without a completed trial
+            continue
+        assert trace.x[-1] == series.trials[-1]
+        # Drawn as steps, the kept points give the hypervolume after every trial.
+        for x, hv in zip(series.trials, series.hypervolume, strict=True):
+            last = max(i for i, kept in enumerate(trace.x) if kept <= x)
+            assert trace.y[last] == hv
+
+
 def test_difficulty_figure_titles_rho_and_escapes_names(data):
     fig = difficulty_figure(data.across)
     title = fig.layout.title.text
@@ -311,8 +403,15 @@ def test_page_escapes_study_strings(page):
     assert "<script>alert(1)" not in text and EVIL_CLASS not in text
     assert "<h2>&lt;script&gt;alert(1)&lt;/script&gt;</h2>" in text
     assert "&lt;b&gt;&amp;&lt;/b&gt;" in text  # a failed trial's error
-    blocks = re.findall(r'<script type="application/json"[^>]*>(.*?)</script>', text, re.S)
-    assert blocks and len(blocks) == int(re.search(r'data-plots-expected="(\d+)"', text)[1])
+    blocks = re.findall(
+        r'<script type="application/json" class="plot-data"([^>]*)>(.*?)</script>', text, re.S
+    )
+    # Drawn at load: the views across studies; each task's figures when it is shown.
+    eager = [block for attrs, block in blocks if "data-deferred" not in attrs]
+    assert eager and len(eager) == int(re.search(r'data-plots-expected="(\d+)"', text)[1])
+    # Per study its scatter, and its bytes per site where its tensors are stored.
+    assert len(blocks) - len(eager) == 4 + 2
+    blocks = [block for _, block in blocks]
     names = set()
     for block in blocks:
         assert not set("<>&") & set(block)
@@ -322,6 +421,33 @@ def test_page_escapes_study_strings(page):
     # Plotly reads tags in its text: the name reaches it with its tags as entities.
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in names
     assert EVIL not in names
+
+
+def test_many_studies_are_chosen_from_a_list_and_share_what_the_page_holds_once(fleet):
+    from plotly.offline import get_plotlyjs
+
+    text = fleet["page"].read_text(encoding="utf-8")
+    options = re.findall(r'<option value="([^"]*)">', text)
+    assert [html.unescape(o) for o in options] == sorted(fleet["names"])
+    sections = _task_sections(text)
+    assert sorted(sections) == sorted(fleet["names"])
+    # Without script, the first is shown: the page opens on it.
+    assert [n for n, section in sections.items() if not _hidden(section)] == ["task-00"]
+    assert "<b>ü</b>" not in text and "&lt;b&gt;ü&lt;/b&gt;" in text
+    # The views across studies are as many figures as with one study; each study adds its own,
+    # drawn when chosen: its scatter, and its bytes per site where its tensors are stored.
+    eager, deferred = _blocks(text)
+    alone_eager, alone_deferred = _blocks(fleet["alone"])
+    assert (
+        len(eager) == len(alone_eager) == int(re.search(r'data-plots-expected="(\d+)"', text)[1])
+    )
+    assert (len(deferred), len(alone_deferred)) == (FLEET + 2, 2)
+    # plotly.js and the figures' template are written once, whatever the number of studies:
+    # 35 studies take less than a tenth more than one.
+    assert text.count(get_plotlyjs()[:2000]) == 1
+    assert text.count('class="plot-template"') == 1
+    assert not any('"template"' in block for block in eager + deferred)
+    assert len(text) < 1.1 * len(fleet["alone"])
 
 
 def test_script_json_cannot_close_the_block():
@@ -350,7 +476,9 @@ def test_page_is_self_contained(which, request):
     assert not re.search(r"<script[^>]*\bsrc=", text)
     assert not re.search(r"<link[^>]*\bhref=", text)
     assert "Plotly.newPlot" in text and len(text) > 3_000_000  # plotly.js inlined, once
-    assert text.count("<script") == 3 + int(re.search(r'data-plots-expected="(\d+)"', text)[1])
+    # The error catcher, plotly.js and the drawing script; the rest is JSON, never run.
+    assert text.count("<script") == 3 + text.count('<script type="application/json"')
+    assert text.count('class="plot-template"') == 1  # the figures' shared template, once
 
 
 def test_write_report_html_refuses_bad_paths_and_writes_whole(storage, tmp_path, monkeypatch):
@@ -457,8 +585,22 @@ def test_page_draws_every_plot_in_headless_chromium(page, chromium):
     assert load.plots_expected and load.plots_drawn == load.plots_expected
     assert "data-pwned" not in load.dom
     assert "<h2>&lt;script&gt;alert(1)&lt;/script&gt;</h2>" in load.dom
+    # Without a task in the address, the list's first (by name) is shown and drawn.
+    assert load.task_shown == EVIL and load.task_ms is not None
     # The Across tasks scatter is one of the plots drawn.
     assert "js-plotly-plot" in _across(load.dom) and "main-svg" in _across(load.dom)
+
+
+def test_a_chosen_task_is_drawn_alone_in_headless_chromium(fleet, chromium):
+    load = load_in_chromium(fleet["page"], task=ODD, chromium=chromium, timeout=120)
+    assert load.errors == () and load.ok and load.task_shown == ODD
+    eager, _ = _blocks(fleet["page"].read_text(encoding="utf-8"))
+    # The views across studies and the chosen study's two figures; no other study's.
+    assert load.plots_drawn == len(eager) + 2 and load.task_ms is not None
+    sections = _task_sections(load.dom)
+    drawn = [name for name, section in sections.items() if "main-svg" in section]
+    shown = [name for name, section in sections.items() if not _hidden(section)]
+    assert drawn == shown == [ODD] and len(sections) == FLEET
 
 
 def test_report_page_draws_its_plot_in_headless_chromium(report_page, chromium):
@@ -473,7 +615,7 @@ def test_report_page_draws_its_plot_in_headless_chromium(report_page, chromium):
 def test_browser_check_sees_a_broken_plot(page, tmp_path, chromium):
     broken = tmp_path / "broken.html"
     text = page.read_text(encoding="utf-8")
-    broken.write_text(text.replace('data-target="plot-0">', 'data-target="plot-0">{', 1))
+    broken.write_text(re.sub(r'(data-target="plot-0"[^>]*>)', r"\1{", text, count=1))
     load = load_in_chromium(broken, chromium=chromium, timeout=120)
     assert load.errors and not load.ok
     assert load.plots_drawn == load.plots_expected - 1

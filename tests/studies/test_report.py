@@ -216,3 +216,21 @@ def test_a_confirmed_answer_reports_its_fresh_paired_delta(tmp_path):
 
     page = render_report_html(report)
     assert ">-0.2 ± 0.8 (2 paired seeds): holds</td>" in page
+
+
+def test_a_reason_many_studies_share_is_one_note_naming_them(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db")
+    for name in ("x", "y", "z"):
+        study = create_or_load_study(_meta(name), storage, sampler=None)
+        study.add_trials([_trial(0.5, 300, "a")])
+    study = create_or_load_study(_meta("w"), storage, sampler=None)
+    study.add_trials([_trial(0.5, 300, "a", source="preset", preset="full")])
+    report = fleet_report(storage)
+    # With many studies the notes stay one line per reason, not one per study.
+    assert report.claims.notes == (
+        "x, y, z: no full fine-tune to measure the tolerance from; left out of (a)",
+        "x, y, z: no answer (the answer is measured against the full fine-tune, and the study "
+        "has no run of it: run the study with the preset full); left out of (b), (c) and (d)",
+        "w: no head-only and full fine-tune pair to measure difficulty; left out of (c)",
+    )
+    assert report_markdown(report).count("- x, y, z: ") == 2
