@@ -22,7 +22,7 @@ SLOW_MODULES = {
     "test_bundle.py",
 }
 #: Markers of tests that start servers or clusters: slow too.
-SLOW_MARKERS = {"ray", "postgres", "soak"}
+SLOW_MARKERS = {"ray", "postgres", "soak", "hosts"}
 
 
 def pytest_collection_modifyitems(config, items):

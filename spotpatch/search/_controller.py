@@ -83,7 +83,8 @@ class StudyController:
             ``sampler`` at the first ask.
         artifact_store: where patch tensors go (an Optuna artifact store).
         early_stopping: on when given.
-        heartbeat: seconds between heartbeats of running trials.
+        heartbeat: seconds between heartbeats of running trials (default: a sixth of
+            ``stale_after``).
         stale_after: a running trial with no heartbeat for this long is failed and retried.
         repeats: runs of the full fine-tune and of the answer on the means, each with its own
             seed (:func:`~spotpatch.search.next_repeat`); 1: none run twice.
@@ -107,7 +108,7 @@ class StudyController:
         sampler_for: Callable[[int], Any] | None = None,
         artifact_store=None,
         early_stopping: EarlyStopping | None = None,
-        heartbeat: float = 20.0,
+        heartbeat: float | None = None,
         stale_after: float = 120.0,
         repeats: int = 1,
         tolerance: float = DEFAULT_TOLERANCE,
@@ -129,7 +130,7 @@ class StudyController:
             label: CategoricalDistribution(space.choices(label)) for label in space.groups()
         }
         self._study_id = storage.get_study_id_from_name(study_name)
-        self._heartbeat = Heartbeat(heartbeat)
+        self._heartbeat = Heartbeat(stale_after / 6 if heartbeat is None else heartbeat)
         self._presets: dict[str, dict[str, str]] | None = None
         self._sampler_for = sampler_for
         self._tensor_sets: dict[frozenset, frozenset[str]] = {}
@@ -383,6 +384,7 @@ class StudyController:
         early (the mAPs that stopped it)."""
         import optuna
 
+        artifact_id = None
         try:
             if outcome.result is not None:
                 artifact_id, sha256 = self._upload(trial, outcome.result.tensors)
@@ -394,8 +396,35 @@ class StudyController:
             else:
                 write_pruned(trial, outcome.intermediate)
                 self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            if not self._finished_elsewhere(trial):
+                raise
+            self._drop(trial, artifact_id)
         finally:
             self._heartbeat.remove(trial.number)
+
+    def _finished_elsewhere(self, trial) -> bool:
+        """Whether another process finished ``trial`` while this one ran it: it failed the
+        trial when no heartbeat of it reached the storage for ``stale_after`` seconds (a
+        network cut, a process paused), and queued its config again."""
+        import optuna
+
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(
+            self._study_id, trial.number
+        )
+        return self.storage.get_trial(trial_id).state != optuna.trial.TrialState.RUNNING
+
+    def _drop(self, trial, artifact_id: str | None) -> None:
+        log.warning(
+            "trial %d: another process failed it while this one ran it (no heartbeat of it "
+            "reached the storage for %.0f s); its result is dropped, and its config runs again "
+            "as its retry",
+            trial.number,
+            self.stale_after,
+        )
+        if artifact_id is not None:
+            with contextlib.suppress(Exception):  # an orphan file only costs its bytes
+                self.artifact_store.remove(artifact_id)
 
     def tell_interrupted(self, trial, why: str = "interrupted") -> None:
         """A trial that stopped before it finished (Ctrl-C): failed with ``why``, and its

@@ -108,6 +108,7 @@ def open_controller(spec: StudySpec, evaluator: PatchEvaluator | None = None) ->
         repeats=spec.search.repeats,
         tolerance=tolerance,
         confirm_seeds=spec.search.confirm_seeds,
+        stale_after=spec.search.stale_after,
     )
 
 

@@ -1,25 +1,19 @@
 """Several drivers on one study through a real PostgreSQL server that these tests start.
 
 The server is Debian's PostgreSQL (``make test`` installs the ``postgresql`` package when its
-binaries are missing): initialized in a temporary folder, listening on 127.0.0.1 only at a free
-port, stopped when the session ends. As root it runs as the ``postgres`` user (the server
-refuses root).
+binaries are missing), started by ``spotpatch.testing.PostgresServer``: initialized in a
+temporary folder, listening on 127.0.0.1 only at a free port, stopped when the session ends.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
-import pwd
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,116 +23,22 @@ import pytest
 from spotpatch.cli import main
 from spotpatch.search import spotpatch_study_names, trial_records
 from spotpatch.studies import load_study, open_storage
+from spotpatch.testing import PostgresServer, ServerError
 
 pytestmark = pytest.mark.postgres
 
 
-def _server_binary(name: str) -> str:
-    """A PostgreSQL server program: on PATH, else the newest of Debian's versioned folders."""
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = glob.glob(f"/usr/lib/postgresql/*/bin/{name}")
-    if not candidates:
-        pytest.fail(
-            f"PostgreSQL's {name} is not installed (neither on PATH nor in "
-            "/usr/lib/postgresql/*/bin): `make test` installs Debian's postgresql package, or "
-            "run `apt-get install postgresql`",
-            pytrace=False,
-        )
-    return max(candidates, key=lambda p: int(Path(p).parts[-3].split(".")[0]))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    """A PostgreSQL cluster in a temporary folder, owned by an unprivileged user."""
-
-    def __init__(self) -> None:
-        self.initdb = _server_binary("initdb")
-        self.pg_ctl = _server_binary("pg_ctl")
-        self.user: dict = {}
-        if os.geteuid() == 0:
-            try:
-                owner = pwd.getpwnam("postgres")
-            except KeyError:
-                pytest.fail(
-                    "the tests run as root and PostgreSQL refuses root: they need the "
-                    "`postgres` user that Debian's postgresql package creates",
-                    pytrace=False,
-                )
-            self.user = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
-        self.root = Path(tempfile.mkdtemp(prefix="spotpatch-pg-"))
-        if self.user:
-            os.chown(self.root, self.user["user"], self.user["group"])
-        self.data = self.root / "data"
-        self.log = self.root / "server.log"
-        self.password = secrets.token_hex(12)
-        self.port = 0
-
-    def _run(self, *cmd: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            cmd, capture_output=True, text=True, timeout=120, cwd=self.root, **self.user
-        )
-
-    def start(self) -> None:
-        pwfile = self.root / "password"
-        pwfile.write_text(self.password)
-        if self.user:
-            os.chown(pwfile, self.user["user"], self.user["group"])
-        done = self._run(
-            self.initdb, "-D", str(self.data), "-U", "spotpatch", f"--pwfile={pwfile}",
-            "--auth=scram-sha-256", "--locale=C", "--encoding=UTF8", "--no-sync",
-        )  # fmt: skip
-        pwfile.unlink()
-        if done.returncode:
-            pytest.fail(f"initdb failed: {done.stderr.strip()[-2000:]}", pytrace=False)
-        for _ in range(3):  # a free port may be taken before the server binds it
-            self.port = _free_port()
-            options = (
-                f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            )
-            done = self._run(
-                self.pg_ctl, "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-                "-o", options, "start",
-            )  # fmt: skip
-            if done.returncode == 0:
-                return
-        log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
-        pytest.fail(f"the PostgreSQL server did not start: {done.stderr.strip()} {log}")
-
-    def stop(self) -> None:
-        try:
-            if (self.data / "postmaster.pid").exists():  # its data goes: no need to save it
-                self._run(self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-    def url(self, database: str) -> str:
-        return f"postgresql://spotpatch:{self.password}@127.0.0.1:{self.port}/{database}"
-
-    def create_database(self, name: str) -> str:
-        import psycopg
-
-        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
-
-
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[_Server]:
+def postgres_server() -> Iterator[PostgresServer]:
     """A PostgreSQL server on 127.0.0.1 for this session, stopped at its end."""
-    server = _Server()
+    server = PostgresServer()
     try:
         server.start()
-        yield server
-    finally:
+    except ServerError as e:
         server.stop()
+        pytest.fail(str(e), pytrace=False)
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -6,12 +6,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,7 +18,7 @@ import pytest
 
 from spotpatch.search import StudyController, StudyRun, make_sampler, run_on_ray, trial_records
 from spotpatch.studies import artifact_store, load_study, open_storage
-from spotpatch.testing import StandInEvaluator, synthetic_space
+from spotpatch.testing import RayNode, ServerError, StandInEvaluator, synthetic_space
 
 pytestmark = pytest.mark.ray
 
@@ -30,73 +27,18 @@ SEED = 100  # trial n trains with seed SEED + n
 TOTAL = 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen, folder: str) -> None:
-    """Stop the cluster this test started, and only it (`ray stop` would stop every Ray of this
-    machine): `ray start --block` ends what it started on SIGTERM; whatever is left of the
-    cluster (its processes name its folder) is killed."""
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    for pid in _processes_naming(folder):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _processes_naming(text: str) -> list[int]:
-    """This machine's processes whose command line holds ``text``."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):
-            if text.encode() in cmdline.read_bytes():
-                found.append(int(cmdline.parent.name))
-    return found
-
-
 @pytest.fixture(scope="module")
 def ray_head():
     """A Ray head on this machine with 2 CPUs, started apart as docs/scaling.md says; yields the
-    environment that finds it (``RAY_TMPDIR``: its folder, where `auto` looks) and the folder.
-
-    Ray's socket paths must fit in 107 characters: a short folder of its own, not pytest's.
-    """
-    folder = tempfile.mkdtemp(prefix="spr-")
-    env = {**os.environ, "RAY_TMPDIR": folder}
-    cmd = [
-        str(Path(sys.executable).with_name("ray")),
-        *("start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(_free_port())),
-        *("--num-cpus", "2", "--include-dashboard=false"),
-        # Ports of its own, so that another Ray on this machine does not collide with it.
-        *("--dashboard-agent-listen-port", str(_free_port())),
-        *("--dashboard-agent-grpc-port", str(_free_port())),
-        *("--runtime-env-agent-port", str(_free_port())),
-        *("--metrics-export-port", str(_free_port())),
-        *("--disable-usage-stats", "--block"),
-    ]
-    log = Path(folder) / "ray-start.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+    environment that finds it (``RAY_TMPDIR``: its folder, where `auto` looks) and the folder."""
+    head = RayNode("127.0.0.1", cpus=2)
     try:
-        deadline = time.monotonic() + 120
-        while "Ray runtime started" not in log.read_text():
-            assert proc.poll() is None, f"ray start failed:\n{log.read_text()[-2000:]}"
-            assert time.monotonic() < deadline, "ray start did not finish in 120 s"
-            time.sleep(0.5)
-        yield env, folder
+        head.start()
+        yield head.env, head.folder
+    except ServerError as e:
+        pytest.fail(str(e), pytrace=False)
     finally:
-        _stop(proc, folder)
-        shutil.rmtree(folder, ignore_errors=True)
+        head.stop()
 
 
 def test_a_study_run_joins_a_cluster_started_apart(ray_head, bench_study, tmp_path):

@@ -1,0 +1,328 @@
+"""Studies shared by two hosts: network namespaces joined by a veth pair (spotpatch.testing's
+``TestHosts``), each with its own address and host name, on one shared file system.
+
+Host a runs PostgreSQL (and, for the Ray test, the Ray head); host b runs a driver (or a Ray
+node). Faults: every process of host b killed at once in the middle of a trial (the host is
+lost), and the network between the hosts cut for longer than a heartbeat's stale time, then
+restored. Afterwards the study has exactly its total, every interrupted trial's config ran again,
+no completed trial was lost or trained twice, and ``status``, ``export`` and ``dashboard`` work
+from either host. The tests need root (``ip netns``); elsewhere they skip and say why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from spotpatch.search import spotpatch_study_names, trial_records
+from spotpatch.studies import load_study, open_storage
+from spotpatch.testing import PostgresServer, RayNode, ServerError, TestHosts, namespaces_problem
+
+_PROBLEM = namespaces_problem()
+pytestmark = [
+    pytest.mark.hosts,
+    pytest.mark.skipif(_PROBLEM is not None, reason=f"no test hosts: {_PROBLEM}"),
+]
+
+TRIALS = 4
+STALE_AFTER = 6.0  # seconds without a heartbeat before another host retries a trial
+PORT = 5432  # the namespaces are the tests' own: fixed ports collide with nothing
+
+
+@pytest.fixture(scope="module")
+def hosts() -> Iterator[TestHosts]:
+    with TestHosts(["a", "b"]) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def server(hosts) -> Iterator[PostgresServer]:
+    """PostgreSQL on host a, at a's address, open to the hosts' network."""
+    a = hosts["a"]
+    pg = PostgresServer(a.address, prefix=a.prefix, clients=hosts.network, port=PORT)
+    try:
+        pg.start()
+    except ServerError as e:
+        pg.stop()
+        pytest.fail(str(e), pytrace=False)
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture
+def database(server, request) -> tuple[str, str]:
+    """A new database: (its URL as the hosts reach it, its URL through the Unix socket for
+    this test's own reads)."""
+    name = request.node.name.removeprefix("test_")[:40]
+    url = server.create_database(name)
+    return url, server.socket_url(name)
+
+
+def _spec(bench_study, folder: Path, **search) -> Path:
+    """A bundled study at a tiny budget; its patch tensors go to one folder both hosts see."""
+    return bench_study(
+        folder / "glyphs.toml",
+        "glyphs",
+        train={"steps": 3, "batch_size": 4},
+        search={
+            "presets": (),
+            "warm_start": "none",
+            "artifacts": folder / "shared-artifacts",
+            "stale_after": STALE_AFTER,
+            **search,
+        },
+    )
+
+
+def _spotpatch(*args: str) -> list[str]:
+    return [sys.executable, "-m", "spotpatch", *args]
+
+
+def _records(url: str) -> list:
+    storage = open_storage(url)
+    if "glyphs" not in spotpatch_study_names(storage):
+        return []
+    return trial_records(load_study("glyphs", storage))
+
+
+def _logs(hosts: TestHosts) -> str:
+    logs = sorted(hosts.folder.glob("*/*.log"))
+    return "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-1500:]}" for p in logs)
+
+
+def _wait(what: str, check: Callable[[], object], hosts: TestHosts, timeout: float = 180):
+    """``check()``'s first true value, polled every 0.2 s for at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.2)
+    pytest.fail(f"no {what} within {timeout:.0f} s:\n{_logs(hosts)}", pytrace=False)
+
+
+def _host_of(record) -> str | None:
+    return (record.heartbeat or {}).get("host")
+
+
+def _running_on(url: str, host: str) -> set[int]:
+    return {r.number for r in _records(url) if r.state.name == "RUNNING" and _host_of(r) == host}
+
+
+@contextlib.contextmanager
+def _frozen(host) -> Iterator[None]:
+    """Every process of ``host`` stopped (SIGSTOP) meanwhile, so that what it runs stays as it
+    is while the test looks."""
+    pids = host.pids()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def _frozen_in_trial(url: str, host, hosts: TestHosts) -> Iterator[set[int]]:
+    """Wait until ``host`` runs a trial, then keep ``host`` frozen in it; yields the numbers of
+    the trials it runs."""
+    while True:
+        _wait(f"trial running on host {host.name}", lambda: _running_on(url, host.name), hosts)
+        with _frozen(host):
+            numbers = _running_on(url, host.name)  # it may have finished before it froze
+            if numbers:
+                yield numbers
+                return
+
+
+def _configs(records) -> list[str]:
+    return [json.dumps(r.sites, sort_keys=True) for r in records if r.complete]
+
+
+def _check_the_study(url: str, interrupted: set[int], completed_before: dict[int, float]):
+    """Exactly the total; every interrupted trial failed and its config ran again once; no
+    completed trial lost; no config trained twice."""
+    records = _records(url)
+    by_number = {r.number: r for r in records}
+    complete = [r for r in records if r.complete]
+    assert len(complete) == TRIALS
+    assert {n: by_number[n].map for n in completed_before} == completed_before
+    for number in interrupted:
+        assert by_number[number].state.name == "FAIL" and by_number[number].retried
+        (retry,) = [r for r in records if r.retry_of == number]
+        assert retry.complete or retry.duplicate_of is not None
+        assert retry.sites == by_number[number].sites
+    configs = _configs(records)
+    assert len(set(configs)) == len(configs)
+    assert not [r for r in records if r.state.name in ("RUNNING", "WAITING")]
+    return complete
+
+
+_READERS = """
+import contextlib, sys
+from spotpatch.cli import main
+url = sys.argv[1]
+commands = {
+    "status.json": ["status", "--storage", url, "--json"],
+    "export.json": ["export", "glyphs", "--out", "patch", "--storage", url, "--select", "knee",
+                    "--json"],
+    "dashboard.txt": ["dashboard", "--storage", url, "--out", "d.html"],
+}
+code = 0
+for out, argv in commands.items():
+    with open(out, "w") as f, contextlib.redirect_stdout(f):
+        code = max(code, main(argv))
+sys.exit(code)
+"""
+
+
+def _readers_work_from(host, url: str, complete: list) -> None:
+    """``status``, ``export`` and ``dashboard`` from ``host``, reading the study over the
+    network (the three commands in one process: one start instead of three)."""
+    folder = host.folder / "read"
+    folder.mkdir(exist_ok=True)
+    done = host.run([sys.executable, "-c", _READERS, url], cwd=folder)
+    assert done.returncode == 0, done.stderr
+    (status,) = json.loads((folder / "status.json").read_text())
+    assert status["done"] == TRIALS
+    exported = json.loads((folder / "export.json").read_text())
+    assert exported["study"]["trial"] in {r.number for r in complete}
+    assert (folder / "patch" / "patch.safetensors").is_file()
+    assert "glyphs" in (folder / "d.html").read_text()
+
+
+def _drivers(hosts: TestHosts, spec: Path, url: str) -> dict[str, object]:
+    """``spotpatch run`` of the same study on each host, one trial at a time each."""
+    argv = _spotpatch("run", str(spec), "--trials", str(TRIALS), "--storage", url)
+    env = {"OMP_NUM_THREADS": "1"}  # two drivers on a small machine's cores
+    return {name: h.popen(argv, log="driver.log", env=env) for name, h in hosts.hosts.items()}
+
+
+def _stop(procs) -> None:
+    for p in procs:
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def test_a_lost_host_s_trial_runs_again_on_the_other(hosts, database, bench_study, tmp_path):
+    url, local = database
+    spec = _spec(bench_study, tmp_path)
+    procs = _drivers(hosts, spec, url)
+    try:
+        a, b = hosts["a"], hosts["b"]
+        with _frozen_in_trial(local, b, hosts) as interrupted:
+            completed = {r.number: r.map for r in _records(local) if r.complete}
+            lost = b.kill_all()
+        assert lost >= 1 and not b.pids()
+        assert procs["a"].wait(timeout=240) == 0, _logs(hosts)
+    finally:
+        _stop(procs.values())
+    complete = _check_the_study(local, interrupted, completed)
+    assert "a" in {_host_of(r) for r in complete}
+    for host in (a, b):  # b is back: a new machine on the same address
+        _readers_work_from(host, url, complete)
+
+
+def test_a_cut_network_fails_the_far_trial_and_both_hosts_finish(
+    hosts, database, bench_study, tmp_path
+):
+    url, local = database
+    spec = _spec(bench_study, tmp_path)
+    procs = _drivers(hosts, spec, url)
+    try:
+        b = hosts["b"]
+        with _frozen_in_trial(local, b, hosts) as interrupted:
+            completed = {r.number: r.map for r in _records(local) if r.complete}
+            hosts.cut()
+        try:
+            # Host a stops hearing from b's trial and fails it, queueing its config again.
+            _wait(
+                "trial of host b failed by host a",
+                lambda: all(
+                    r.state.name == "FAIL" for r in _records(local) if r.number in interrupted
+                ),
+                hosts,
+                timeout=STALE_AFTER * 10,
+            )
+        finally:
+            hosts.restore()
+        codes = {name: p.wait(timeout=240) for name, p in procs.items()}
+        assert codes == {"a": 0, "b": 0}, _logs(hosts)
+    finally:
+        _stop(procs.values())
+    _check_the_study(local, interrupted, completed)
+    assert "dropped" in (b.folder / "driver.log").read_text()
+
+
+@pytest.fixture
+def ray_cluster(hosts) -> Iterator[str]:
+    """A Ray head on host a and a node of host b that joins it, a CPU each, started as
+    docs/scaling.md says; yields the head's ``HOST:PORT``. The head declares a node dead after
+    3 missed health checks a second apart (Ray's default: 5, 3 s apart)."""
+    a, b = hosts["a"], hosts["b"]
+    env = {"OMP_NUM_THREADS": "1", "TMPDIR": str(a.folder / "tmp")}
+    checks = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+    head = RayNode(a.address, cpus=1, port=6379, prefix=a.prefix, env={**env, **checks})
+    node = RayNode(
+        b.address,
+        cpus=1,
+        head_address=f"{a.address}:6379",
+        prefix=b.prefix,
+        env={**env, "TMPDIR": str(b.folder / "tmp")},
+    )
+    try:
+        head.start()
+        node.start()
+        yield f"{a.address}:6379"
+    except ServerError as e:
+        pytest.fail(str(e), pytrace=False)
+    finally:
+        node.stop()
+        head.stop()
+
+
+def _trial_processes(host) -> list[int]:
+    """Ray's processes of ``host`` that run a trial (Ray Tune's trainable)."""
+    found = []
+    for pid in host.pids():
+        with contextlib.suppress(OSError):
+            if b"ImplicitFunc" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found
+
+
+def test_a_ray_run_uses_the_other_host_s_node_and_survives_its_loss(
+    hosts, ray_cluster, database, bench_study, tmp_path
+):
+    url, local = database
+    spec = _spec(bench_study, tmp_path)
+    a, b = hosts["a"], hosts["b"]
+    argv = _spotpatch("run", str(spec), "--trials", str(TRIALS), "--storage", url)
+    argv += ["--backend", "ray", "--ray-address", ray_cluster, "--workers", "2"]
+    driver = a.popen(argv, log="driver.log", env={"OMP_NUM_THREADS": "1"})
+    try:
+        _wait("trial running on host b's Ray node", lambda: _trial_processes(b), hosts)
+        with _frozen(b):
+            completed = {r.number: r.map for r in _records(local) if r.complete}
+            b.kill_all()
+        assert driver.wait(timeout=240) == 0, _logs(hosts)
+    finally:
+        _stop([driver])
+    records = _records(local)
+    interrupted = {r.number for r in records if r.state.name == "FAIL"}
+    assert interrupted  # the trial host b ran
+    failed = [r for r in records if r.number in interrupted]
+    assert all("Ray worker died" in r.error for r in failed), [r.error for r in failed]
+    _check_the_study(local, interrupted, completed)
