@@ -58,6 +58,10 @@ def test_a_good_spec(folder):
             ('sampler = "gp"', 'sampler = "gp"\ntolerance = -1.0'),
             "search.tolerance must be at least",
         ),
+        (
+            ('sampler = "gp"', 'sampler = "gp"\nstale_after = 0.5'),
+            "search.stale_after must be at least 1",
+        ),
         (("steps = 20", 'steps = "many"'), "train.steps must be an integer"),
         (("steps = 20", "steps = 0"), "train.steps must be at least 1"),
         (("steps = 20", "batch_size = 1"), "train.batch_size must be at least 2"),
