@@ -27,6 +27,10 @@ A trial stores:
 - system attributes ``spotpatch:heartbeat`` ({host, pid, time}) while it runs and
   ``spotpatch:retried`` once a later trial took over its config.
 
+Each attribute is one row, as ``trial.set_user_attr`` stores it. On Optuna's RDBStorage the
+attributes of one write (what a trial stores when asked, when told...) go in one transaction
+(:func:`_write_attrs`): one commit where ``set_user_attr`` would commit each.
+
 Imports only from ``spaces`` and ``evaluators``.
 """
 
@@ -354,8 +358,50 @@ def _present(attrs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _set_all(trial, attrs: Mapping[str, Any]) -> None:
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
+    """Store ``attrs`` as user attributes of ``trial`` (an Optuna ``Trial``), as
+    ``trial.set_user_attr`` does for each, in one transaction where the storage allows."""
+    _write_attrs(trial.storage, trial._trial_id, attrs)
+    trial._cached_frozen_trial.user_attrs.update(attrs)  # what set_user_attr keeps too
+
+
+def _write_attrs(
+    storage, trial_id: int, user: Mapping[str, Any], system: Mapping[str, Any] | None = None
+) -> None:
+    """Store a trial's user and system attributes, one row each as Optuna's setters store them.
+
+    Optuna's public API commits each attribute on its own (a transaction, and on PostgreSQL a
+    flush of the log, per key); on an RDBStorage they go here through its own per-attribute
+    writer in one session: one commit, and all or none of them stored. Other storages (in
+    memory, journal) take them one by one.
+    """
+    system = system or {}
+    rdb = _rdb_storage(storage)
+    if rdb is None:
+        for key, value in user.items():
+            storage.set_trial_user_attr(trial_id, key, value)
+        for key, value in system.items():
+            storage.set_trial_system_attr(trial_id, key, value)
+        return
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    rows = [(models.TrialUserAttributeModel, k, v) for k, v in user.items()]
+    rows += [(models.TrialSystemAttributeModel, k, v) for k, v in system.items()]
+    with _create_scoped_session(rdb.scoped_session, True) as session:
+        for model, key, value in rows:
+            rdb._set_trial_attr_without_commit(session, model, trial_id, key, value)
+
+
+def _rdb_storage(storage):
+    """The RDBStorage behind ``storage`` (a study's storage wraps it in a cache that writes
+    through), when it has the writer that leaves the commit to its caller (Optuna >= 4.2);
+    else None."""
+    from optuna.storages import RDBStorage
+
+    backend = getattr(storage, "_backend", storage)
+    if isinstance(backend, RDBStorage) and hasattr(backend, "_set_trial_attr_without_commit"):
+        return backend
+    return None
 
 
 def write_asked(trial, config: PatchConfig, patch_bytes: int, preset: str | None) -> None:
@@ -380,8 +426,8 @@ def write_failure(trial, error: BaseException | str) -> None:
 
 def write_pruned(trial, intermediate: Sequence[tuple[int, float]]) -> None:
     """Record an early-stopped trial: where it stopped and what it saw on the way."""
-    trial.set_user_attr(_PRUNED_AT, intermediate[-1][0])
-    trial.set_user_attr(_INTERMEDIATE, {str(s): v for s, v in intermediate})
+    steps = {str(s): v for s, v in intermediate}
+    _set_all(trial, {_PRUNED_AT: intermediate[-1][0], _INTERMEDIATE: steps})
 
 
 def write_duplicate(trial, of: TrialRecord) -> list[float]:
@@ -407,8 +453,7 @@ def mark_failed(storage, trial_id: int, why: str) -> None:
 
 def mark_retried(storage, trial_id: int, why: str) -> None:
     """Record, before failing it, why a trial failed and that its config is retried."""
-    storage.set_trial_user_attr(trial_id, _ERROR, why[:_ERROR_CHARS])
-    storage.set_trial_system_attr(trial_id, _RETRIED, True)
+    _write_attrs(storage, trial_id, {_ERROR: why[:_ERROR_CHARS]}, {_RETRIED: True})
 
 
 def write_heartbeat(storage, trial_id: int, beat: Mapping[str, Any]) -> None:

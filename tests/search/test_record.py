@@ -1,15 +1,20 @@
-"""The stored format: what the record writer stores reads back the same, and trials written by
-earlier versions (no ``source`` on presets, no ``map50``) still read."""
+"""The stored format: what the record writer stores reads back the same, trials written by
+earlier versions (no ``source`` on presets, no ``map50``) still read, and on an RDB storage a
+trial's attributes of one write are one commit, in the same rows as one commit per attribute."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import optuna
 import pytest
 import torch
+from sqlalchemy import event
 
 from spotpatch.evaluators import EvalResult
 from spotpatch.search import (
     StudyMeta,
+    _record,
     relaxation_record,
     relaxation_trials,
     spotpatch_study_names,
@@ -18,6 +23,7 @@ from spotpatch.search import (
     write_study_meta,
 )
 from spotpatch.spaces import PatchConfig
+from spotpatch.studies import open_storage
 from spotpatch.testing import completed_trial, failed_trial, synthetic_meta
 
 S = optuna.trial.TrialState
@@ -97,3 +103,55 @@ def test_warm_start_cost_in_trial_equivalents():
     assert relaxation.seconds == 5.0 and relaxation.phases == ()
     assert relaxation_trials(relaxation, trial_records(study)) == pytest.approx(2.0)
     assert relaxation_trials(relaxation, []) is None and relaxation_trials(None, []) is None
+
+
+def _write_one_trial(storage) -> tuple[optuna.trial.FrozenTrial, int]:
+    """A trial asked, told a result, then a failed one marked retried, as the controller and
+    recovery write them; returns the first as stored and the commits its writes took."""
+    study = optuna.create_study(
+        study_name="s", storage=storage, directions=["maximize", "minimize"]
+    )
+    commits = [0]
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        event.listen(engine, "commit", lambda conn: commits.__setitem__(0, commits[0] + 1))
+    trial = study.ask()
+    commits[0] = 0
+    result = _result({"a.0": "full", "b.1": "bn"}, 0.5, 400)
+    _record.write_asked(trial, result.config, 400, None)
+    values = _record.write_result(trial, result, "x1", "ab" * 32)
+    written = commits[0]
+    study.tell(trial, values=values)
+    failed = study.ask()
+    _record.write_pruned(failed, ((2, 0.1), (4, 0.2)))
+    _record.mark_retried(storage, failed._trial_id, "its worker stopped")
+    study.tell(failed, state=S.FAIL)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):  # nothing half-written
+        _record.mark_retried(storage, failed._trial_id, "again")
+    return study.get_trials(), written
+
+
+def _same(a: optuna.trial.FrozenTrial, b: optuna.trial.FrozenTrial) -> bool:
+    ignore = {"started": None, "heartbeat": None}
+    return (
+        a.user_attrs == b.user_attrs
+        and a.system_attrs == b.system_attrs
+        and dataclasses.replace(_record.trial_record(a), **ignore)
+        == dataclasses.replace(_record.trial_record(b), **ignore)
+    )
+
+
+def test_a_write_is_one_commit_in_the_rows_of_one_commit_per_attribute(tmp_path, monkeypatch):
+    batched, commits = _write_one_trial(open_storage(f"sqlite:///{tmp_path / 'new.db'}"))
+    assert commits == 2  # what the trial stores when asked, then when told
+    # The way earlier versions wrote: a commit per attribute (Optuna's setters), as every
+    # storage without the batched writer still does.
+    monkeypatch.setattr(_record, "_rdb_storage", lambda storage: None)
+    one_by_one, commits = _write_one_trial(open_storage(f"sqlite:///{tmp_path / 'old.db'}"))
+    assert commits == 12  # 2 attributes asked, 10 told
+    in_memory, _ = _write_one_trial(optuna.storages.InMemoryStorage())
+    assert batched[0].user_attrs["artifact_id"] == "x1" and batched[1].system_attrs
+    for new, old, memory in zip(batched, one_by_one, in_memory, strict=True):
+        assert _same(new, old) and _same(new, memory)
+    record = _record.trial_record(batched[1])
+    assert record.retried and record.error == "its worker stopped" and record.pruned_at == 4
