@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,16 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     if check and done.returncode:
         raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
     return done
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def namespaces_problem() -> str | None:
@@ -108,22 +119,31 @@ class TestHost:
 
     def pids(self) -> list[int]:
         """Every process running on this host."""
-        done = _ip("netns", "pids", self.netns, check=False)
-        return [int(p) for p in done.stdout.split()]
+        return _netns_pids(self.netns)
 
-    def kill_all(self, timeout: float = 30) -> int:
+    def kill_all(self) -> int:
         """Kill every process of this host at once (the host is lost); returns how many there
-        were. Waits (at most ``timeout`` seconds) until none is left."""
-        first = self.pids()
-        deadline = time.monotonic() + timeout
-        while pids := self.pids():
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"host {self.name}: processes {pids} outlived SIGKILL")
-            time.sleep(0.1)
-        return len(first)
+        were."""
+        return _kill_all(self.netns, self.name)
+
+
+def _netns_pids(netns: str) -> list[int]:
+    return [int(p) for p in _ip("netns", "pids", netns, check=False).stdout.split()]
+
+
+def _kill_all(netns: str, name: str, timeout: float = 30) -> int:
+    """Kill every process of a namespace; waits (at most ``timeout`` seconds) until none is
+    left. Returns how many there were."""
+    first = _netns_pids(netns)
+    deadline = time.monotonic() + timeout
+    while pids := _netns_pids(netns):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"host {name}: processes {pids} outlived SIGKILL")
+        time.sleep(0.1)
+    return len(first)
 
 
 class TestHosts:
@@ -141,13 +161,15 @@ class TestHosts:
     def __init__(self, names: Sequence[str], folder: Path | None = None):
         if len(names) < 2 or len(set(names)) != len(names):
             raise ValueError("hosts need two or more distinct names")
+        if not all(re.fullmatch(r"[a-z]{1,4}", name) for name in names):
+            raise ValueError("host names are 1-4 lowercase letters (they name network devices)")
         self._own_folder = folder is None
         self.folder = Path(folder or tempfile.mkdtemp(prefix="spotpatch-hosts-"))
-        tag = f"{os.getpid() % 100000}"
+        tag = str(os.getpid())
         self.hosts: dict[str, TestHost] = {}
         self.links: list[tuple[str, str, str, str]] = []  # (netns, dev) of each end
         for i, name in enumerate(names):
-            netns = f"sp{tag}{name}"[:32]
+            netns = f"sp{tag}{name}"
             address = f"{_SUBNET}.{i + 1}"
             self.hosts[name] = TestHost(name, netns, address, self.folder / name)
         self._made: list[str] = []
@@ -169,7 +191,19 @@ class TestHosts:
     def __exit__(self, *exc) -> None:
         self.remove()
 
+    @staticmethod
+    def _sweep() -> None:
+        """Remove the hosts of earlier test runs whose process is gone (killed before it could
+        remove them): their processes killed, their namespaces deleted."""
+        listed = _ip("netns", "list", check=False).stdout.split("\n")
+        for name in (line.split()[0] for line in listed if line.strip()):
+            match = re.fullmatch(r"sp(\d+)[a-z]\w*", name)
+            if match and not _alive(int(match.group(1))):
+                _kill_all(name, name)
+                _ip("netns", "del", name, check=False)
+
     def _make(self) -> None:
+        self._sweep()
         hub, *others = self.hosts.values()
         for host in self.hosts.values():
             _ip("netns", "add", host.netns)
