@@ -210,8 +210,9 @@ def _steps(xs: Sequence[int], ys: Sequence[float]) -> tuple[list[int], list[floa
     return [xs[i] for i in keep], [ys[i] for i in keep]
 
 
-#: Up to this many studies, the hypervolume's legend sits below the plot; beyond, at its right
-#: (Plotly scrolls a legend taller than the plot).
+#: Up to this many studies, the hypervolume's lines show their points and the legend sits below
+#: the plot; beyond, lines alone, the legend at their right (Plotly scrolls a legend taller
+#: than the plot).
 _LEGEND_BELOW = 6
 
 
@@ -221,6 +222,7 @@ def hypervolume_figure(series: Sequence[HypervolumeSeries]):
     import plotly.graph_objects as go
 
     fig = go.Figure()
+    below = len(series) <= _LEGEND_BELOW
     for s in series:
         warm = s.warm_start != "none"
         cost = (
@@ -234,7 +236,7 @@ def hypervolume_figure(series: Sequence[HypervolumeSeries]):
             go.Scatter(
                 x=xs,
                 y=ys,
-                mode="lines+markers",
+                mode="lines+markers" if below else "lines",
                 marker={"size": 4},
                 line={"dash": "solid" if warm else "dot", "shape": "hv"},
                 name=name,
@@ -243,7 +245,6 @@ def hypervolume_figure(series: Sequence[HypervolumeSeries]):
                 + "</extra>",
             )
         )
-    below = len(series) <= _LEGEND_BELOW
     fig.update_layout(
         base_layout(
             "Hypervolume as trials finish (solid: warm-started, dotted: cold)",
@@ -265,7 +266,8 @@ def _discrete_scale(kinds: Sequence[str]) -> list:
 
 
 def _heatmap_height(rows: int) -> int:
-    return 260 + 32 * rows
+    """Room for ``rows`` rows: narrower ones when there are many studies."""
+    return 260 + (32 if rows <= 12 else 20) * rows
 
 
 def placement_figure(data: Placement):

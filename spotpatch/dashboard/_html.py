@@ -33,6 +33,10 @@ from spotpatch.dashboard._report_page import across_section
 __all__ = ["render_dashboard", "write_dashboard", "task_link"]
 
 
+#: Up to this many tasks, the fleet's table is open; beyond, folded.
+_OPEN_ROWS = 12
+
+
 def task_link(name: str) -> str:
     """The address of a study's view on the page (``#task=NAME``, percent-encoded)."""
     return "#task=" + quote(name, safe="")
@@ -65,9 +69,12 @@ def _fleet_section(data: DashboardData, page: PageFigures) -> str:
         )
     )
     if rows:
+        # A long table is folded: the figure above says the same at a glance.
+        shown = " open" if len(fleet.tasks) <= _OPEN_ROWS else ""
         parts.append(
+            f"<details{shown}><summary>Each task's patch ({len(fleet.tasks)} tasks)</summary>"
             "<table><tr><th>task</th><th>trial</th><th>mAP</th><th>patch bytes</th>"
-            f"<th>full bytes</th><th>smaller by</th></tr>{rows}</table>"
+            f"<th>full bytes</th><th>smaller by</th></tr>{rows}</table></details>"
         )
     parts.append("</section>")
     return "".join(parts)
@@ -125,7 +132,8 @@ def render_dashboard(data: DashboardData, *, note: str = "") -> str:
         "<header><h1>spotpatch dashboard</h1>",
         f'<p class="meta">storage {_e(data.storage)} · each study\'s {_e(data.rule)} · '
         f"{len(data.studies)} studies · generated {_e(data.generated)}"
-        f"{' · ' + _e(note) if note else ''}</p></header>",
+        f"{' · ' + _e(note) if note else ''} · "
+        '<a href="#tasks">each task\'s view</a></p></header>',
         _fleet_section(data, page),
         across_section(data.across, page),
         "<section><h2>Search progress</h2>",

@@ -127,7 +127,8 @@ _DRAW = """
     });
   }
   window.addEventListener("hashchange", function () {
-    show(chosen()).catch(window.spotpatchReport);
+    var name = chosen();  // another anchor (a section's) keeps the task shown
+    if (name !== null) { show(name).catch(window.spotpatchReport); }
   });
   var eager = document.querySelectorAll("script.plot-data:not([data-deferred])");
   Promise.all([draw(eager), show(chosen())]).then(function () {
