@@ -51,7 +51,13 @@ from spotpatch.search._controller import (
 from spotpatch.search._early_stopping import EarlyStopping
 from spotpatch.search._heartbeat import advisory_lock
 from spotpatch.search._pareto import FrontPoint, hypervolume, knee_point, pareto_front
-from spotpatch.search._progress import StudyProgress, front_points, summarize
+from spotpatch.search._progress import (
+    FleetProgress,
+    StudyProgress,
+    fleet_progress,
+    front_points,
+    summarize,
+)
 from spotpatch.search._record import (
     SOURCES,
     STAGES,
@@ -136,6 +142,8 @@ __all__ = [
     "EPS",
     "failed_attrs",
     "FleetPlan",
+    "FleetProgress",
+    "fleet_progress",
     "floor",
     "from_points",
     "front_points",

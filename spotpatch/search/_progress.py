@@ -1,15 +1,16 @@
-"""Where a study stands, read from its trial records: counts, front, best mAP, hypervolume."""
+"""Where a study stands, read from its trial records: counts, front, best mAP, hypervolume;
+and where many studies stand together (a run of a fleet)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from spotpatch.search._pareto import FrontPoint, hypervolume, pareto_front
 from spotpatch.search._record import TrialRecord
 from spotpatch.search._units import mean_sd
 
-__all__ = ["StudyProgress", "front_points", "summarize"]
+__all__ = ["FleetProgress", "StudyProgress", "fleet_progress", "front_points", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,63 @@ class StudyProgress:
     hypervolume: float | None
     confirmed: int = 0
     confirming: int = 0
+
+    @property
+    def finished(self) -> bool:
+        """Every trial done and nothing running (a confirmation may still follow)."""
+        return self.done >= self.total and not self.running and not self.confirming
+
+
+@dataclass(frozen=True)
+class FleetProgress:
+    """Where many studies stand together: the sums of their :class:`StudyProgress`.
+
+    Attributes:
+        studies: how many studies.
+        finished: studies with every trial done and nothing running.
+        busy: studies with a trial or a confirmation run running.
+        done, total, failed, running: their search trials, summed.
+        confirmed, confirming: their confirmation runs done and running, summed.
+    """
+
+    studies: int
+    finished: int
+    busy: int
+    done: int
+    total: int
+    failed: int
+    running: int
+    confirmed: int
+    confirming: int
+
+    @property
+    def left(self) -> int:
+        """Search trials not yet done (running ones included)."""
+        return max(0, self.total - self.done)
+
+
+def fleet_progress(states: Iterable[StudyProgress]) -> FleetProgress:
+    """The sums of many studies' progress.
+
+    Example:
+        >>> a = StudyProgress(4, 4, 1, 0, 0, 2, 0.5, 100, 1.0)
+        >>> b = StudyProgress(1, 4, 0, 0, 2, 1, 0.4, 80, 1.0, confirming=0)
+        >>> f = fleet_progress([a, b])
+        >>> (f.studies, f.finished, f.busy, f.done, f.total, f.failed, f.running, f.left)
+        (2, 1, 1, 5, 8, 1, 2, 3)
+    """
+    states = list(states)
+    return FleetProgress(
+        studies=len(states),
+        finished=sum(s.finished for s in states),
+        busy=sum(bool(s.running or s.confirming) for s in states),
+        done=sum(s.done for s in states),
+        total=sum(s.total for s in states),
+        failed=sum(s.failed for s in states),
+        running=sum(s.running for s in states),
+        confirmed=sum(s.confirmed for s in states),
+        confirming=sum(s.confirming for s in states),
+    )
 
 
 def front_points(records: Sequence[TrialRecord]) -> list[FrontPoint]:

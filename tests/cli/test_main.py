@@ -54,3 +54,116 @@ def test_help_and_argument_errors_load_no_room():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+# -- the progress of `run` -------------------------------------------------------------------
+
+
+def _progress(done: int, total: int = 4, **counts):
+    from spotpatch.search import StudyProgress
+
+    found = (1, 0.5, 2048) if done else (0, None, None)
+    return StudyProgress(done, total, counts.pop("failed", 0), 0, counts.pop("running", 0),
+                         *found, None, **counts)  # fmt: skip
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+FLEET = [f"task-{i:02d}" for i in range(35)]
+
+
+def test_a_few_studies_print_a_line_per_change_in_a_log(capsys):
+    from spotpatch.cli._trials import _ProgressBoard
+
+    board = _ProgressBoard(["pets", "night"], tty=False)
+    board.update("pets", _progress(1))
+    board.update("night", _progress(0, failed=1))
+    board.close()
+    assert capsys.readouterr().err.splitlines() == [
+        "pets   trials 1/4 | front 1 | best mAP 0.500 | smallest front patch 2.0 KiB",
+        "night  trials 0/4, 1 failed | front 0 | best mAP - | smallest front patch -",
+    ]
+
+
+def test_many_studies_in_a_log_print_a_line_when_done_and_a_summary_now_and_then(capsys):
+    from spotpatch.cli._trials import _ProgressBoard
+
+    clock = _Clock()
+    board = _ProgressBoard(FLEET, tty=False, clock=clock, every=30.0)
+    for name in FLEET:  # where each stands when the run begins
+        board.update(name, _progress(0))
+    for done in range(1, 5):  # a trial every half second, 140 in all
+        for name in FLEET:
+            clock.now += 0.5
+            board.update(name, _progress(done))
+    board.close()
+    lines = capsys.readouterr().err.splitlines()
+    # 140 trials: a line per study and three summaries (at the start, after 30 s and 60 s),
+    # and the last once all is done.
+    assert len(lines) == len(FLEET) + 4
+    assert lines[0] == "studies 0/35 done | trials 0/140 | 0:00 elapsed"
+    # 60 trials in 30 s: the 80 left take 40 s more at that pace.
+    assert "studies 0/35 done | trials 60/140 | 0:30 elapsed, about 0:40 left" in lines
+    assert lines[-1] == "studies 35/35 done | trials 140/140 | 1:10 elapsed"
+    done = [line for line in lines if line.startswith("task-")]
+    assert [line.split()[0] for line in done] == FLEET
+    assert done[0].split(" | ") == [
+        "task-00  trials 4/4", "front 1", "best mAP 0.500", "smallest front patch 2.0 KiB"
+    ]  # fmt: skip
+
+
+def test_many_studies_on_a_terminal_show_a_summary_and_the_studies_in_flight(capsys):
+    from spotpatch.cli._trials import IN_FLIGHT, _ProgressBoard
+
+    clock = _Clock()
+    board = _ProgressBoard(FLEET, tty=True, size=lambda: (60, 40), clock=clock)
+    for name in FLEET:
+        board.update(name, _progress(0))
+    clock.now = 75.0
+    board.update("task-03", _progress(1, running=1, confirmed=2, confirming=1))
+    board.update("task-30", _progress(2, running=1))
+    board.update("task-10", _progress(3))
+    capsys.readouterr()
+    board.update("task-20", _progress(1, failed=1))
+    frame = capsys.readouterr().err
+    # The block climbs to its first line, redraws, and clears what is below it.
+    climb = f"\033[{IN_FLIGHT}F\r"
+    assert frame.startswith(climb) and frame.endswith("\033[J")
+    lines = [line.removesuffix("\033[K") for line in frame[len(climb) : -3].split("\n")]
+    # Each line cut to the terminal's width: one that wrapped would break the climb.
+    assert len(lines) == 1 + IN_FLIGHT and all(len(line) <= 59 for line in lines), lines
+    summary = "studies 0/35 done | trials 7/140 (1 failed, 2 running) | confirmation runs 2"
+    assert lines[0] == summary[:59]
+    # Those running first, then the latest to change, in the order given.
+    shown = [line.split()[0] for line in lines[1:]]
+    assert shown[:4] == ["task-03", "task-10", "task-20", "task-30"]
+    assert len(shown) == IN_FLIGHT
+    board.close()
+    assert capsys.readouterr().err == "\n"
+
+
+def test_a_few_studies_taller_than_the_terminal_get_the_compact_view():
+    from spotpatch.cli._trials import _ProgressBoard
+
+    names = ["a", "b", "c", "d", "e"]
+    assert _ProgressBoard(names, tty=True, size=lambda: (80, 6)).compact
+    assert not _ProgressBoard(names, tty=True, size=lambda: (80, 40)).compact
+    assert not _ProgressBoard(names, tty=False, size=lambda: (80, 6)).compact
+    assert _ProgressBoard(FLEET, tty=False).compact
+
+
+def test_the_progress_of_many_studies_ends_as_one_aligned_table():
+    from spotpatch.cli._trials import _ProgressBoard
+
+    states = {name: _progress(i % 5, failed=i % 2, confirmed=i) for i, name in enumerate(FLEET)}
+    rows = _ProgressBoard(FLEET, tty=False).final(states).splitlines()
+    assert len(rows) == len(FLEET) + 2 and len({len(row) for row in rows}) == 1
+    assert rows[0].split("  ")[0] == "study" and rows[12].split() == [
+        "task-10", "0/4", "0", "0", "0", "-", "-", "10"
+    ]  # fmt: skip
