@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from spotpatch._errors import UserError
-from spotpatch.evaluators import PatchEvaluator
+from spotpatch.evaluators import Base, PatchEvaluator
 from spotpatch.search import (
     EarlyStopping,
     StudyController,
@@ -76,21 +77,58 @@ def _meta(spec: StudySpec, evaluator: PatchEvaluator) -> StudyMeta:
     )
 
 
-def open_controller(spec: StudySpec, evaluator: PatchEvaluator | None = None) -> StudyController:
+class _Opened:
+    """What the studies of a run open once per process and share: storages (by URL) and base
+    detectors (by model, checkpoint and device). Opening a storage takes a tenth of a second
+    and loading a base half a second: once per study of a fleet, it would add up."""
+
+    def __init__(self):
+        self.storages: dict[str, Any] = {}
+        self.bases: dict[tuple, Base] = {}
+
+    def storage(self, url: str):
+        if url not in self.storages:
+            self.storages[url] = open_storage(url)
+        return self.storages[url]
+
+    def base(self, spec: StudySpec) -> Base:
+        key = _base_key(spec)
+        if key not in self.bases:
+            self.bases[key] = base_of(spec)
+        return self.bases[key]
+
+    def evaluator(self, spec: StudySpec, progress: bool | None = False) -> PatchEvaluator:
+        """A spec's evaluator, on the base already loaded if any (else its data is read
+        first: its problems are the user's most likely ones)."""
+        key = _base_key(spec)
+        evaluator = evaluator_of(spec, base=self.bases.get(key), progress=progress)
+        self.bases.setdefault(key, evaluator.base)
+        return evaluator
+
+
+def _base_key(spec: StudySpec) -> tuple:
+    return spec.base.model, spec.base.checkpoint, spec.base.device
+
+
+def open_controller(
+    spec: StudySpec, evaluator: PatchEvaluator | None = None, *, opened: _Opened | None = None
+) -> StudyController:
     """The study of a spec behind its controller: created on first use from the evaluator's
     task and space; without an evaluator the study must exist, and its space is rebuilt from
-    what it recorded (a worker that reads its task only when it first trains).
+    what it recorded (a worker that reads its task only when it first trains). ``opened``:
+    the storages and bases this process already opened.
 
     Each process that asks the study for trials (a worker, another driver, on any host) seeds
     its sampler with the spec's seed plus its index among them: processes sharing a study would
     otherwise propose the same configs in lockstep."""
-    storage = open_storage(spec.search.storage)
+    opened = opened or _Opened()
+    storage = opened.storage(spec.search.storage)
     if evaluator is not None:
         meta = _meta(spec, evaluator)
         space = evaluator.space
     else:
         meta = study_meta(load_study(spec.name, storage))
-        space = study_space(base_of(spec), meta)
+        space = study_space(opened.base(spec), meta)
     tolerance = spec.search.tolerance
     sampler = functools.partial(_sampler, spec.search.sampler, spec.seed, space, tolerance)
     if evaluator is not None:
@@ -175,12 +213,28 @@ def _specs(spec_paths, overrides: dict) -> list[StudySpec]:
     return specs
 
 
-def _study_run(spec: StudySpec, controller: StudyController, evaluator=None) -> StudyRun:
-    """A spec's part in a run; its evaluator is the one given, else built when first needed."""
+def _maker(spec: StudySpec, evaluator_for=None) -> Callable[[], PatchEvaluator]:
+    """A picklable factory of a spec's evaluator (one per process that scores its trials)."""
+    if evaluator_for is not None:
+        return functools.partial(evaluator_for, spec)
+    return functools.partial(evaluator_of, spec, progress=False)
+
+
+def _study_run(
+    spec: StudySpec,
+    controller: StudyController,
+    evaluator=None,
+    evaluator_for=None,
+    opened: _Opened | None = None,
+) -> StudyRun:
+    """A spec's part in a run; its evaluator is the one given, else built when first needed
+    (on the base this process ``opened``, if any)."""
     if evaluator is not None:
         make = functools.partial(_same, evaluator)
+    elif opened is not None and evaluator_for is None:
+        make = functools.partial(opened.evaluator, spec)
     else:
-        make = functools.partial(evaluator_of, spec, progress=False)
+        make = _maker(spec, evaluator_for)
     warm = spec.search.warm_start == "relaxation"
     return StudyRun(
         controller,
@@ -195,10 +249,15 @@ def _same(value):
     return value
 
 
-def _setup(spec: StudySpec, progress: bool | None) -> tuple[StudyController, PatchEvaluator]:
+def _setup(
+    spec: StudySpec, progress: bool | None, evaluator_for, opened: _Opened
+) -> tuple[StudyController, PatchEvaluator]:
     """Open (or create) a spec's study and queue its presets."""
-    evaluator = evaluator_of(spec, progress=progress)
-    controller = open_controller(spec, evaluator)
+    if evaluator_for is not None:
+        evaluator = evaluator_for(spec)
+    else:
+        evaluator = opened.evaluator(spec, progress)
+    controller = open_controller(spec, evaluator, opened=opened)
     if spec.search.presets and controller.counted() < spec.search.trials:
         _enqueue_presets(spec, evaluator, controller)
     return controller, evaluator
@@ -214,6 +273,7 @@ def run_studies(
     ray_address: str | None = None,
     progress: bool | None = None,
     on_progress: Callable[[str, StudyProgress], None] | None = None,
+    evaluator_for: Callable[[StudySpec], PatchEvaluator] | None = None,
 ) -> dict[str, StudyProgress]:
     """Run (or resume) studies until each has its trials in total.
 
@@ -224,6 +284,14 @@ def run_studies(
     any study has work left (its warm start, its presets, its trials): with the local backend,
     each of ``workers`` processes takes the next piece of work of the study furthest from its
     total; with Ray, the warm starts run here and the trials of every study share the cluster.
+
+    Args:
+        on_progress: called with a study's name and progress: once per study before any
+            work (where a resumed study stands), then as its trials finish (with local
+            workers, every two seconds for the studies that changed).
+        evaluator_for: builds a spec's evaluator instead of :func:`evaluator_of` (a picklable
+            function: local workers and Ray workers build theirs with it), such as a stand-in
+            that scores in milliseconds (:mod:`spotpatch.testing`).
 
     Returns:
         Each study's progress, by name, in the order given.
@@ -245,17 +313,23 @@ def run_studies(
         check_run_folders(
             spec.search.storage, artifacts_dir_for(spec.search.storage, spec.search.artifacts)
         )
-    prepared = [_setup(spec, progress) for spec in specs]
+    opened = _Opened()
+    prepared = [_setup(spec, progress, evaluator_for, opened) for spec in specs]
     first = specs[0].search
+    if first.backend == "ray" or first.workers == 1:
+        runs = [_study_run(s, c, e) for s, (c, e) in zip(specs, prepared, strict=True)]
+    else:
+        runs = [_study_run(s, c) for s, (c, _) in zip(specs, prepared, strict=True)]
+        del prepared  # the workers read their own tasks
+    start = {run.name: run.progress() for run in runs} if on_progress is not None else {}
+    for name, state in start.items():
+        on_progress(name, state)
     if first.backend == "ray":
-        runs = [_study_run(s, c, e) for s, (c, e) in zip(specs, prepared, strict=True)]
-        return _run_ray(specs, runs, on_progress)
+        makers = [_maker(s, evaluator_for) for s in specs]
+        return _run_ray(specs, runs, makers, on_progress)
     if first.workers == 1:
-        runs = [_study_run(s, c, e) for s, (c, e) in zip(specs, prepared, strict=True)]
         return run_here(runs, on_progress=on_progress)
-    runs = [_study_run(s, c) for s, (c, _) in zip(specs, prepared, strict=True)]
-    del prepared  # the workers read their own tasks
-    return _run_workers(specs, runs, on_progress)
+    return _run_workers(specs, runs, on_progress, start, evaluator_for)
 
 
 def run_study(
@@ -285,7 +359,7 @@ def run_answers(spec_paths, *, storage: str | None = None) -> dict:
     return out
 
 
-def _run_ray(specs, runs, on_progress) -> dict[str, StudyProgress]:
+def _run_ray(specs, runs, makers, on_progress) -> dict[str, StudyProgress]:
     """Warm starts here, one study after another; then every study's trials on one cluster."""
     from spotpatch.search import run_on_ray
 
@@ -296,7 +370,7 @@ def _run_ray(specs, runs, on_progress) -> dict[str, StudyProgress]:
     first = specs[0].search
     return run_on_ray(
         runs,
-        [functools.partial(evaluator_of, s, progress=False) for s in specs],
+        makers,
         address=first.ray_address,
         workers=first.workers,
         on_progress=on_progress,
@@ -316,28 +390,35 @@ def stop_with_parent(every: float = 2.0) -> None:
     threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
 
 
-def _worker(specs: list[StudySpec], threads: int) -> None:
+def _worker(specs: list[StudySpec], threads: int, evaluator_for=None) -> None:
     """One local worker process: its own evaluators, the shared studies."""
     import torch
 
     stop_with_parent()
     torch.set_num_threads(threads)
-    runs = [_study_run(spec, open_controller(spec)) for spec in specs]
+    opened = _Opened()
+    runs = [
+        _study_run(s, open_controller(s, opened=opened), None, evaluator_for, opened)
+        for s in specs
+    ]
     try:
         run_here(runs)
     except KeyboardInterrupt:
         pass
 
 
-def _run_workers(specs, runs, on_progress) -> dict[str, StudyProgress]:
-    """``workers`` processes share the studies' storages; this one reports progress."""
+def _run_workers(specs, runs, on_progress, start, evaluator_for) -> dict[str, StudyProgress]:
+    """``workers`` processes share the studies' storages; this one reports the studies whose
+    progress changed since ``start`` (each study's, by name)."""
     k = specs[0].search.workers
     threads = max(1, (os.cpu_count() or 1) // k)
     context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=_worker, args=(specs, threads)) for _ in range(k)]
+    procs = [
+        context.Process(target=_worker, args=(specs, threads, evaluator_for)) for _ in range(k)
+    ]
     for p in procs:
         p.start()
-    last: dict[str, StudyProgress] = {}
+    last = dict(start)
     try:
         while any(p.is_alive() for p in procs):
             time.sleep(2.0)
