@@ -14,6 +14,7 @@ Workers do need the study's data at the same paths (a shared file system).
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import tempfile
@@ -30,7 +31,10 @@ from spotpatch.search._trial import TrialJob, TrialOutcome
 __all__ = ["run_on_ray"]
 
 log = logging.getLogger("spotpatch")
-_EVALUATORS: dict[Any, Any] = {}
+#: A worker's evaluators of the studies it ran trials of last, by run and study: Tune reuses
+#: its actors, and a study's next trial there skips decoding its task again.
+_EVALUATORS: collections.OrderedDict[tuple[str, int], Any] = collections.OrderedDict()
+_KEEP = 4
 _DRIVER_STATE: dict[str, Any] = {}
 
 
@@ -70,11 +74,14 @@ def _run_trial(config: dict, make_evaluators, sink) -> None:
     from ray import tune
 
     index, job = config["study"], TrialJob(**config["job"])
-    make_evaluator = make_evaluators[index]
+    key = (config["run"], index)
     try:
-        if make_evaluator not in _EVALUATORS:  # a reused worker keeps its decoded task
-            _EVALUATORS[make_evaluator] = make_evaluator()
-        outcome = run_job(job, _EVALUATORS[make_evaluator])
+        if key not in _EVALUATORS:
+            _EVALUATORS[key] = make_evaluators[index]()
+            while len(_EVALUATORS) > _KEEP:
+                _EVALUATORS.popitem(last=False)
+        _EVALUATORS.move_to_end(key)
+        outcome = run_job(job, _EVALUATORS[key])
     except Exception as e:  # building the evaluator failed: the trial fails with it
         outcome = TrialOutcome(error=f"{type(e).__name__}: {e}")
     ray.get(sink.put.remote((index, job.number), outcome))
@@ -105,7 +112,8 @@ def _make_searcher(driver: _DriverOnly, sink):
                 trial = run.controller.ask(run.total)
                 if trial is not None:
                     self.live[trial_id] = (index, trial)
-                    return {"study": index, "job": asdict(run.controller.job(trial, run.seed))}
+                    job = asdict(run.controller.job(trial, run.seed))
+                    return {"run": driver.key, "study": index, "job": job}
             # A live trial whose worker dies needs its config run again: not finished until
             # none is live (None: ask again later).
             return None if self.live else Searcher.FINISHED
@@ -205,6 +213,8 @@ def run_on_ray(
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=workers),
             num_samples=-1,
+            # A new actor per trial would start a process, import torch and decode the task.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=f"spotpatch-{uuid.uuid4().hex[:8]}",
