@@ -20,6 +20,7 @@ SLOW_MODULES = {
     "test_apply.py",
     "test_backends.py",
     "test_bundle.py",
+    "test_fleet.py",
 }
 #: Markers of tests that start servers or clusters: slow too.
 SLOW_MARKERS = {"ray", "postgres", "soak", "hosts"}
