@@ -191,9 +191,9 @@ def _add_dashboard(sub: argparse._SubParsersAction) -> None:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """the Pareto dashboard: one offline HTML file, or a local server
 
-    Every study's trials and front with its answer starred, search progress, where the answers
-    spend their bytes, the report across tasks, and the fleet against one full detector per
-    task.
+    Each study's trials and front with its answer starred (one study at a time, chosen from a
+    list), search progress, where the answers spend their bytes, the report across tasks, and
+    the fleet against one full detector per task.
     """
     from spotpatch._defaults import DEFAULT_PORT
     from spotpatch.dashboard import serve_dashboard, write_dashboard
