@@ -109,10 +109,10 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def _summary_line(fleet, elapsed: float, done_here: int) -> str:
+def _summary_line(fleet, elapsed: float, working: float, done_here: int) -> str:
     """The compact view's first line: studies, trials and confirmation runs in all, the time
-    so far and, at this run's pace (its wall seconds per trial or confirmation run done so
-    far), the time its search trials still need."""
+    so far and, at this run's pace (the seconds ``working`` since every study was opened per
+    trial or confirmation run done since), the time its search trials still need."""
     counts = [
         f"{n} {what}" for n, what in ((fleet.failed, "failed"), (fleet.running, "running")) if n
     ]
@@ -123,7 +123,7 @@ def _summary_line(fleet, elapsed: float, done_here: int) -> str:
         parts.append(f"confirmation runs {fleet.confirmed}{running}")
     when = f"{_duration(elapsed)} elapsed"
     if fleet.left and done_here:
-        when += f", about {_duration(elapsed / done_here * fleet.left)} left"
+        when += f", about {_duration(working / done_here * fleet.left)} left"
     return " | ".join([*parts, when])
 
 
@@ -151,11 +151,11 @@ class _ProgressBoard:
 
     A few studies (up to :data:`FEW_STUDIES`, and fewer than the terminal's lines): a line
     each, redrawn in place on a terminal, else a line per change. More: one summary line
-    (studies done, trials and confirmation runs in all, elapsed, time left); on a terminal,
-    under it the studies in flight (running a trial, else the latest to change), redrawn in
-    place; in a log, a study's line when its trials are done and the summary every
-    ``every`` seconds while it changes, so that the log grows with the studies and the time,
-    not with the trials.
+    (studies done, trials and confirmation runs in all, elapsed, and the time left at the
+    pace since every study was opened); on a terminal, under it the studies in flight
+    (running a trial, else the latest to change), redrawn in place; in a log, a study's line
+    when its trials are done and the summary every ``every`` seconds while it changes, so
+    that the log grows with the studies and the time, not with the trials.
 
     ``size`` gives the terminal's (columns, lines) and ``clock`` the time: tests give theirs.
     """
@@ -171,6 +171,7 @@ class _ProgressBoard:
         self.states: dict = dict.fromkeys(names)
         self.compact = len(names) > FEW_STUDIES or (tty and len(names) + 2 > size()[1])
         self.begun: dict[str, int] = {}  # trials and confirmation runs done when first seen
+        self.working: float | None = None  # when every study had been seen (opened)
         self.changed: dict[str, int] = {}  # when each study's line last changed (in ticks)
         self.ticks = 0
         self.logged: dict[str, str] = {}  # the line a finished study printed in a log
@@ -186,6 +187,8 @@ class _ProgressBoard:
             self.changed[name] = self.ticks
         self.lines[name], self.states[name] = line, state
         self.begun.setdefault(name, state.done + state.confirmed)
+        if self.working is None and len(self.begun) == len(self.lines):
+            self.working = self.clock()
         if self.tty:
             self._draw()
         elif not self.compact:
@@ -200,7 +203,9 @@ class _ProgressBoard:
         known = [s for s in self.states.values() if s is not None]
         fleet = dataclasses.replace(fleet_progress(known), studies=len(self.states))
         done_here = fleet.done + fleet.confirmed - sum(self.begun.values())
-        return _summary_line(fleet, self.clock() - self.started, done_here)
+        now = self.clock()
+        working = now - (self.started if self.working is None else self.working)
+        return _summary_line(fleet, now - self.started, working, done_here)
 
     def _shown(self, room: int) -> list[str]:
         """The studies of the compact view: running first, then the latest to change."""

@@ -96,7 +96,8 @@ def test_many_studies_in_a_log_print_a_line_when_done_and_a_summary_now_and_then
 
     clock = _Clock()
     board = _ProgressBoard(FLEET, tty=False, clock=clock, every=30.0)
-    for name in FLEET:  # where each stands when the run begins
+    clock.now = 90.0  # opening the studies took this long
+    for name in FLEET:  # where each stands once opened
         board.update(name, _progress(0))
     for done in range(1, 5):  # a trial every half second, 140 in all
         for name in FLEET:
@@ -104,13 +105,13 @@ def test_many_studies_in_a_log_print_a_line_when_done_and_a_summary_now_and_then
             board.update(name, _progress(done))
     board.close()
     lines = capsys.readouterr().err.splitlines()
-    # 140 trials: a line per study and three summaries (at the start, after 30 s and 60 s),
+    # 140 trials: a line per study and three summaries (once opened, after 30 s and 60 s),
     # and the last once all is done.
     assert len(lines) == len(FLEET) + 4
-    assert lines[0] == "studies 0/35 done | trials 0/140 | 0:00 elapsed"
-    # 60 trials in 30 s: the 80 left take 40 s more at that pace.
-    assert "studies 0/35 done | trials 60/140 | 0:30 elapsed, about 0:40 left" in lines
-    assert lines[-1] == "studies 35/35 done | trials 140/140 | 1:10 elapsed"
+    assert lines[0] == "studies 0/35 done | trials 0/140 | 1:30 elapsed"
+    # 60 trials in the 30 s since the studies were opened: the 80 left take 40 s at that pace.
+    assert "studies 0/35 done | trials 60/140 | 2:00 elapsed, about 0:40 left" in lines
+    assert lines[-1] == "studies 35/35 done | trials 140/140 | 2:40 elapsed"
     done = [line for line in lines if line.startswith("task-")]
     assert [line.split()[0] for line in done] == FLEET
     assert done[0].split(" | ") == [
