@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -35,6 +36,8 @@ pytestmark = [
 TRIALS = 4
 STALE_AFTER = 6.0  # seconds without a heartbeat before another host retries a trial
 PORT = 5432  # the namespaces are the tests' own: fixed ports collide with nothing
+#: What every Ray process of the hosts shares: token authentication and the cluster's token.
+RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 
 
 @pytest.fixture(scope="module")
@@ -269,10 +272,10 @@ def test_a_cut_network_fails_the_far_trial_and_both_hosts_finish(
 @pytest.fixture
 def ray_cluster(hosts) -> Iterator[str]:
     """A Ray head on host a and a node of host b that joins it, a CPU each, started as
-    docs/scaling.md says; yields the head's ``HOST:PORT``. The head declares a node dead after
+    docs/scaling.md says, with token authentication; yields the head's ``HOST:PORT``. The head declares a node dead after
     3 missed health checks a second apart (Ray's default: 5, 3 s apart)."""
     a, b = hosts["a"], hosts["b"]
-    env = {"OMP_NUM_THREADS": "1", "TMPDIR": str(a.folder / "tmp")}
+    env = {"OMP_NUM_THREADS": "1", "TMPDIR": str(a.folder / "tmp"), **RAY_AUTH}
     checks = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
     head = RayNode(a.address, cpus=1, port=6379, prefix=a.prefix, env={**env, **checks})
     node = RayNode(
@@ -311,7 +314,7 @@ def test_a_ray_run_uses_the_other_host_s_node_and_survives_its_loss(
     a, b = hosts["a"], hosts["b"]
     argv = _spotpatch("run", str(spec), "--trials", str(TRIALS), "--storage", url)
     argv += ["--backend", "ray", "--ray-address", ray_cluster, "--workers", "2"]
-    driver = a.popen(argv, log="driver.log", env={"OMP_NUM_THREADS": "1"})
+    driver = a.popen(argv, log="driver.log", env={"OMP_NUM_THREADS": "1", **RAY_AUTH})
     try:
         _wait("trial running on host b's Ray node", lambda: _trial_processes(b), hosts)
         with _frozen(b):
