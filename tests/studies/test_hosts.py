@@ -272,8 +272,9 @@ def test_a_cut_network_fails_the_far_trial_and_both_hosts_finish(
 @pytest.fixture
 def ray_cluster(hosts) -> Iterator[str]:
     """A Ray head on host a and a node of host b that joins it, a CPU each, started as
-    docs/scaling.md says, with token authentication; yields the head's ``HOST:PORT``. The head declares a node dead after
-    3 missed health checks a second apart (Ray's default: 5, 3 s apart)."""
+    docs/scaling.md says, with token authentication; yields the head's ``HOST:PORT``. The head
+    declares a node dead after 3 missed health checks a second apart (Ray's default: 5, 3 s
+    apart)."""
     a, b = hosts["a"], hosts["b"]
     env = {"OMP_NUM_THREADS": "1", "TMPDIR": str(a.folder / "tmp"), **RAY_AUTH}
     checks = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
