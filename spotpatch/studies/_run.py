@@ -314,13 +314,15 @@ def run_studies(
             spec.search.storage, artifacts_dir_for(spec.search.storage, spec.search.artifacts)
         )
     opened = _Opened()
-    prepared = [_setup(spec, progress, evaluator_for, opened) for spec in specs]
     first = specs[0].search
-    if first.backend == "ray" or first.workers == 1:
-        runs = [_study_run(s, c, e) for s, (c, e) in zip(specs, prepared, strict=True)]
-    else:
-        runs = [_study_run(s, c) for s, (c, _) in zip(specs, prepared, strict=True)]
-        del prepared  # the workers read their own tasks
+    runs = []
+    for spec in specs:
+        controller, evaluator = _setup(spec, progress, evaluator_for, opened)
+        # This process keeps a study's evaluator (its decoded task) only where it trains it:
+        # in-process, or its warm start before Ray's trials; local workers read their own.
+        warm = first.backend == "ray" and spec.search.warm_start == "relaxation"
+        keep = (first.backend != "ray" and first.workers == 1) or warm
+        runs.append(_study_run(spec, controller, evaluator if keep else None, evaluator_for))
     start = {run.name: run.progress() for run in runs} if on_progress is not None else {}
     for name, state in start.items():
         on_progress(name, state)
