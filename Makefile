@@ -18,7 +18,7 @@ demo: $(STAMP)
 
 test: $(STAMP) chromium postgresql
 	$(BIN)/ruff check spotpatch tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Installs a Debian package when possible (root or passwordless sudo, with apt-get):
 # $(call apt_install,PACKAGE,what needs it)

@@ -3,10 +3,15 @@ generated benchmark, both built once per session, and study files of that benchm
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Under pytest-xdist each of its processes trains on one thread: they share the cores.
+torch.set_num_threads(
+    1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads())
+)
 
 #: Test modules that train for long or start processes or servers: every test in them is slow.
 SLOW_MODULES = {

@@ -255,6 +255,13 @@ class PatchSpace:
         shared: SSD's extra layers and heads), ``full`` (every tensor: a full fine-tune)."""
         if name not in PRESETS:
             raise UserError(f"unknown preset {name!r} (expected {', '.join(PRESETS)})")
+        # A space is immutable: each preset is resolved once (readers of many trials ask often).
+        presets = self.__dict__.setdefault("_presets", {})
+        if name not in presets:
+            presets[name] = self._preset(name)
+        return presets[name]
+
+    def _preset(self, name: str) -> PatchConfig:
         kinds = {}
         for s in self.sites:
             if name == "tail":
@@ -317,7 +324,9 @@ class PatchSpace:
 
     def full_bytes(self) -> int:
         """Bytes of the ``full`` preset: the reference a patch's size is measured against."""
-        return self.patch_bytes(self.preset("full"))
+        if "_full_bytes" not in self.__dict__:
+            self.__dict__["_full_bytes"] = self.patch_bytes(self.preset("full"))
+        return self.__dict__["_full_bytes"]
 
     def with_options(self, **changes) -> PatchSpace:
         """A copy with other ``kinds``, ``granularity`` or ``dtype``."""
