@@ -1,6 +1,6 @@
 """The transfer facts the test suite's margins rest on (``tests/evaluators/test_transfer.py``).
 
-Run: ``.venv/bin/python benchmarks/transfer.py [--steps 60] [--seeds 0 1 2]``
+Run: ``.venv/bin/python benchmarks/transfer.py [--steps 30] [--seeds 0 1 2]``
 
 At the suite's scale (the bundled benchmark at a quarter of its size: 128 train / 32 val
 images), with the suite's recipe (batch 16, lr 3e-3): on glyphs (far) the class head alone and
@@ -21,7 +21,7 @@ from spotpatch.studies import evaluator_of, load_spec
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args(argv)
     out = Path(tempfile.mkdtemp()) / "bench"
