@@ -92,15 +92,12 @@ def _kinds(study) -> dict[str, int]:
 
 def _copy(source, storage, name: str) -> None:
     """``source`` (a loaded study) as study ``name`` of ``storage``: its trials and attributes."""
-    study = optuna.create_study(
-        study_name=name, storage=storage, directions=source.directions, load_if_exists=False
+    optuna.copy_study(
+        from_study_name=source.study_name,
+        from_storage=source._storage,
+        to_storage=storage,
+        to_study_name=name,
     )
-    for key, value in source.user_attrs.items():
-        study.set_user_attr(key, value)
-    source_id = source._storage.get_study_id_from_name(source.study_name)
-    for key, value in source._storage.get_study_system_attrs(source_id).items():
-        storage.set_study_system_attr(storage.get_study_id_from_name(name), key, value)
-    study.add_trials(source.get_trials(deepcopy=False))
 
 
 def _postgres(source, url: str, copies: int, runs: int) -> dict:

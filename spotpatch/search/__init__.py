@@ -49,7 +49,7 @@ from spotpatch.search._controller import (
     StudyController,
 )
 from spotpatch.search._early_stopping import EarlyStopping
-from spotpatch.search._heartbeat import advisory_lock
+from spotpatch.search._heartbeat import advisory_lock, process_alive
 from spotpatch.search._pareto import FrontPoint, hypervolume, knee_point, pareto_front
 from spotpatch.search._progress import (
     FleetProgress,
@@ -167,6 +167,7 @@ __all__ = [
     "plan_fleet",
     "point_of",
     "preset_runs",
+    "process_alive",
     "queued_as_preset",
     "reaches",
     "read_patch",

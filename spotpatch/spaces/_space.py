@@ -324,9 +324,7 @@ class PatchSpace:
 
     def full_bytes(self) -> int:
         """Bytes of the ``full`` preset: the reference a patch's size is measured against."""
-        if "_full_bytes" not in self.__dict__:
-            self.__dict__["_full_bytes"] = self.patch_bytes(self.preset("full"))
-        return self.__dict__["_full_bytes"]
+        return self.patch_bytes(self.preset("full"))
 
     def with_options(self, **changes) -> PatchSpace:
         """A copy with other ``kinds``, ``granularity`` or ``dtype``."""

@@ -27,6 +27,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from spotpatch.search import process_alive
+
 __all__ = ["TestHost", "TestHosts", "namespaces_problem"]
 
 _SUBNET = "10.77.0"  # lives only on the veth pairs inside the hosts' own namespaces
@@ -37,16 +39,6 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     if check and done.returncode:
         raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
     return done
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def namespaces_problem() -> str | None:
@@ -105,12 +97,11 @@ class TestHost:
         *,
         timeout: float = 120,
         env: Mapping[str, str] | None = None,
-        cwd: Path | None = None,
     ) -> subprocess.CompletedProcess:
         """Run ``argv`` on this host to its end (at most ``timeout`` seconds)."""
         return subprocess.run(
             [*self.prefix, *argv],
-            cwd=cwd or self.folder,
+            cwd=self.folder,
             env=self.env(env),
             capture_output=True,
             text=True,
@@ -198,7 +189,7 @@ class TestHosts:
         listed = _ip("netns", "list", check=False).stdout.split("\n")
         for name in (line.split()[0] for line in listed if line.strip()):
             match = re.fullmatch(r"sp(\d+)[a-z]\w*", name)
-            if match and not _alive(int(match.group(1))):
+            if match and not process_alive(int(match.group(1))):
                 _kill_all(name, name)
                 _ip("netns", "del", name, check=False)
 
