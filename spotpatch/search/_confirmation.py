@@ -9,7 +9,9 @@ cancels in the difference:
 
 1. **decide**: the answer on the search's means (or the plan's start) and the full fine-tune
    train on ``seeds`` deciding seeds. A config holds when its mean paired Δ, less one
-   standard error, is within the tolerance: it holds by more than the noise of its seeds. While
+   standard error, is within the tolerance: it holds by more than the noise of its seeds. The
+   standard error comes from a pooled spread (:class:`Noise`), not from the config's own
+   three pairs alone: three values put a spread anywhere from a third to twice its size. While
    the tolerance's edge lies within one standard error of the mean, another pair of seeds is
    trained (racing), up to twice ``seeds``. A config that does not hold gives way to the next
    larger point of the study's front (presets included), trained the same way; past the
@@ -43,6 +45,7 @@ from spotpatch.search._units import from_points, mean_sd, reaches, to_points
 __all__ = [
     "INTERVAL",
     "ConfirmJob",
+    "Noise",
     "Paired",
     "WalkStep",
     "Confirmation",
@@ -139,16 +142,67 @@ def paired(mine: Sequence[float], full: Sequence[float]) -> Paired:
         (-1.0, 0.58)
     """
     n = len(mine)
-    diffs = [a - b for a, b in zip(mine, full, strict=True)]
-    delta, sd = mean_sd(diffs)
+    delta, sd = mean_sd(_diffs(mine, full))
     se = sd / math.sqrt(n)
-    half = 0.0
-    if n > 1:
-        from scipy.stats import t
-
-        half = float(t.ppf(0.5 + INTERVAL / 2, n - 1)) * se
+    half = _t(n - 1) * se if n > 1 else 0.0
     (m, m_sd), (f, f_sd) = mean_sd(mine), mean_sd(full)
     return Paired(n, m, m_sd, f, f_sd, delta, se, delta - half, delta + half)
+
+
+class Noise:
+    """The spread of one paired Δ, pooled over everything a study has measured it on.
+
+    The standard deviation of three pairs' differences is itself uncertain by about half its
+    size, and a decision taken on an unluckily small one holds by less than it seems. So the
+    deciding rule uses a pooled spread: the sample variances of every config's deciding pairs
+    walked so far and of the search's repeated configs (each config's runs about their mean,
+    one seed apart), weighted by their degrees of freedom. A config's spread between single
+    runs stands in for a pair's: measured at a study's 150 steps, a paired Δ's standard
+    deviation is 0.66-1.18 times a single run's (``benchmarks/paired_noise.py``). Reporting
+    runs never enter it: fresh seeds decide nothing.
+    """
+
+    def __init__(self, records: Sequence[TrialRecord] = ()) -> None:
+        self.squares, self.df = 0.0, 0
+        runs: dict[frozenset, list[float]] = {}
+        for r in records:
+            if r.complete:
+                runs.setdefault(r.key, []).append(r.map)
+        for maps in runs.values():
+            if len(maps) > 1:
+                self.add(maps)
+
+    def add(self, values: Sequence[float]) -> None:
+        """Pool the spread of ``values`` (one config's runs, or one config's paired Δs)."""
+        if len(values) > 1:
+            mean = math.fsum(values) / len(values)
+            self.squares += math.fsum((v - mean) ** 2 for v in values)
+            self.df += len(values) - 1
+
+    def decided(self, mine: Sequence[float], full: Sequence[float]) -> Paired:
+        """A config's deciding pairs (``mine`` against ``full``, in seed order) as a
+        :class:`Paired` whose standard error and interval come from the spread pooled with
+        theirs."""
+        own = paired(mine, full)
+        pooled = Noise()
+        pooled.squares, pooled.df = self.squares, self.df
+        pooled.add(_diffs(mine, full))
+        if pooled.df == 0:
+            return own
+        se = math.sqrt(pooled.squares / pooled.df / own.seeds)
+        half = _t(pooled.df) * se
+        return dataclasses.replace(own, delta_sd=se, low=own.delta - half, high=own.delta + half)
+
+
+def _diffs(mine: Sequence[float], full: Sequence[float]) -> list[float]:
+    return [a - b for a, b in zip(mine, full, strict=True)]
+
+
+def _t(df: int) -> float:
+    """The :data:`INTERVAL` two-sided t quantile at ``df`` degrees of freedom."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + INTERVAL / 2, df))
 
 
 @dataclass(frozen=True)
@@ -275,10 +329,11 @@ def confirmation(
         jobs = [ConfirmJob(sites_of[point.number], s, stage) for s in seeds]
         return [j for j in jobs if j.key not in runs]
 
-    def pairs(point: FrontPoint, seeds, stage: str) -> Paired:
+    def maps(point: FrontPoint, seeds, stage: str) -> tuple[list[float], list[float]]:
         mine, theirs = config_key(sites_of[point.number]), config_key(sites_of[full.number])
-        return paired([runs[(mine, s, stage)] for s in seeds],
-                      [runs[(theirs, s, stage)] for s in seeds])  # fmt: skip
+        return [runs[(mine, s, stage)] for s in seeds], [runs[(theirs, s, stage)] for s in seeds]
+
+    noise = Noise(records)
 
     candidates = [start]
     if plan.walk:
@@ -297,13 +352,14 @@ def confirmation(
             jobs = _unique(missing(point, seeds, "decide") + missing(full, seeds, "decide"))
             if jobs:
                 break
-            versus = pairs(point, seeds, "decide")
+            versus = noise.decided(*maps(point, seeds, "decide"))
             if not versus.unsure(tolerance):
                 break
         if jobs:
             walk.append(WalkStep(point.number, point.bytes, None))
             needed += jobs
             break
+        noise.add(_diffs(*maps(point, decide[: versus.seeds], "decide")))  # the next ones pool it
         walk.append(WalkStep(point.number, point.bytes, versus))
         if versus.surely_holds(tolerance):
             settled = point
@@ -313,7 +369,7 @@ def confirmation(
     if settled is not None:
         needed += missing(settled, report, "report")
         if not missing(settled, report, "report") and not missing(full, report, "report"):
-            reported = pairs(settled, report, "report")
+            reported = paired(*maps(settled, report, "report"))
     needed = _unique(needed)
     walked_out = settled is not None and plan.walk and settled.number == full.number
     walked_out = walked_out and start.number != full.number

@@ -334,3 +334,38 @@ def test_an_unsure_decision_races_more_seeds_and_holds_only_by_more_than_its_noi
     b = c.walk[1].versus
     assert b.holds(1.0) and not b.surely_holds(1.0)  # its mean is in, not by more than noise
     assert c.trial == study.trial[C]
+
+
+def test_a_config_holds_by_more_than_the_pooled_noise_not_by_its_own_few_pairs(tmp_path):
+    base = scores(SEARCH, {B: -0.007, C: 0.0}, {C: 0.0})
+    first = decide_seeds(0, 1)[0]
+
+    def score(sites, seed):
+        if len(sites) == A and first <= seed < first + 1_000_000:
+            # A's pairs spread widely: -3, -1, -5 points
+            return 0.70 + 0.01 * (seed - first) + (-0.03, -0.01, -0.05)[(seed - first) % 3]
+        return base(sites, seed)
+
+    study = Study(tmp_path, score)
+    study.confirm(3)
+    c = study_answer(study.study()).confirmation
+    assert [s.trial for s in c.walk] == [study.trial[n] for n in (A, B, C)]
+    b = c.walk[1].versus
+    # B's own pairs agree to the digit (-0.7 each): alone they would hold by far more than
+    # their spread of 0; pooled with A's, B is within a standard error of the edge, races to
+    # twice the seeds and does not hold.
+    assert b.seeds == 6 and b.holds(1.0) and not b.surely_holds(1.0)
+    assert b.delta_sd > 0.003 and b.low < b.delta < b.high
+    assert c.trial == study.trial[C]
+
+
+def test_the_pooled_noise_weighs_every_config_by_its_degrees_of_freedom():
+    from spotpatch.search import Noise
+
+    noise = Noise()
+    noise.add([0.70, 0.72])  # a repeated config: variance 2e-4, 1 df
+    noise.add([0.5])  # one run: nothing to pool
+    p = noise.decided([0.70, 0.70, 0.70], [0.71, 0.71, 0.71])  # own spread 0, 2 df
+    assert p.delta == pytest.approx(-0.01)
+    assert p.delta_sd == pytest.approx((2e-4 / 3) ** 0.5 / 3**0.5)
+    assert Noise().decided([0.70, 0.70], [0.71, 0.71]).delta_sd == 0.0  # nothing to pool
