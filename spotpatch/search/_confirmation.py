@@ -8,13 +8,13 @@ same batches, the same class-head initialization), so that the seed's share of t
 cancels in the difference:
 
 1. **decide**: the answer on the search's means (or the plan's start) and the full fine-tune
-   train on ``seeds`` deciding seeds. A config holds when its mean paired Δ, less one
-   standard error, is within the tolerance: it holds by more than the noise of its seeds. The
-   standard error comes from a pooled spread (:class:`Noise`), not from the config's own
-   three pairs alone: three values put a spread anywhere from a third to twice its size. While
-   the tolerance's edge lies within one standard error of the mean, another pair of seeds is
-   trained (racing), up to twice ``seeds``. A config that does not hold gives way to the next
-   larger point of the study's front (presets included), trained the same way; past the
+   train on ``seeds`` deciding seeds. A config holds when its mean paired Δ, less one standard
+   error, is within the tolerance: it holds by more than the noise of its seeds. The standard
+   error comes from a pooled spread (:class:`Noise`), not from the config's own three pairs
+   alone: nine times in ten, three values put a spread between a quarter of its size and 1.7
+   times it. While the tolerance's edge lies within one standard error of the mean, another pair
+   of seeds is trained (racing), up to twice ``seeds``. A config that does not hold gives way to
+   the next larger point of the study's front (presets included), trained the same way; past the
    front's last point comes the full fine-tune itself, which is within any tolerance of itself
    (it needs no deciding runs of its own). The first config that holds is the answer.
 2. **report**: the answer and the full fine-tune train on ``seeds`` fresh seeds, paired. Their
@@ -153,13 +153,14 @@ class Noise:
     """The spread of one paired Δ, pooled over everything a study has measured it on.
 
     The standard deviation of three pairs' differences is itself uncertain by about half its
-    size, and a decision taken on an unluckily small one holds by less than it seems. So the
-    deciding rule uses a pooled spread: the sample variances of every config's deciding pairs
-    walked so far and of the search's repeated configs (each config's runs about their mean,
-    one seed apart), weighted by their degrees of freedom. A config's spread between single
-    runs stands in for a pair's: measured at a study's 150 steps, a paired Δ's standard
-    deviation is 0.66-1.18 times a single run's (``benchmarks/paired_noise.py``). Reporting
-    runs never enter it: fresh seeds decide nothing.
+    size (nine times in ten between a quarter and 1.7 times the true one), and a decision taken
+    on an unluckily small one holds by less than it seems. So the deciding rule uses a pooled
+    spread: the sample variances of every config's deciding pairs walked so far and of the
+    search's repeated configs (each config's runs about their mean, one seed apart), weighted by
+    their degrees of freedom. A config's spread between single runs stands in for a pair's:
+    measured at a study's 150 steps, a paired Δ's standard deviation is 0.66-1.18 times a single
+    run's (``benchmarks/paired_noise.py``). Reporting runs never enter it: fresh seeds decide
+    nothing.
     """
 
     def __init__(self, records: Sequence[TrialRecord] = ()) -> None:
