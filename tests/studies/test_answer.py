@@ -369,3 +369,25 @@ def test_the_pooled_noise_weighs_every_config_by_its_degrees_of_freedom():
     assert p.delta == pytest.approx(-0.01)
     assert p.delta_sd == pytest.approx((2e-4 / 3) ** 0.5 / 3**0.5)
     assert Noise().decided([0.70, 0.70], [0.71, 0.71]).delta_sd == 0.0  # nothing to pool
+
+
+def test_the_search_repeats_spread_counts_in_the_decision(tmp_path):
+    base = scores(SEARCH, {A: -0.007}, {})
+
+    def score(sites, seed):
+        if len(sites) == A and seed < decide_seeds(0, 1)[0] and seed > 2:
+            return 0.730  # A's repeat: its runs 0.700 and 0.730, three points apart
+        return base(sites, seed)
+
+    study = Study(tmp_path, score)
+    study.confirm(3, repeats=2)
+    searched = [len(r.sites) for r in trial_records(study.study()) if r.complete]
+    assert sorted(searched).count(A) == 2
+    c = study_answer(study.study()).confirmation
+    a = c.walk[0].versus
+    assert c.walk[0].trial == study.trial[A]
+    # A's deciding pairs agree (-0.7 each), but its search runs spread by three points: pooled,
+    # A is not surely within a point, even at twice the seeds.
+    assert a.seeds == 6 and a.holds(1.0) and not a.surely_holds(1.0)
+    assert a.delta == pytest.approx(-0.007) and a.delta_sd > 0.003  # its own pairs: 0
+    assert c.walked_out and c.trial == study.trial[12]
