@@ -149,6 +149,7 @@ def paired(mine: Sequence[float], full: Sequence[float]) -> Paired:
     return Paired(n, m, m_sd, f, f_sd, delta, se, delta - half, delta + half)
 
 
+@dataclass(frozen=True)
 class Noise:
     """The spread of one paired Δ, pooled over everything a study has measured it on.
 
@@ -160,34 +161,37 @@ class Noise:
     their degrees of freedom. A config's spread between single runs stands in for a pair's:
     measured at a study's 150 steps, a paired Δ's standard deviation is 0.66-1.18 times a single
     run's (``benchmarks/paired_noise.py``). Reporting runs never enter it: fresh seeds decide
-    nothing.
+    nothing. ``squares``: the summed squared deviations; ``df``: their degrees of freedom.
     """
 
-    def __init__(self, records: Sequence[TrialRecord] = ()) -> None:
-        self.squares, self.df = 0.0, 0
+    squares: float = 0.0
+    df: int = 0
+
+    @classmethod
+    def of_search(cls, records: Sequence[TrialRecord]) -> Noise:
+        """The spread of the search's repeated configs in ``records``."""
         runs: dict[frozenset, list[float]] = {}
         for r in records:
             if r.complete:
                 runs.setdefault(r.key, []).append(r.map)
+        noise = cls()
         for maps in runs.values():
-            if len(maps) > 1:
-                self.add(maps)
+            noise = noise.plus(maps)
+        return noise
 
-    def add(self, values: Sequence[float]) -> None:
-        """Pool the spread of ``values`` (one config's runs, or one config's paired Δs)."""
-        if len(values) > 1:
-            mean = math.fsum(values) / len(values)
-            self.squares += math.fsum((v - mean) ** 2 for v in values)
-            self.df += len(values) - 1
+    def plus(self, values: Sequence[float]) -> Noise:
+        """This spread pooled with that of ``values`` (one config's runs, or its paired Δs)."""
+        if len(values) < 2:
+            return self
+        sd = mean_sd(values)[1]
+        return Noise(self.squares + (len(values) - 1) * sd**2, self.df + len(values) - 1)
 
     def decided(self, mine: Sequence[float], full: Sequence[float]) -> Paired:
         """A config's deciding pairs (``mine`` against ``full``, in seed order) as a
         :class:`Paired` whose standard error and interval come from the spread pooled with
         theirs."""
         own = paired(mine, full)
-        pooled = Noise()
-        pooled.squares, pooled.df = self.squares, self.df
-        pooled.add(_diffs(mine, full))
+        pooled = self.plus(_diffs(mine, full))
         if pooled.df == 0:
             return own
         se = math.sqrt(pooled.squares / pooled.df / own.seeds)
@@ -334,7 +338,7 @@ def confirmation(
         mine, theirs = config_key(sites_of[point.number]), config_key(sites_of[full.number])
         return [runs[(mine, s, stage)] for s in seeds], [runs[(theirs, s, stage)] for s in seeds]
 
-    noise = Noise(records)
+    noise = Noise.of_search(records)
 
     candidates = [start]
     if plan.walk:
@@ -353,14 +357,15 @@ def confirmation(
             jobs = _unique(missing(point, seeds, "decide") + missing(full, seeds, "decide"))
             if jobs:
                 break
-            versus = noise.decided(*maps(point, seeds, "decide"))
+            pair = maps(point, seeds, "decide")
+            versus = noise.decided(*pair)
             if not versus.unsure(tolerance):
                 break
         if jobs:
             walk.append(WalkStep(point.number, point.bytes, None))
             needed += jobs
             break
-        noise.add(_diffs(*maps(point, decide[: versus.seeds], "decide")))  # the next ones pool it
+        noise = noise.plus(_diffs(*pair))  # the configs walked next pool this one's pairs
         walk.append(WalkStep(point.number, point.bytes, versus))
         if versus.surely_holds(tolerance):
             settled = point

@@ -362,9 +362,8 @@ def test_a_config_holds_by_more_than_the_pooled_noise_not_by_its_own_few_pairs(t
 def test_the_pooled_noise_weighs_every_config_by_its_degrees_of_freedom():
     from spotpatch.search import Noise
 
-    noise = Noise()
-    noise.add([0.70, 0.72])  # a repeated config: variance 2e-4, 1 df
-    noise.add([0.5])  # one run: nothing to pool
+    noise = Noise().plus([0.70, 0.72])  # a repeated config: variance 2e-4, 1 df
+    noise = noise.plus([0.5])  # one run: nothing to pool
     p = noise.decided([0.70, 0.70, 0.70], [0.71, 0.71, 0.71])  # own spread 0, 2 df
     assert p.delta == pytest.approx(-0.01)
     assert p.delta_sd == pytest.approx((2e-4 / 3) ** 0.5 / 3**0.5)
