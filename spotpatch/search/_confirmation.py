@@ -85,6 +85,9 @@ class Paired:
         delta_sd: the standard error of ``delta``: the standard deviation of one pair's
             difference over ``sqrt(seeds)`` (0 for one pair).
         low, high: the :data:`INTERVAL` t-interval of ``delta`` (``delta`` itself for one pair).
+        margin: how far inside the tolerance ``delta`` must lie to hold surely: ``delta_sd``,
+            or on deciding seeds the standard deviation of the mean Δ the reporting seeds are
+            expected to show (:meth:`Noise.decided`).
     """
 
     seeds: int
@@ -96,21 +99,27 @@ class Paired:
     delta_sd: float
     low: float
     high: float
+    margin: float | None = None
 
     def holds(self, tolerance: float) -> bool:
         """Whether the mean paired Δ is within ``tolerance`` mAP points of the full fine-tune."""
         return reaches(self.delta, -from_points(tolerance))
 
+    @property
+    def _margin(self) -> float:
+        return self.delta_sd if self.margin is None else self.margin
+
     def surely_holds(self, tolerance: float) -> bool:
-        """Whether the mean paired Δ less its standard error is within ``tolerance`` points:
-        the deciding seeds' rule, so that a patch holds on them by more than their noise."""
-        return reaches(self.delta - self.delta_sd, -from_points(tolerance))
+        """Whether the mean paired Δ less its :attr:`margin` is within ``tolerance`` points:
+        the deciding seeds' rule, so that a patch holds by more than the noise of its deciding
+        seeds and of the reporting seeds to come."""
+        return reaches(self.delta - self._margin, -from_points(tolerance))
 
     def unsure(self, tolerance: float) -> bool:
-        """Whether the tolerance's edge lies within one standard error of the mean paired Δ:
+        """Whether the tolerance's edge lies within one :attr:`margin` of the mean paired Δ:
         another pair of seeds may change the decision."""
         edge = -from_points(tolerance)
-        return not self.surely_holds(tolerance) and reaches(self.delta + self.delta_sd, edge)
+        return not self.surely_holds(tolerance) and reaches(self.delta + self._margin, edge)
 
     def to_json(self) -> dict:
         return {
@@ -123,6 +132,10 @@ class Paired:
             "delta_sd": self.delta_sd,
             "delta_interval": [self.low, self.high],
         }
+
+    def decision_json(self) -> dict:
+        """:meth:`to_json` with the :attr:`margin` the decision used."""
+        return {**self.to_json(), "margin": self._margin}
 
     def text(self) -> str:
         """``−0.4 ± 0.3 (3 paired seeds)``, in mAP points."""
@@ -186,17 +199,25 @@ class Noise:
         sd = mean_sd(values)[1]
         return Noise(self.squares + (len(values) - 1) * sd**2, self.df + len(values) - 1)
 
-    def decided(self, mine: Sequence[float], full: Sequence[float]) -> Paired:
+    def decided(self, mine: Sequence[float], full: Sequence[float], fresh: int) -> Paired:
         """A config's deciding pairs (``mine`` against ``full``, in seed order) as a
         :class:`Paired` whose standard error and interval come from the spread pooled with
-        theirs."""
+        theirs, and whose margin is the standard deviation of the mean Δ that ``fresh``
+        reporting pairs are expected to show given this one: ``sd * sqrt(1/n + 1/fresh)``,
+        the deciding mean's own noise and the reporting seeds' together. More deciding pairs
+        narrow only the first: a config holds when its reported Δ is expected within the
+        tolerance by more than that Δ's noise, however many pairs decided it."""
         own = paired(mine, full)
         pooled = self.plus(_diffs(mine, full))
         if pooled.df == 0:
             return own
-        se = math.sqrt(pooled.squares / pooled.df / own.seeds)
+        sd = math.sqrt(pooled.squares / pooled.df)
+        se = sd / math.sqrt(own.seeds)
         half = _t(pooled.df) * se
-        return dataclasses.replace(own, delta_sd=se, low=own.delta - half, high=own.delta + half)
+        margin = sd * math.sqrt(1 / own.seeds + 1 / fresh)
+        return dataclasses.replace(
+            own, delta_sd=se, low=own.delta - half, high=own.delta + half, margin=margin
+        )
 
 
 def _diffs(mine: Sequence[float], full: Sequence[float]) -> list[float]:
@@ -265,7 +286,7 @@ class Confirmation:
                 {
                     "trial": s.trial,
                     "patch_bytes": s.patch_bytes,
-                    "decide": None if s.versus is None else s.versus.to_json(),
+                    "decide": None if s.versus is None else s.versus.decision_json(),
                 }
                 for s in self.walk
             ],
@@ -358,7 +379,7 @@ def confirmation(
             if jobs:
                 break
             pair = maps(point, seeds, "decide")
-            versus = noise.decided(*pair)
+            versus = noise.decided(*pair, fresh=plan.seeds)
             if not versus.unsure(tolerance):
                 break
         if jobs:

@@ -11,9 +11,11 @@ import pytest
 
 from spotpatch.cli import main
 from spotpatch.search import (
+    Noise,
     StudyController,
     decide_seeds,
     make_sampler,
+    reaches,
     report_seeds,
     run_trials,
     study_answer,
@@ -315,20 +317,27 @@ def test_the_full_fine_tune_as_the_answer_needs_no_deciding_runs(tmp_path):
     assert (c.walk, c.walked_out, c.reported.delta, c.holds) == ((), False, 0.0, True)
 
 
-def test_an_unsure_decision_races_more_seeds_and_holds_only_by_more_than_its_noise(tmp_path):
-    base = scores(SEARCH, {A: -0.02, C: 0.0}, {C: 0.0})
+def walk_abc(tmp_path, base, n, offset):
+    """A study scored by ``base``, but config ``n``'s deciding run of seed ``i`` scores the full
+    fine-tune's plus ``offset(i)``, confirmed on 3 seeds; its walk went A, B, then C."""
     first = decide_seeds(0, 1)[0]
 
     def score(sites, seed):
-        if len(sites) == B and first <= seed < first + 1_000_000:
-            # B's pairs straddle the tolerance's edge (-1 point): -0.2, -1.8, -0.2, -1.8...
-            return 0.70 + 0.01 * (seed - first) + (-0.002, -0.018)[(seed - first) % 2]
+        if len(sites) == n and first <= seed < first + 1_000_000:
+            return 0.70 + 0.01 * (seed - first) + offset(seed - first)
         return base(sites, seed)
 
     study = Study(tmp_path, score)
     study.confirm(3)
     c = study_answer(study.study()).confirmation
-    assert [s.trial for s in c.walk] == [study.trial[n] for n in (A, B, C)]
+    assert [s.trial for s in c.walk] == [study.trial[k] for k in (A, B, C)]
+    return study, c
+
+
+def test_an_unsure_decision_races_more_seeds_and_holds_only_by_more_than_its_noise(tmp_path):
+    # B's pairs straddle the tolerance's edge (-1 point): -0.2, -1.8, -0.2, -1.8...
+    base = scores(SEARCH, {A: -0.02, C: 0.0}, {C: 0.0})
+    study, c = walk_abc(tmp_path, base, B, lambda i: (-0.002, -0.018)[i % 2])
     seeds = [s.versus.seeds for s in c.walk]
     assert seeds == [3, 6, 3]  # A surely short, B raced to twice the seeds, C surely holds
     b = c.walk[1].versus
@@ -337,19 +346,9 @@ def test_an_unsure_decision_races_more_seeds_and_holds_only_by_more_than_its_noi
 
 
 def test_a_config_holds_by_more_than_the_pooled_noise_not_by_its_own_few_pairs(tmp_path):
+    # A's pairs spread widely: -3, -1, -5 points
     base = scores(SEARCH, {B: -0.007, C: 0.0}, {C: 0.0})
-    first = decide_seeds(0, 1)[0]
-
-    def score(sites, seed):
-        if len(sites) == A and first <= seed < first + 1_000_000:
-            # A's pairs spread widely: -3, -1, -5 points
-            return 0.70 + 0.01 * (seed - first) + (-0.03, -0.01, -0.05)[(seed - first) % 3]
-        return base(sites, seed)
-
-    study = Study(tmp_path, score)
-    study.confirm(3)
-    c = study_answer(study.study()).confirmation
-    assert [s.trial for s in c.walk] == [study.trial[n] for n in (A, B, C)]
+    study, c = walk_abc(tmp_path, base, A, lambda i: (-0.03, -0.01, -0.05)[i % 3])
     b = c.walk[1].versus
     # B's own pairs agree to the digit (-0.7 each): alone they would hold by far more than
     # their spread of 0; pooled with A's, B is within a standard error of the edge, races to
@@ -359,15 +358,32 @@ def test_a_config_holds_by_more_than_the_pooled_noise_not_by_its_own_few_pairs(t
     assert c.trial == study.trial[C]
 
 
-def test_the_pooled_noise_weighs_every_config_by_its_degrees_of_freedom():
-    from spotpatch.search import Noise
+def test_a_config_holds_by_more_than_the_noise_of_the_reporting_seeds_to_come(tmp_path):
+    offsets = (0.0, -0.014, -0.004, -0.016, -0.014, -0.012)  # B's paired Δs
+    base = scores(SEARCH, {A: -0.02, C: 0.0}, {C: 0.0})
+    study, c = walk_abc(tmp_path, base, B, offsets.__getitem__)
+    b = c.walk[1].versus
+    # On its first three pairs B is at -0.6 ± 0.3 (pooled with A's): within a point by more
+    # than their standard error, not by more than the noise the three reporting pairs will add
+    # to its mean. It races, its next pairs take it to the edge, and it does not hold.
+    pooled = Noise().plus([-0.02] * 3)  # A's pairs, walked before B
+    three = pooled.decided([0.70 + o for o in offsets[:3]], [0.70] * 3, fresh=3)
+    assert reaches(three.delta - three.delta_sd, -0.01)  # on its own standard error: it holds
+    assert not three.surely_holds(1.0)
+    assert b.seeds == 6 and not b.surely_holds(1.0) and b.margin > b.delta_sd
+    assert c.trial == study.trial[C]
+    assert c.to_json()["walk"][1]["decide"]["margin"] == pytest.approx(b.margin)
 
+
+def test_the_pooled_noise_weighs_every_config_by_its_degrees_of_freedom():
     noise = Noise().plus([0.70, 0.72])  # a repeated config: variance 2e-4, 1 df
     noise = noise.plus([0.5])  # one run: nothing to pool
-    p = noise.decided([0.70, 0.70, 0.70], [0.71, 0.71, 0.71])  # own spread 0, 2 df
+    p = noise.decided([0.70, 0.70, 0.70], [0.71, 0.71, 0.71], fresh=2)  # own spread 0, 2 df
     assert p.delta == pytest.approx(-0.01)
     assert p.delta_sd == pytest.approx((2e-4 / 3) ** 0.5 / 3**0.5)
-    assert Noise().decided([0.70, 0.70], [0.71, 0.71]).delta_sd == 0.0  # nothing to pool
+    # The margin: the noise of the deciding mean and of the 2 reporting pairs' mean together.
+    assert p.margin == pytest.approx((2e-4 / 3) ** 0.5 * (1 / 3 + 1 / 2) ** 0.5)
+    assert Noise().decided([0.70, 0.70], [0.71, 0.71], fresh=2).delta_sd == 0.0  # no spread
 
 
 def test_the_search_repeats_spread_counts_in_the_decision(tmp_path):
