@@ -8,12 +8,15 @@ same batches, the same class-head initialization), so that the seed's share of t
 cancels in the difference:
 
 1. **decide**: the answer on the search's means (or the plan's start) and the full fine-tune
-   train on ``seeds`` deciding seeds. A config holds when its mean paired Δ, less one standard
-   error, is within the tolerance: it holds by more than the noise of its seeds. The standard
-   error comes from a pooled spread (:class:`Noise`), not from the config's own three pairs
-   alone: nine times in ten, three values put a spread between a quarter of its size and 1.7
-   times it. While the tolerance's edge lies within one standard error of the mean, another pair
-   of seeds is trained (racing), up to twice ``seeds``. A config that does not hold gives way to
+   train on ``seeds`` deciding seeds. A config holds when its mean paired Δ, less a margin, is
+   within the tolerance: the margin is the standard deviation of the Δ the ``seeds`` reporting
+   pairs are expected to show, the deciding mean's noise and theirs together, so that the
+   config holds by more than the noise of the number that will be reported. The spread comes
+   from a pool (:class:`Noise`), not from the config's own three pairs alone: nine times in
+   ten, three values put a spread between a quarter of its size and 1.7 times it. While the
+   tolerance's edge lies within the margin of the mean, another pair of seeds is trained
+   (racing), up to twice ``seeds``: it narrows the deciding mean's share of the margin, never
+   the reporting seeds'. A config that does not hold gives way to
    the next larger point of the study's front (presets included), trained the same way; past the
    front's last point comes the full fine-tune itself, which is within any tolerance of itself
    (it needs no deciding runs of its own). The first config that holds is the answer.
