@@ -43,6 +43,8 @@ class EvalResult:
         config: the config scored.
         tensors: the patch tensors as stored.
         intermediate: (step, map) at each checkpoint.
+        test_map: COCO AP@[.5:.95] on the task's test split (None: the task has none). Nothing
+            chooses on it; a study's confirmation scores on val and test together.
     """
 
     map: float
@@ -53,6 +55,7 @@ class EvalResult:
     config: PatchConfig
     tensors: Mapping[str, Tensor] = field(repr=False)
     intermediate: tuple[tuple[int, float], ...] = ()
+    test_map: float | None = None
 
     def metrics(self) -> dict[str, float]:
         return {"map": self.map, "map50": self.map50, "patch_bytes": self.patch_bytes}
@@ -99,7 +102,8 @@ class PatchEvaluator:
         fractions: Sequence[float] = (),
         seed: int | None = None,
     ) -> EvalResult:
-        """Train ``config``'s patch tensors, then score the stored patch on val.
+        """Train ``config``'s patch tensors, then score the stored patch on val (and on test,
+        where the task has one).
 
         Args:
             config: the patch config (kinds outside the space's list are fine where a site
@@ -149,6 +153,9 @@ class PatchEvaluator:
         applied.load(tensors)
         start = time.perf_counter()
         value, value50 = coco_map(model, self.task.val, self.task.category_ids, detect=detect)
+        test = None
+        if self.task.test is not None:
+            test = coco_map(model, self.task.test, self.task.category_ids)[0]
         return EvalResult(
             map=value,
             map50=value50,
@@ -158,6 +165,7 @@ class PatchEvaluator:
             config=config,
             tensors=tensors,
             intermediate=tuple(seen),
+            test_map=test,
         )
 
     def _prefix_caches(

@@ -25,6 +25,9 @@ cancels in the difference:
    or not; no decision is taken on it. A miss is reported as a miss: walking on would make the
    fresh seeds deciding ones, and the number reported biased again.
 
+Every run is scored on the plan's images (:func:`scored`): val, or, where the task has a test
+split, the mean of its val and test mAPs, whose paired Δ is about half as noisy.
+
 Everything is read from the study's records on every call (:func:`confirmation`): a stopped
 confirmation resumes where it was, without retraining a stored run, on any backend, and
 parallel workers take the runs still needed in order. Imports only from ``search``'s own
@@ -184,12 +187,13 @@ class Noise:
     df: int = 0
 
     @classmethod
-    def of_search(cls, records: Sequence[TrialRecord]) -> Noise:
-        """The spread of the search's repeated configs in ``records``."""
+    def of_search(cls, records: Sequence[TrialRecord], images: str = "val") -> Noise:
+        """The spread of the search's repeated configs in ``records``, scored on ``images``
+        (:func:`scored`; runs without that score are left out)."""
         runs: dict[frozenset, list[float]] = {}
         for r in records:
-            if r.complete:
-                runs.setdefault(r.key, []).append(r.map)
+            if r.complete and (value := scored(r.map, r.test_map, images)) is not None:
+                runs.setdefault(r.key, []).append(value)
         noise = cls()
         for maps in runs.values():
             noise = noise.plus(maps)
@@ -221,6 +225,14 @@ class Noise:
         return dataclasses.replace(
             own, delta_sd=se, low=own.delta - half, high=own.delta + half, margin=margin
         )
+
+
+def scored(val: float | None, test: float | None, images: str) -> float | None:
+    """A run's score on ``images`` (:data:`~spotpatch.search._study_record.IMAGES`): its val
+    mAP, or the mean of its val and test mAPs (None where it has no test score)."""
+    if images == "val" or val is None:
+        return val
+    return None if test is None else (val + test) / 2
 
 
 def _diffs(mine: Sequence[float], full: Sequence[float]) -> list[float]:
@@ -285,6 +297,7 @@ class Confirmation:
     def to_json(self) -> dict:
         return {
             "seeds": self.plan.seeds,
+            "images": self.plan.images,
             "walk": [
                 {
                     "trial": s.trial,
@@ -311,7 +324,7 @@ def confirm_runs_of(records: Sequence[TrialRecord], legacy: Sequence[ConfirmRun]
         if r.confirmed:
             runs.append(
                 ConfirmRun(dict(r.sites or {}), r.confirm_seed, r.map, r.patch_bytes,
-                           r.confirm_stage)
+                           r.confirm_stage, r.test_map)
             )  # fmt: skip
     return runs
 
@@ -343,7 +356,9 @@ def confirmation(
         legacy: earlier versions' retrainings (deciding runs).
     """
     runs = {
-        (config_key(r.sites), r.seed, r.stage): r.map for r in confirm_runs_of(records, legacy)
+        (config_key(r.sites), r.seed, r.stage): value
+        for r in confirm_runs_of(records, legacy)
+        if (value := scored(r.map, r.test_map, plan.images)) is not None
     }
     failed: dict[tuple, list[str]] = {}
     for r in records:
@@ -362,7 +377,7 @@ def confirmation(
         mine, theirs = config_key(sites_of[point.number]), config_key(sites_of[full.number])
         return [runs[(mine, s, stage)] for s in seeds], [runs[(theirs, s, stage)] for s in seeds]
 
-    noise = Noise.of_search(records)
+    noise = Noise.of_search(records, plan.images)
 
     candidates = [start]
     if plan.walk:
@@ -434,12 +449,13 @@ def confirmation(
     )
 
 
-def plan_with(stored: ConfirmPlan | None, seeds: int) -> ConfirmPlan | None:
+def plan_with(stored: ConfirmPlan | None, seeds: int, images: str = "val") -> ConfirmPlan | None:
     """The plan a study confirms by: the one it stored, at ``seeds`` seeds when ``seeds`` > 0
-    (a study file's ``confirm_seeds``); a new one at ``seeds`` when none is stored; None when
-    none is stored and ``seeds`` is 0."""
+    (a study file's ``confirm_seeds``); a new one at ``seeds``, scored on ``images``, when none
+    is stored; None when none is stored and ``seeds`` is 0. A stored plan keeps its images:
+    its runs were scored on them."""
     if stored is None:
-        return ConfirmPlan(seeds) if seeds > 0 else None
+        return ConfirmPlan(seeds, images=images) if seeds > 0 else None
     return dataclasses.replace(stored, seeds=seeds) if seeds > 0 else stored
 
 

@@ -91,6 +91,8 @@ class StudyController:
         tolerance: mAP points the answer may lose against the full fine-tune.
         confirm_seeds: past the total, confirm the answer on this many paired seeds
             (:mod:`~spotpatch.search._confirmation`); 0: only a confirmation already started.
+        confirm_images: what a confirmation that starts here scores its runs on: ``val+test``
+            where the task has a test split, else ``val`` (one already started keeps its own).
 
     Example:
         >>> controller = StudyController(storage, "pets", space)  # doctest: +SKIP
@@ -113,6 +115,7 @@ class StudyController:
         repeats: int = 1,
         tolerance: float = DEFAULT_TOLERANCE,
         confirm_seeds: int = 0,
+        confirm_images: str = "val",
     ):
         import optuna
         from optuna.distributions import CategoricalDistribution
@@ -126,6 +129,7 @@ class StudyController:
         self.repeats = repeats
         self.tolerance = tolerance
         self.confirm_seeds = confirm_seeds
+        self.confirm_images = confirm_images
         self.distributions = {
             label: CategoricalDistribution(space.choices(label)) for label in space.groups()
         }
@@ -300,7 +304,7 @@ class StudyController:
     def confirmation(self, records: list[TrialRecord] | None = None) -> Confirmation | None:
         """Where the study's confirmation stands under this controller's settings (None: none
         started and ``confirm_seeds`` is 0, or none can start)."""
-        plan = plan_with(confirm_plan(self.study), self.confirm_seeds)
+        plan = plan_with(confirm_plan(self.study), self.confirm_seeds, self.confirm_images)
         if plan is None:
             return None
         inputs = answer_inputs(self.study, self.records() if records is None else records)

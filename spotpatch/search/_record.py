@@ -17,11 +17,12 @@ A trial stores:
   confirm its answer, :mod:`._confirmation`) also stores ``confirm_seed`` (its training seed)
   and ``confirm_stage`` (``decide``: seeds that choose the answer; ``report``: fresh seeds that
   measure it). It is not a run of the search: it counts toward no total and stands on no front;
-- when told: ``map``, ``map50``, ``patch_bytes``, ``train_seconds``, ``eval_seconds``,
-  ``config``, ``summary``, ``intermediate`` ({step: mAP}), ``artifact_id`` (its patch tensors in
-  the artifact store) and ``artifact_sha256`` (the sha256 of that file's bytes, checked by
-  every reader; trials stored before it was recorded have none); or ``error`` (FAIL); or
-  ``pruned_at`` and ``intermediate`` (PRUNED);
+- when told: ``map``, ``map50``, ``test_map`` (where the task has a test split),
+  ``patch_bytes``, ``train_seconds``, ``eval_seconds``, ``config``, ``summary``,
+  ``intermediate`` ({step: mAP}), ``artifact_id`` (its patch tensors in the artifact store) and
+  ``artifact_sha256`` (the sha256 of that file's bytes, checked by every reader; trials stored
+  before it was recorded have none); or ``error`` (FAIL); or ``pruned_at`` and ``intermediate``
+  (PRUNED);
 - a config the sampler proposed again is not trained twice: its trial is told the stored result
   and records ``duplicate_of`` (the trial that trained it);
 - system attributes ``spotpatch:heartbeat`` ({host, pid, time}) while it runs and
@@ -86,6 +87,7 @@ _CONFIRM_SEED = "confirm_seed"
 _CONFIRM_STAGE = "confirm_stage"
 _MAP = "map"
 _MAP50 = "map50"
+_TEST_MAP = "test_map"
 _TRAIN_SECONDS = "train_seconds"
 _EVAL_SECONDS = "eval_seconds"
 _SUMMARY = "summary"
@@ -119,6 +121,7 @@ class TrialRecord:
             the trial was asked.
         map: val mAP in [0, 1] (completed trials).
         map50: val AP at IoU 0.5 (None when not recorded).
+        test_map: mAP on the task's test split (None: no test split, or not recorded).
         patch_bytes: the patch payload in bytes.
         train_seconds: wall time of training.
         eval_seconds: wall time of the final scoring.
@@ -147,6 +150,7 @@ class TrialRecord:
     sites: Mapping[str, str] | None
     map: float | None
     map50: float | None
+    test_map: float | None
     patch_bytes: int | None
     train_seconds: float
     eval_seconds: float
@@ -256,6 +260,7 @@ def trial_record(trial) -> TrialRecord:
         sites=dict(sites) if isinstance(sites, dict) else None,
         map=float(values[0]) if values else _number(attrs.get(_MAP), float),
         map50=_number(attrs.get(_MAP50), float),
+        test_map=_number(attrs.get(_TEST_MAP), float),
         patch_bytes=int(values[1]) if values else _number(attrs.get(_PATCH_BYTES), int),
         train_seconds=_number(attrs.get(_TRAIN_SECONDS), float) or 0.0,
         eval_seconds=_number(attrs.get(_EVAL_SECONDS), float) or 0.0,
@@ -340,6 +345,7 @@ def _result_attrs(
         {
             _MAP: result.map,
             _MAP50: result.map50,
+            _TEST_MAP: result.test_map,
             _PATCH_BYTES: result.patch_bytes,
             _TRAIN_SECONDS: round(result.train_seconds, 3),
             _EVAL_SECONDS: round(result.eval_seconds, 3),
@@ -439,6 +445,7 @@ def write_duplicate(trial, of: TrialRecord) -> list[float]:
         _PATCH_BYTES: of.patch_bytes,
         _CONFIG: dict(of.sites or {}),
         _MAP50: of.map50,
+        _TEST_MAP: of.test_map,
         _ARTIFACT_ID: of.artifact_id,
         _ARTIFACT_SHA256: of.artifact_sha256,
     }

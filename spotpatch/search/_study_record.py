@@ -240,6 +240,10 @@ def relaxation_trials(
 
 
 # -- the confirmation ---------------------------------------------------------------------------
+#: What confirmation runs can be scored on (:attr:`ConfirmPlan.images`).
+IMAGES = ("val", "val+test")
+
+
 @dataclass(frozen=True)
 class ConfirmPlan:
     """How a study confirms its answer (written when its confirmation starts).
@@ -250,11 +254,15 @@ class ConfirmPlan:
             means of its runs).
         walk: whether a config that falls short on the deciding seeds gives way to the next
             larger front point (else the start is measured on fresh seeds as it is).
+        images: what each confirmation run is scored on: ``val`` (the split the search
+            scores on), or ``val+test`` (the mean of the val and test mAPs: twice the images,
+            about half a paired Δ's variance; a study whose task has a test split).
     """
 
     seeds: int
     start: int | None = None
     walk: bool = True
+    images: str = "val"
 
 
 def confirm_plan(study) -> ConfirmPlan | None:
@@ -264,9 +272,13 @@ def confirm_plan(study) -> ConfirmPlan | None:
         return None
     try:
         start = raw.get("start")
+        images = raw.get("images", "val")  # plans stored before it was recorded: val
+        if images not in IMAGES:
+            return None
         return ConfirmPlan(
-            int(raw["seeds"]), int(start) if start is not None else None, bool(raw["walk"])
-        )
+            int(raw["seeds"]), int(start) if start is not None else None, bool(raw["walk"]),
+            images,
+        )  # fmt: skip
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -274,7 +286,8 @@ def confirm_plan(study) -> ConfirmPlan | None:
 def write_confirm_plan(study, plan: ConfirmPlan) -> None:
     """Record how the study confirms its answer."""
     study.set_user_attr(
-        _CONFIRMATION, {"seeds": plan.seeds, "start": plan.start, "walk": plan.walk}
+        _CONFIRMATION,
+        {"seeds": plan.seeds, "start": plan.start, "walk": plan.walk, "images": plan.images},
     )
 
 
@@ -291,6 +304,7 @@ class ConfirmRun:
     map: float
     patch_bytes: int
     stage: str = "decide"
+    test_map: float | None = None
 
 
 def confirm_runs(study) -> tuple[ConfirmRun, ...]:

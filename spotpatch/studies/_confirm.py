@@ -21,12 +21,13 @@ from spotpatch.search import (
     StudyController,
     StudyRun,
     TrialRecord,
+    confirm_plan,
     run_here,
     study_answer,
     study_meta,
     write_confirm_plan,
 )
-from spotpatch.studies._setup import evaluator_of, recorded_spec
+from spotpatch.studies._setup import confirm_images, evaluator_of, recorded_spec
 from spotpatch.studies._storage import (
     DEFAULT_STORAGE,
     check_run_folders,
@@ -89,7 +90,9 @@ def confirm_study(
     except UserError as e:
         raise UserError(f"study {study_name!r}: {e}; confirm retrains from it") from None
     evaluator = evaluator_of(spec, progress=progress)
-    write_confirm_plan(study, ConfirmPlan(seeds, start, walk))
+    stored = confirm_plan(study)  # runs already scored on its images keep them
+    images = confirm_images(spec) if stored is None else stored.images
+    write_confirm_plan(study, ConfirmPlan(seeds, start, walk, images))
     controller = StudyController(
         opened, study_name, evaluator.space, tolerance=meta.tolerance, confirm_seeds=seeds
     )

@@ -128,8 +128,8 @@ def report_footnotes(report: FleetReport) -> tuple[str, ...]:
         f"({within} {points}) of the full fine-tune's mean, as confirmed on its deciding seeds "
         "where the study confirmed it.",
         "Δ: the mean paired difference to the full fine-tune on fresh seeds, which chose "
-        "nothing (± its standard error), where the answer was confirmed; the search's means "
-        "elsewhere.",
+        "nothing (± its standard error), where the answer was confirmed (scored on val and "
+        "test together where the task has a test split); the search's means elsewhere.",
     ]
     return tuple(lines)
 

@@ -35,7 +35,7 @@ from spotpatch.search import (
     warm_start_seed,
 )
 from spotpatch.studies._select import answer_or_why
-from spotpatch.studies._setup import base_of, evaluator_of, study_space
+from spotpatch.studies._setup import base_of, confirm_images, evaluator_of, study_space
 from spotpatch.studies._spec import BACKENDS, StudySpec, load_spec
 from spotpatch.studies._spec_writer import spec_toml
 from spotpatch.studies._storage import (
@@ -146,6 +146,7 @@ def open_controller(
         repeats=spec.search.repeats,
         tolerance=tolerance,
         confirm_seeds=spec.search.confirm_seeds,
+        confirm_images=confirm_images(spec),
         stale_after=spec.search.stale_after,
     )
 

@@ -21,6 +21,7 @@ from spotpatch.studies._spec import StudySpec, load_spec, spec_from_text
 
 __all__ = [
     "base_of",
+    "confirm_images",
     "recorded_spec",
     "study_space",
     "task_of",
@@ -28,6 +29,12 @@ __all__ = [
     "read_config",
     "evaluate_spec",
 ]
+
+
+def confirm_images(spec: StudySpec | None) -> str:
+    """What a confirmation that starts for ``spec`` scores its runs on: val and test together
+    where its task has a test split, else val (:class:`~spotpatch.search.ConfirmPlan`)."""
+    return "val" if spec is None or spec.data.test is None else "val+test"
 
 
 def base_of(spec: StudySpec) -> Base:

@@ -73,6 +73,7 @@ def record(
         sites=None if sites is None else dict(sites),
         map=value if scored else None,
         map50=None,
+        test_map=None,
         patch_bytes=size,
         train_seconds=1.0,
         eval_seconds=0.0,

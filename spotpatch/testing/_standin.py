@@ -34,6 +34,8 @@ class StandInEvaluator:
         delay: (shortest, longest) seconds an evaluation takes.
         seed: with the trial's seed, decides failures, noise and delay.
         score: ``score(sites, seed)`` gives the mAP instead (a test's known scores).
+        test_score: ``test_score(sites, seed)`` gives a test-split mAP (None: the task has no
+            test split).
         tensors: ``tensors(config)`` gives the stored patch tensors instead of a placeholder
             (:func:`~spotpatch.testing.synthetic_tensors`: a payload of the config's bytes).
 
@@ -52,6 +54,7 @@ class StandInEvaluator:
         delay: tuple[float, float] = (0.002, 0.02),
         seed: int = 0,
         score=None,
+        test_score=None,
         tensors=None,
     ):
         self.space = space
@@ -60,6 +63,7 @@ class StandInEvaluator:
         self.delay = delay
         self.seed = seed
         self.score = score
+        self.test_score = test_score
         self.tensors = tensors
         self.calls: list[tuple[dict[str, str], int]] = []
 
@@ -82,7 +86,8 @@ class StandInEvaluator:
             for (step, v), f in zip(seen, fractions, strict=True):
                 callback(step, f, v)
         tensors = {"x": torch.zeros(2)} if self.tensors is None else self.tensors(config)
-        return EvalResult(value, value, size, 0.001, 0.001, config, tensors, seen)
+        test = None if self.test_score is None else self.test_score(config.to_dict(), seed)
+        return EvalResult(value, value, size, 0.001, 0.001, config, tensors, seen, test)
 
 
 def _append(path: Path, line: str) -> None:

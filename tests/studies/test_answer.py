@@ -13,6 +13,7 @@ from spotpatch.cli import main
 from spotpatch.search import (
     Noise,
     StudyController,
+    confirm_plan,
     decide_seeds,
     make_sampler,
     reaches,
@@ -69,7 +70,7 @@ SEARCH = {0: 0.50, A: 0.700, B: 0.703, C: 0.708, 12: 0.705}
 class Study:
     """A study of the synthetic space: head, full, then A, B and C, scored by ``score``."""
 
-    def __init__(self, tmp_path, score, *, tolerance=1.0):
+    def __init__(self, tmp_path, score, *, tolerance=1.0, test_score=None):
         self.space = synthetic_space(granularity="block")
         tmp_path.mkdir(parents=True, exist_ok=True)
         self.url = f"sqlite:///{tmp_path}/s.db"
@@ -88,7 +89,7 @@ class Study:
         create_or_load_study(meta, self.storage, sampler=None)
         self.tolerance = tolerance
         self.evaluator = StandInEvaluator(
-            self.space, score=score, tensors=synthetic_tensors, delay=(0, 0)
+            self.space, score=score, test_score=test_score, tensors=synthetic_tensors, delay=(0, 0)
         )
         controller = self.controller()
         controller.enqueue([self.space.preset("head"), self.space.preset("full")], source="preset")
@@ -195,6 +196,7 @@ def test_every_command_names_the_same_trial_and_confirmation_chooses_on_other_se
     patch = json.loads((tmp_path / "export-None" / "patch.json").read_text())
     conf = patch["confirmation"]
     assert conf["seeds"] == 3 and conf["holds"] is True and conf["walked"] == [2, 3]
+    assert conf["images"] == "val"  # the stand-in task has no test split
     assert conf["delta"] == pytest.approx(-0.005)
     assert conf["full_map_mean"] == pytest.approx(0.70)
     assert conf["map_mean"] == pytest.approx(0.695)
@@ -373,6 +375,45 @@ def test_a_config_holds_by_more_than_the_noise_of_the_reporting_seeds_to_come(tm
     assert b.seeds == 6 and not b.surely_holds(1.0) and b.margin > b.delta_sd
     assert c.trial == study.trial[C]
     assert c.to_json()["walk"][1]["decide"]["margin"] == pytest.approx(b.margin)
+
+
+def test_a_task_with_a_test_split_confirms_on_val_and_test_together(tmp_path):
+    # A's deciding pairs on val: -0.2, -1.8, -0.2... points; on test: -0.8, +0.8, -0.8...: on
+    # the mean of both splits A is half a point short on every seed, on val alone a point.
+    score = scores(SEARCH, {B: 0.0, C: 0.0}, {A: 0.0, B: 0.0, C: 0.0})
+    first = decide_seeds(0, 1)[0]
+
+    def val(sites, seed):
+        i = seed - first
+        if len(sites) == A and 0 <= i < 1_000_000:
+            return 0.70 + 0.01 * i + (-0.002, -0.018)[i % 2]
+        return score(sites, seed)
+
+    def test(sites, seed):
+        i = seed - first
+        if len(sites) == A and 0 <= i < 1_000_000:
+            return 0.70 + 0.01 * i + (-0.008, 0.008)[i % 2]
+        return score(sites, seed)
+
+    both = Study(tmp_path / "both", val, test_score=test)
+    both.confirm(3, confirm_images="val+test")
+    c = study_answer(both.study()).confirmation
+    assert c.plan.images == "val+test" and c.to_json()["images"] == "val+test"
+    a = c.walk[0].versus
+    assert c.walk[0].trial == both.trial[A] and a.seeds == 3
+    assert a.delta == pytest.approx(-0.005) and a.surely_holds(1.0)
+    assert c.trial == both.trial[A] and c.reported.delta == pytest.approx(0.001)
+    runs = [r for r in trial_records(both.study()) if r.confirmed or r.complete]
+    assert all(r.test_map is not None for r in runs)
+    # Confirmed on val alone (a task without a test split), A falls short and B is the answer.
+    alone = Study(tmp_path / "val", val)
+    alone.confirm(3, confirm_images="val")
+    c = study_answer(alone.study()).confirmation
+    assert c.plan.images == "val" and c.trial == alone.trial[B]
+    # A plan stored before ``images`` was recorded reads as val: its runs were scored there.
+    study = alone.study()
+    study.set_user_attr("confirmation", {"seeds": 3, "start": None, "walk": True})
+    assert confirm_plan(study).images == "val"
 
 
 def test_the_pooled_noise_weighs_every_config_by_its_degrees_of_freedom():
