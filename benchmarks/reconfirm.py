@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import torch
@@ -51,7 +52,14 @@ def rescore(out: Path) -> int:
             trial_id = storage.get_trial_id_from_study_id_trial_number(
                 storage.get_study_id_from_name(name), record.number
             )
-            storage.set_trial_user_attr(trial_id, "test_map", test)
+            # Optuna refuses to change a finished trial: the attribute goes in as Optuna's
+            # SQLite schema stores one (a JSON value per trial and key).
+            with sqlite3.connect(out / "spotpatch.db") as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO trial_user_attributes (trial_id, key, value_json) "
+                    "VALUES (?, ?, ?)",
+                    (trial_id, "test_map", json.dumps(test)),
+                )
             scored += 1
         study.set_user_attr(_PLAN, None)
         print(json.dumps({"study": name, "scored": scored}), flush=True)
