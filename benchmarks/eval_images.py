@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from paired_noise import records, write_summary
 
 from spotpatch.spaces import PatchConfig
 from spotpatch.studies import evaluator_of, load_spec, load_study, open_storage
@@ -35,15 +36,9 @@ TASKS = ("textured", "new-shapes", "glyphs", "tiny-crowd")
 SCORES = ("val", "test", "both")
 
 
-def _records(log: Path) -> list[dict]:
-    if not log.is_file():
-        return []
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-
-
 def run(runs: Path, tasks, seeds: int, log: Path) -> None:
     torch.set_num_threads(1)
-    done = {(r["task"], r["config"], r["seed"]) for r in _records(log)}
+    done = {(r["task"], r["config"], r["seed"]) for r in records(log)}
     report = json.loads((runs / "report.json").read_text())
     answers = {row["study"]: row["answer"]["trial"] for row in report["rows"]}
     storage = open_storage(f"sqlite:///{runs / 'spotpatch.db'}", existing=True)
@@ -127,9 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.log.parent.mkdir(parents=True, exist_ok=True)
     run(args.runs, args.tasks, args.seeds, args.log)
-    rows = summary(_records(args.log))
-    args.summary.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    print(table(rows))
+    write_summary(args.log, args.summary, summary, table)
     return 0
 
 

@@ -35,14 +35,23 @@ SEED = 3_000_000
 TASKS = ("glyphs", "new-shapes", "tiny-crowd")
 
 
-def _records(log: Path) -> list[dict]:
+def records(log: Path) -> list[dict]:
+    """The runs a JSON-lines log holds (none when it does not exist yet)."""
     if not log.is_file():
         return []
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
+def write_summary(log: Path, out: Path, summarize, tabulate) -> None:
+    """``summarize(records)`` of the log's runs, written to ``out`` (JSON) and printed as
+    ``tabulate(rows)``."""
+    rows = summarize(records(log))
+    out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    print(tabulate(rows))
+
+
 def run(data: Path, tasks, configs, seeds: int, steps_list, log: Path) -> None:
-    done = {(r["task"], r["config"], r["steps"], r["seed"]) for r in _records(log)}
+    done = {(r["task"], r["config"], r["steps"], r["seed"]) for r in records(log)}
     for task in tasks:
         evaluator = None
         for steps in steps_list:
@@ -136,9 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.log.parent.mkdir(parents=True, exist_ok=True)
     run(args.data, args.tasks, args.configs, args.seeds, args.steps, args.log)
-    rows = summary(_records(args.log))
-    args.summary.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    print(table(rows))
+    write_summary(args.log, args.summary, summary, table)
     return 0
 
 

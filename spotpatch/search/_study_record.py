@@ -297,6 +297,7 @@ class ConfirmRun:
 
     ``stage``: ``decide`` (its seed helps choose the answer) or ``report`` (a fresh seed that
     measures the chosen answer). Earlier versions' ``spotpatch confirm`` runs are ``decide``.
+    ``test_map``: its mAP on the task's test split (None: none recorded).
     """
 
     sites: Mapping[str, str]
