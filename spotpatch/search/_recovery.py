@@ -30,6 +30,7 @@ __all__ = [
     "fail_confirmation",
     "give_up",
     "is_stale",
+    "planned_params",
     "retry_trial",
     "recover_stale",
     "unqueued_retries",
@@ -112,7 +113,7 @@ def retry_trial(
     """
     if not _fail(study, storage, number, lambda trial_id: mark_retried(storage, trial_id, why)):
         return False
-    _queue_retry(study, number, params, config)
+    _queue_retry(study, storage, number, params, config)
     return True
 
 
@@ -133,10 +134,21 @@ def _fail(study, storage, number: int, mark: Callable[[int], None]) -> bool:
 
 
 def _queue_retry(
-    study, number: int, params: Mapping[str, Any], config: PatchConfig | None
+    study, storage, number: int, params: Mapping[str, Any], config: PatchConfig | None
 ) -> None:
     attrs = enqueue_attrs("retry", retry_of=number, config=config)
-    study.enqueue_trial(dict(params), user_attrs=attrs)
+    study.enqueue_trial(planned_params(study, storage, number, params), user_attrs=attrs)
+
+
+def planned_params(study, storage, number: int, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The params trial ``number`` was to run: those it was queued with (a retry's, a preset's),
+    with ``params`` (what it suggested) over them. A trial stopped while it suggested stored
+    only some of its queued params; its retry must still run the whole config."""
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study.study_name), number
+    )
+    queued = storage.get_trial(trial_id).system_attrs.get("fixed_params") or {}
+    return {**queued, **params}
 
 
 def unqueued_retries(records: Sequence[TrialRecord]) -> list[TrialRecord]:
@@ -173,7 +185,7 @@ def recover_stale(study, storage, records: Sequence[TrialRecord], stale_after: f
         elif retry_trial(study, storage, r.number, r.params, _STOPPED, config=r.config):
             recovered.append(r.number)
     for r in unqueued_retries(records):
-        _queue_retry(study, r.number, r.params, r.config)
+        _queue_retry(study, storage, r.number, r.params, r.config)
         recovered.append(r.number)
     if recovered:
         log.warning("retrying trials left running by a stopped worker: %s", recovered)

@@ -211,6 +211,23 @@ def test_a_retry_never_queued_is_queued_by_the_next_ask(setup):
     assert evaluator.calls[1] == controller.space.config_from_gates(trial.params).to_dict()
 
 
+def test_a_retry_stopped_before_it_suggested_every_gate_is_retried_with_the_whole_config(setup):
+    controller, evaluator = setup()
+    first = controller.ask(5)
+    controller.tell_failed(first, "its worker died")
+    # The retry's worker stops after it suggested one gate of the queued config.
+    name = sorted(first.params)[0]
+    stopped = controller.study.ask({name: controller.distributions[name]})
+    assert stopped.params == {name: first.params[name]} != first.params
+    controller.tell_failed(stopped, "its worker died")
+    (again,) = [
+        t for t in controller.study.trials if t.user_attrs.get("retry_of") == stopped.number
+    ]
+    assert again.system_attrs["fixed_params"] == first.params
+    state = run_trials(controller, evaluator, 1)
+    assert state.done == 1 and controller.study.trials[again.number].params == first.params
+
+
 def test_a_config_whose_worker_dies_each_time_is_retried_then_failed(setup):
     from spotpatch.search import MAX_ATTEMPTS
 

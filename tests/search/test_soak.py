@@ -149,9 +149,13 @@ def test_workers_killed_at_random_lose_no_trial_and_run_none_twice(folder):
     assert sorted(r.number for r in raised + killed) == sorted(r.number for r in failed)
     lost = [r.number for r in retried if r.number not in retries]
     assert not lost, f"failed trials whose config was never asked again: {lost}"
+    # A retry runs the whole config its failed trial was to run (what that one was queued
+    # with, and what it suggested), even when its own worker stopped before suggesting it all.
+    queued = {t.number: t.system_attrs.get("fixed_params") or {} for t in study.trials}
     for r in retried:
         retry = retries[r.number]
-        assert retry.number > r.number and r.params.items() <= retry.params.items()
+        assert retry.number > r.number
+        assert {**queued[r.number], **r.params}.items() <= queued[retry.number].items()
         assert r.config is None or retry.config in (None, r.config)
     assert len(retries) == sum(r.source == "retry" for r in records)
     # Each trained trial was scored once, by one process; a duplicate trained nothing.
