@@ -123,9 +123,14 @@ def _database_lock(storage, study_name: str) -> Iterator[None]:
     if engine is None or engine.dialect.name != "postgresql":
         yield
         return
-    digest = hashlib.sha256(f"spotpatch|{study_name}".encode()).digest()
-    with advisory_lock(engine, int.from_bytes(digest[:8], "big", signed=True)):
+    with advisory_lock(engine, database_lock_key(study_name)):
         yield
+
+
+def database_lock_key(study_name: str) -> int:
+    """The key of PostgreSQL's advisory lock on a study (a signed 64-bit integer)."""
+    digest = hashlib.sha256(f"spotpatch|{study_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 @contextlib.contextmanager

@@ -144,10 +144,27 @@ def _pause_one_in_trial(storage, procs, folder: Path) -> tuple:
         records = _wait_until(storage, training, procs, folder, "running trial")
         paused = next(p for p in procs if p.pid in training(records))
         os.killpg(paused.pid, signal.SIGSTOP)
-        # Still running once stopped: stopped in that trial (else it had just told it).
-        if any(r.state.name == "RUNNING" and _pid(r) == paused.pid for r in _records(storage)):
+        # Still running once stopped: stopped in that trial (else it had just told it), and
+        # past the study's lock, which it holds while it asks (the other would wait on it).
+        if _lock_free(storage) and any(
+            r.state.name == "RUNNING" and _pid(r) == paused.pid for r in _records(storage)
+        ):
             return paused, next(p for p in procs if p is not paused)
         os.killpg(paused.pid, signal.SIGCONT)
+
+
+def _lock_free(storage) -> bool:
+    """Whether no process holds the study's lock (PostgreSQL's advisory lock)."""
+    import sqlalchemy
+
+    from spotpatch.search._heartbeat import database_lock_key
+
+    key = {"key": database_lock_key("glyphs")}
+    with storage.engine.connect() as conn:
+        free = conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:key)"), key).scalar()
+        if free:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), key)
+    return bool(free)
 
 
 @pytest.fixture(scope="module")
