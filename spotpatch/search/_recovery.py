@@ -37,7 +37,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("spotpatch")
-_UNSTAMPED_GRACE = 30.0  # seconds
+#: Seconds an unstamped RUNNING trial is given. A trial is asked and stamped under the study's
+#: lock, which whoever looks for stale trials holds: one with no stamp lost its process between
+#: the two. The grace covers hosts that share a storage but not its lock (SQLite over a network).
+_UNSTAMPED_GRACE = 5.0
 _STOPPED = "not finished: its worker stopped"
 #: Runs of one config in a row that failed (raised, or their worker died): the last is failed
 #: for good and counts (a config that fails every time would otherwise be retried forever).
@@ -73,8 +76,7 @@ def is_stale(record: TrialRecord, stale_after: float, *, now: float | None = Non
         return False
     now = time.time() if now is None else now
     if record.heartbeat is None:
-        # A trial is stamped as soon as it is asked (under the host lock): one with no stamp
-        # after a short grace lost its process between the two.
+        # Stamped as soon as it is asked, under the study's lock (:data:`_UNSTAMPED_GRACE`).
         started = record.started.timestamp() if record.started else now
         return now - started > min(stale_after, _UNSTAMPED_GRACE)
     return beat_is_stale(record.heartbeat, stale_after, now=now)
