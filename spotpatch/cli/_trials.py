@@ -112,7 +112,8 @@ def _duration(seconds: float) -> str:
 def _summary_line(fleet, elapsed: float, working: float, done_here: int) -> str:
     """The compact view's first line: studies, trials and confirmation runs in all, the time
     so far and, at this run's pace (the seconds ``working`` since every study was opened per
-    trial or confirmation run done since), the time its search trials still need."""
+    trial or confirmation run done since), the time its search trials and the confirmation
+    runs it knows of still need."""
     counts = [
         f"{n} {what}" for n, what in ((fleet.failed, "failed"), (fleet.running, "running")) if n
     ]
@@ -122,8 +123,8 @@ def _summary_line(fleet, elapsed: float, working: float, done_here: int) -> str:
         running = f" ({fleet.confirming} running)" if fleet.confirming else ""
         parts.append(f"confirmation runs {fleet.confirmed}{running}")
     when = f"{_duration(elapsed)} elapsed"
-    if fleet.left and done_here:
-        when += f", about {_duration(working / done_here * fleet.left)} left"
+    if fleet.work_left and done_here:
+        when += f", about {_duration(working / done_here * fleet.work_left)} left"
     return " | ".join([*parts, when])
 
 

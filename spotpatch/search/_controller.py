@@ -10,6 +10,7 @@ recovering what stopped workers left behind through :mod:`~spotpatch.search._rec
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Mapping
@@ -149,7 +150,22 @@ class StudyController:
         return sum(r.counts_toward_total() for r in self.records())
 
     def progress(self, total: int) -> StudyProgress:
-        return summarize(self.records(), total, self.space.full_bytes())
+        records = self.records()
+        state = summarize(records, total, self.space.full_bytes())
+        return dataclasses.replace(state, confirm_left=self._confirm_left(records, state))
+
+    def _confirm_left(self, records: list[TrialRecord], state: StudyProgress) -> int:
+        """The confirmation runs still to train, at the least (running ones included): while
+        the search runs, the ``4 x confirm_seeds`` of a confirmation whose first config holds;
+        then the runs it needs now, and while it decides the settled config's reporting runs
+        to come."""
+        if state.done < state.total or state.running:
+            return 4 * self.confirm_seeds
+        confirmation = self.confirmation(records)
+        if confirmation is None or confirmation.state in ("done", "failed"):
+            return 0
+        to_come = confirmation.plan.seeds if confirmation.trial is None else 0
+        return len(confirmation.needed) + to_come
 
     def config_of(self, trial) -> PatchConfig:
         """The config a trial trains: the one it was queued with, else its gates'."""

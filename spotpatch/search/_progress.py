@@ -16,7 +16,8 @@ __all__ = ["FleetProgress", "StudyProgress", "fleet_progress", "front_points", "
 @dataclass(frozen=True)
 class StudyProgress:
     """Where a study stands, for progress lines and ``status``: its search trials, and past
-    its total its confirmation runs (``confirmed`` done, ``confirming`` running)."""
+    its total its confirmation runs (``confirmed`` done, ``confirming`` running,
+    ``confirm_left`` still to train at the least, running ones included)."""
 
     done: int
     total: int
@@ -29,6 +30,7 @@ class StudyProgress:
     hypervolume: float | None
     confirmed: int = 0
     confirming: int = 0
+    confirm_left: int = 0
 
     @property
     def finished(self) -> bool:
@@ -45,7 +47,8 @@ class FleetProgress:
         finished: studies with every trial done and nothing running.
         busy: studies with a trial or a confirmation run running.
         done, total, failed, running: their search trials, summed.
-        confirmed, confirming: their confirmation runs done and running, summed.
+        confirmed, confirming, confirm_left: their confirmation runs done, running and
+            still to train at the least, summed.
     """
 
     studies: int
@@ -57,11 +60,17 @@ class FleetProgress:
     running: int
     confirmed: int
     confirming: int
+    confirm_left: int = 0
 
     @property
     def left(self) -> int:
         """Search trials not yet done (running ones included)."""
         return max(0, self.total - self.done)
+
+    @property
+    def work_left(self) -> int:
+        """Search trials and confirmation runs still to train, at the least."""
+        return self.left + self.confirm_left
 
 
 def fleet_progress(states: Iterable[StudyProgress]) -> FleetProgress:
@@ -85,6 +94,7 @@ def fleet_progress(states: Iterable[StudyProgress]) -> FleetProgress:
         running=sum(s.running for s in states),
         confirmed=sum(s.confirmed for s in states),
         confirming=sum(s.confirming for s in states),
+        confirm_left=sum(s.confirm_left for s in states),
     )
 
 

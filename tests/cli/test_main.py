@@ -119,6 +119,25 @@ def test_many_studies_in_a_log_print_a_line_when_done_and_a_summary_now_and_then
     ]  # fmt: skip
 
 
+def test_the_time_left_counts_the_confirmation_runs_to_come(capsys):
+    from spotpatch.cli._trials import _ProgressBoard
+
+    clock = _Clock()
+    board = _ProgressBoard(FLEET, tty=False, clock=clock, every=30.0)
+    for name in FLEET:  # searching, each with 4 confirmation runs to come once it is done
+        board.update(name, _progress(0, confirm_left=4))
+    for done in range(1, 5):  # a trial every half second: 140 in 70 s
+        for name in FLEET:
+            clock.now += 0.5
+            board.update(name, _progress(done, confirm_left=4))
+    board.close()
+    lines = capsys.readouterr().err.splitlines()
+    # 60 trials in 30 s: the 80 trials and 140 confirmation runs left take 110 s at that pace.
+    assert "studies 0/35 done | trials 60/140 | 0:30 elapsed, about 1:50 left" in lines
+    # Every trial done: the confirmation runs are still to come.
+    assert lines[-1] == "studies 35/35 done | trials 140/140 | 1:10 elapsed, about 1:10 left"
+
+
 def test_many_studies_on_a_terminal_show_a_summary_and_the_studies_in_flight(capsys):
     from spotpatch.cli._trials import IN_FLIGHT, _ProgressBoard
 

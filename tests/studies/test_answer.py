@@ -447,3 +447,16 @@ def test_the_search_repeats_spread_counts_in_the_decision(tmp_path):
     assert a.seeds == 6 and a.holds(1.0) and not a.surely_holds(1.0)
     assert a.delta == pytest.approx(-0.007) and a.delta_sd > 0.003  # its own pairs: 0
     assert c.walked_out and c.trial == study.trial[12]
+
+
+def test_progress_counts_the_confirmation_runs_still_to_come(tmp_path):
+    study = Study(tmp_path, scores(SEARCH, {A: 0.0}, {A: 0.0}))  # A holds on its first pairs
+    # While the search runs: the 4 x 3 runs of a confirmation whose first config holds.
+    assert study.controller(3).progress(6).confirm_left == 12
+    assert study.controller(0).progress(6).confirm_left == 0
+    # Searched: A's and the full fine-tune's deciding pairs and reporting pairs, none trained.
+    assert study.controller(3).progress(5).confirm_left == 12
+    seen = []
+    run_trials(study.controller(3), study.evaluator, 5, on_trial=lambda p: seen.append(p))
+    assert [p.confirm_left for p in seen] == list(range(11, -1, -1))  # one fewer per run
+    assert study.controller(3).progress(5).confirm_left == 0
