@@ -4,8 +4,8 @@ A RUNNING trial is stale when the process that stamped it is gone (same host), o
 stamp (or its start, if it never got one) is older than ``stale_after`` seconds (another host).
 Every storage and backend resumes this way, so a killed run, a Ctrl-C and a lost Ray worker all
 end the same: the trial is FAIL with the reason, marked retried (it no longer counts toward the
-study's total), and its config is the next trial (a confirmation run is only failed: the
-confirmation asks for it again). Failing a trial and queueing its config are
+study's total), and its config is queued again, after any configs queued before it (a
+confirmation run is only failed: the confirmation asks for it again). Failing a trial and queueing its config are
 two writes; a process stopped between them leaves a retried trial with no retry, whose config
 the next process to ask queues.
 """
