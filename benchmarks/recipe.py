@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from paired_noise import records as read_log
 
 from spotpatch.studies import evaluator_of, load_spec, read_config
 
@@ -29,14 +30,8 @@ SEED = 1_000_000  # the first seed ``spotpatch confirm`` retrains with
 GRID = ("0.003:1", "0.01:1", "0.01:3", "0.01:10")
 
 
-def _records(log: Path) -> list[dict]:
-    if not log.is_file():
-        return []
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-
-
 def run(data: Path, tasks, configs, files, grid, steps: int, log: Path) -> None:
-    records = _records(log)
+    records = read_log(log)
     for task in tasks:
         spec = load_spec(data / "studies" / f"{task}.toml")
         evaluator = evaluator_of(spec, progress=False)
@@ -102,7 +97,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if not args.table:
         run(args.data, args.tasks, args.configs, args.config, args.grid, args.steps, args.log)
-    print(table(_records(args.log)))
+    print(table(read_log(args.log)))
 
 
 if __name__ == "__main__":
