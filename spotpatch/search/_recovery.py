@@ -5,9 +5,9 @@ stamp (or its start, if it never got one) is older than ``stale_after`` seconds 
 Every storage and backend resumes this way, so a killed run, a Ctrl-C and a lost Ray worker all
 end the same: the trial is FAIL with the reason, marked retried (it no longer counts toward the
 study's total), and its config is queued again, after any configs queued before it (a
-confirmation run is only failed: the confirmation asks for it again). Failing a trial and queueing its config are
-two writes; a process stopped between them leaves a retried trial with no retry, whose config
-the next process to ask queues.
+confirmation run is only failed: the confirmation asks for it again). Failing a trial and
+queueing its config are two writes; a process stopped between them leaves a retried trial with
+no retry, whose config the next process to ask queues.
 """
 
 from __future__ import annotations
