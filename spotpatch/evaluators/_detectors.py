@@ -131,6 +131,11 @@ class TinyFeatureExtractor(nn.Module):
         return {str(i): v for i, v in enumerate(output)}
 
 
+#: The feature maps' channels of the tiny detector, per image size: fixed by its architecture,
+#: measured by a dummy forward (half of a build's time) the first time a size is built.
+_TINY_OUT_CHANNELS: dict[int, tuple[int, ...]] = {}
+
+
 def build_spotpatch_tiny(num_classes: int, *, image_size: int = 128, **kwargs) -> nn.Module:
     """SSDLite with a MobileNetV3-Small (width 0.5) backbone at ``image_size`` x ``image_size``.
 
@@ -146,7 +151,9 @@ def build_spotpatch_tiny(num_classes: int, *, image_size: int = 128, **kwargs) -
     backbone = mobilenet_v3_small(weights=None, width_mult=0.5, norm_layer=norm_layer)
     extractor = TinyFeatureExtractor(backbone.features, norm_layer)
     size = (image_size, image_size)
-    out_channels = det_utils.retrieve_out_channels(extractor, size)
+    if image_size not in _TINY_OUT_CHANNELS:  # a dummy forward: once per process and size
+        _TINY_OUT_CHANNELS[image_size] = tuple(det_utils.retrieve_out_channels(extractor, size))
+    out_channels = list(_TINY_OUT_CHANNELS[image_size])
     anchors = DefaultBoxGenerator([[2, 3]] * len(out_channels), min_ratio=0.1, max_ratio=0.9)
     head = SSDLiteHead(out_channels, anchors.num_anchors_per_location(), num_classes, norm_layer)
     defaults = {
