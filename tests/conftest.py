@@ -4,6 +4,9 @@ generated benchmark, both built once per session, and study files of that benchm
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,6 +32,29 @@ SLOW_MODULES = {
 }
 #: Markers of tests that start servers or clusters: slow too.
 SLOW_MARKERS = {"ray", "postgres", "soak", "hosts"}
+
+
+#: Where the tests' temporary folders go when the machine has one in memory: a study's SQLite
+#: storage commits a few times per trial, and in memory a commit flushes nothing to disk.
+MEMORY = Path("/dev/shm")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """The session's temporary folders in memory (:data:`MEMORY`), in a folder of its own that
+    goes at its end (``--basetemp`` given, or a pytest-xdist worker: as told)."""
+    if config.option.basetemp is None and os.access(MEMORY, os.W_OK):
+        config.option.basetemp = tempfile.mkdtemp(prefix="spotpatch-tests-", dir=MEMORY)
+        config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+def pytest_unconfigure(config):
+    own = config.stash.get(_OWN_BASETEMP, None)
+    if own is not None:
+        shutil.rmtree(own, ignore_errors=True)
+
+
+_OWN_BASETEMP = pytest.StashKey[str]()
 
 
 def pytest_collection_modifyitems(config, items):
