@@ -37,6 +37,7 @@ SLOW_MARKERS = {"ray", "postgres", "soak", "hosts"}
 #: Where the tests' temporary folders go when the machine has one in memory: a study's SQLite
 #: storage commits a few times per trial, and in memory a commit flushes nothing to disk.
 MEMORY = Path("/dev/shm")
+_OWN_BASETEMP = pytest.StashKey[str]()
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -52,9 +53,6 @@ def pytest_unconfigure(config):
     own = config.stash.get(_OWN_BASETEMP, None)
     if own is not None:
         shutil.rmtree(own, ignore_errors=True)
-
-
-_OWN_BASETEMP = pytest.StashKey[str]()
 
 
 def pytest_collection_modifyitems(config, items):

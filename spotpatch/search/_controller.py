@@ -162,8 +162,8 @@ class StudyController:
         if state.done < state.total or state.running:
             return 4 * self.confirm_seeds
         confirmation = self.confirmation(records)
-        if confirmation is None or confirmation.state in ("done", "failed"):
-            return 0
+        if confirmation is None or confirmation.state == "failed":
+            return 0  # done: nothing needed, its config settled
         to_come = confirmation.plan.seeds if confirmation.trial is None else 0
         return len(confirmation.needed) + to_come
 

@@ -30,7 +30,6 @@ __all__ = [
     "fail_confirmation",
     "give_up",
     "is_stale",
-    "planned_params",
     "retry_trial",
     "recover_stale",
     "unqueued_retries",
@@ -124,9 +123,7 @@ def _fail(study, storage, number: int, mark: Callable[[int], None]) -> bool:
     process finished or failed it first."""
     import optuna
 
-    trial_id = storage.get_trial_id_from_study_id_trial_number(
-        storage.get_study_id_from_name(study.study_name), number
-    )
+    trial_id = _trial_id(study, storage, number)
     try:
         mark(trial_id)
         study.tell(number, state=optuna.trial.TrialState.FAIL)
@@ -139,18 +136,22 @@ def _queue_retry(
     study, storage, number: int, params: Mapping[str, Any], config: PatchConfig | None
 ) -> None:
     attrs = enqueue_attrs("retry", retry_of=number, config=config)
-    study.enqueue_trial(planned_params(study, storage, number, params), user_attrs=attrs)
+    study.enqueue_trial(_planned_params(study, storage, number, params), user_attrs=attrs)
 
 
-def planned_params(study, storage, number: int, params: Mapping[str, Any]) -> dict[str, Any]:
+def _planned_params(study, storage, number: int, params: Mapping[str, Any]) -> dict[str, Any]:
     """The params trial ``number`` was to run: those it was queued with (a retry's, a preset's),
     with ``params`` (what it suggested) over them. A trial stopped while it suggested stored
     only some of its queued params; its retry must still run the whole config."""
-    trial_id = storage.get_trial_id_from_study_id_trial_number(
+    queued = storage.get_trial(_trial_id(study, storage, number)).system_attrs
+    return {**(queued.get("fixed_params") or {}), **params}
+
+
+def _trial_id(study, storage, number: int) -> int:
+    """The storage's id of trial ``number`` of ``study``."""
+    return storage.get_trial_id_from_study_id_trial_number(
         storage.get_study_id_from_name(study.study_name), number
     )
-    queued = storage.get_trial(trial_id).system_attrs.get("fixed_params") or {}
-    return {**queued, **params}
 
 
 def unqueued_retries(records: Sequence[TrialRecord]) -> list[TrialRecord]:
