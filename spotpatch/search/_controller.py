@@ -163,7 +163,8 @@ class StudyController:
             return 4 * self.confirm_seeds
         confirmation = self.confirmation(records)
         if confirmation is None or confirmation.state == "failed":
-            return 0  # done: nothing needed, its config settled
+            return 0
+        # a done confirmation needs no run and has settled its config: 0 below as well
         to_come = confirmation.plan.seeds if confirmation.trial is None else 0
         return len(confirmation.needed) + to_come
 
