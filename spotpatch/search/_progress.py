@@ -123,19 +123,22 @@ def front_points(records: Sequence[TrialRecord]) -> list[FrontPoint]:
 
 
 def summarize(records: Sequence[TrialRecord], total: int, full_bytes: int) -> StudyProgress:
-    """Where a study stands, from its trial records (``total``: the trials it is to have)."""
+    """Where a study stands, from its trial records (``total``: the trials it is to have; the
+    repeats of an answer run past it raise it to the trials it has, so that a progress line
+    never counts more done than in all)."""
     import optuna
 
     S = optuna.trial.TrialState
     counted = [r for r in records if r.counts_toward_total()]
+    running = sum(r.state == S.RUNNING for r in counted)
     points = front_points(records)
     front = pareto_front(points)
     return StudyProgress(
-        done=sum(r.state != S.RUNNING for r in counted),
-        total=total,
+        done=len(counted) - running,
+        total=max(total, len(counted)),
         failed=sum(r.state == S.FAIL for r in counted),
         pruned=sum(r.state == S.PRUNED for r in counted),
-        running=sum(r.state == S.RUNNING for r in counted),
+        running=running,
         front_size=len(front),
         best_map=max((p.map for p in points), default=None),
         smallest_front_bytes=front[0].bytes if front else None,

@@ -74,7 +74,6 @@ def study_status(storage) -> list[StudyStatus]:
         inputs = answer_inputs(study)
         full_bytes = study_meta(study).full_bytes
         progress = summarize(inputs.records, 0, full_bytes)
-        progress = StudyProgress(**{**asdict(progress), "total": progress.done + progress.running})
         relaxation = relaxation_record(study)
         seconds = relaxation.seconds if relaxation is not None else None
         answer, note = None, None

@@ -125,6 +125,8 @@ def test_a_study_with_repeats_runs_the_full_fine_tune_and_its_pick_twice(tmp_pat
     assert state.done == len(evaluator.calls) == len(records) >= 11
     assert all(r.source == "repeat" for r in records[11:])
     assert len(records) == 12  # here the 11th trial found a new pick: its repeat follows
+    # The repeat past the total raises the total: a progress line never reads 12/11.
+    assert (state.done, state.total) == (12, 12) and controller.progress(11).total == 12
     repeats = [r for r in records if r.source == "repeat"]
     by_number = {r.number: r for r in records}
     full = by_number[0]
