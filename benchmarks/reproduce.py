@@ -63,12 +63,14 @@ def study_files(
     presets: tuple[str, ...] | None = None,
     repeats: int | None = None,
     confirm_seeds: int | None = None,
+    confirm_margin: float | None = None,
     bench: Path | None = None,
 ) -> list[Path]:
     """The bundled benchmark under ``out/bench`` (written once) and one study file per task
     under ``out/studies``, all on one storage, at one budget. ``tasks`` (default: all ten),
     ``trials``, ``sampler``, ``lambdas`` (the warm start's penalty path), ``presets``,
-    ``repeats`` and ``confirm_seeds`` replace the bundled specs' (None: theirs). ``bench``: a
+    ``repeats``, ``confirm_seeds`` and ``confirm_margin`` replace the bundled specs' (None:
+    theirs). ``bench``: a
     benchmark written before (with the same seed) to reuse."""
     bench = bench or out / "bench"
     if not all((bench / "studies" / f"{t.name}.toml").is_file() for t in BENCHMARK_TASKS):
@@ -86,6 +88,8 @@ def study_files(
             search = replace(search, repeats=repeats)
         if confirm_seeds is not None:
             search = replace(search, confirm_seeds=confirm_seeds)
+        if confirm_margin is not None:
+            search = replace(search, confirm_margin=confirm_margin)
         if sampler is not None:
             search = replace(search, sampler=sampler)
         if lambdas is not None:
@@ -156,6 +160,11 @@ def main_(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--confirm-seeds", type=int, help="the answer's paired seeds (default: the specs', 3)"
     )
+    parser.add_argument(
+        "--confirm-margin",
+        type=float,
+        help="how surely the answer holds on its deciding seeds (default: the specs', 1)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="trials at once (default 1)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
     parser.add_argument("--seed", type=int, default=0, help="benchmark seed (default 0)")
@@ -201,6 +210,7 @@ def main_(argv: list[str] | None = None) -> int:
         presets=tuple(args.presets) if args.presets else None,
         repeats=args.repeats,
         confirm_seeds=args.confirm_seeds,
+        confirm_margin=args.confirm_margin,
         bench=args.bench.resolve() if args.bench else None,
     )
     specs = [load_spec(f) for f in files]
@@ -227,6 +237,7 @@ def main_(argv: list[str] | None = None) -> int:
         "repeats": repeats[0] if len(repeats) == 1 else repeats,
         "tolerance": tolerances[0] if len(tolerances) == 1 else tolerances,
         "confirm_seeds": sorted({s.search.confirm_seeds for s in specs}),
+        "confirm_margin": sorted({s.search.confirm_margin for s in specs}),
         "cost_trials_per_study": sum(s["cost_trials"] for s in status) / len(status),
         "workers": args.workers,
         "tasks": len(files),

@@ -10,8 +10,9 @@ cancels in the difference:
 1. **decide**: the answer on the search's means (or the plan's start) and the full fine-tune
    train on ``seeds`` deciding seeds. A config holds when its mean paired Δ, less a margin, is
    within the tolerance: the margin is the standard deviation of the Δ the ``seeds`` reporting
-   pairs are expected to show, the deciding mean's noise and theirs together, so that the
-   config holds by more than the noise of the number that will be reported. The spread comes
+   pairs are expected to show, the deciding mean's noise and theirs together (times the plan's
+   ``margin``, 1 by default), so that the config holds by more than the noise of the number
+   that will be reported. The spread comes
    from a pool (:class:`Noise`), not from the config's own three pairs alone: nine times in
    ten, three values put a spread between a quarter of its size and 1.7 times it. While the
    tolerance's edge lies within the margin of the mean, another pair of seeds is trained
@@ -206,14 +207,17 @@ class Noise:
         sd = mean_sd(values)[1]
         return Noise(self.squares + (len(values) - 1) * sd**2, self.df + len(values) - 1)
 
-    def decided(self, mine: Sequence[float], full: Sequence[float], fresh: int) -> Paired:
+    def decided(
+        self, mine: Sequence[float], full: Sequence[float], fresh: int, scale: float = 1.0
+    ) -> Paired:
         """A config's deciding pairs (``mine`` against ``full``, in seed order) as a
         :class:`Paired` whose standard error and interval come from the spread pooled with
-        theirs, and whose margin is the standard deviation of the mean Δ that ``fresh``
-        reporting pairs are expected to show given this one: ``sd * sqrt(1/n + 1/fresh)``,
-        the deciding mean's own noise and the reporting seeds' together. More deciding pairs
-        narrow only the first: a config holds when its reported Δ is expected within the
-        tolerance by more than that Δ's noise, however many pairs decided it."""
+        theirs, and whose margin is ``scale`` times the standard deviation of the mean Δ that
+        ``fresh`` reporting pairs are expected to show given this one: ``scale * sd *
+        sqrt(1/n + 1/fresh)``, the deciding mean's own noise and the reporting seeds' together.
+        More deciding pairs narrow only the first: a config holds when its reported Δ is
+        expected within the tolerance by more than ``scale`` times that Δ's noise, however
+        many pairs decided it."""
         own = paired(mine, full)
         pooled = self.plus(_diffs(mine, full))
         if pooled.df == 0:
@@ -221,7 +225,7 @@ class Noise:
         sd = math.sqrt(pooled.squares / pooled.df)
         se = sd / math.sqrt(own.seeds)
         half = _t(pooled.df) * se
-        margin = sd * math.sqrt(1 / own.seeds + 1 / fresh)
+        margin = scale * sd * math.sqrt(1 / own.seeds + 1 / fresh)
         return dataclasses.replace(
             own, delta_sd=se, low=own.delta - half, high=own.delta + half, margin=margin
         )
@@ -298,6 +302,7 @@ class Confirmation:
         return {
             "seeds": self.plan.seeds,
             "images": self.plan.images,
+            "margin": self.plan.margin,
             "walk": [
                 {
                     "trial": s.trial,
@@ -397,7 +402,7 @@ def confirmation(
             if jobs:
                 break
             pair = maps(point, seeds, "decide")
-            versus = noise.decided(*pair, fresh=plan.seeds)
+            versus = noise.decided(*pair, fresh=plan.seeds, scale=plan.margin)
             if not versus.unsure(tolerance):
                 break
         if jobs:
@@ -449,14 +454,18 @@ def confirmation(
     )
 
 
-def plan_with(stored: ConfirmPlan | None, seeds: int, images: str = "val") -> ConfirmPlan | None:
-    """The plan a study confirms by: the one it stored, at ``seeds`` seeds when ``seeds`` > 0
-    (a study file's ``confirm_seeds``); a new one at ``seeds``, scored on ``images``, when none
-    is stored; None when none is stored and ``seeds`` is 0. A stored plan keeps its images:
-    its runs were scored on them."""
+def plan_with(
+    stored: ConfirmPlan | None, seeds: int, images: str = "val", margin: float = 1.0
+) -> ConfirmPlan | None:
+    """The plan a study confirms by: the one it stored, at ``seeds`` seeds and ``margin`` when
+    ``seeds`` > 0 (a study file's ``confirm_seeds`` and ``confirm_margin``); a new one at
+    ``seeds``, scored on ``images``, when none is stored; None when none is stored and
+    ``seeds`` is 0. A stored plan keeps its images: its runs were scored on them."""
     if stored is None:
-        return ConfirmPlan(seeds, images=images) if seeds > 0 else None
-    return dataclasses.replace(stored, seeds=seeds) if seeds > 0 else stored
+        return ConfirmPlan(seeds, images=images, margin=margin) if seeds > 0 else None
+    if seeds == 0:
+        return stored
+    return dataclasses.replace(stored, seeds=seeds, margin=margin)
 
 
 def free_job(state: Confirmation, records: Sequence[TrialRecord]) -> ConfirmJob | None:

@@ -94,6 +94,9 @@ class StudyController:
             (:mod:`~spotpatch.search._confirmation`); 0: only a confirmation already started.
         confirm_images: what a confirmation that starts here scores its runs on: ``val+test``
             where the task has a test split, else ``val`` (one already started keeps its own).
+        confirm_margin: how surely a config must hold on its deciding seeds, in standard
+            deviations of the Δ its reporting seeds are expected to show (with
+            ``confirm_seeds`` > 0, a confirmation already started takes it too).
 
     Example:
         >>> controller = StudyController(storage, "pets", space)  # doctest: +SKIP
@@ -117,6 +120,7 @@ class StudyController:
         tolerance: float = DEFAULT_TOLERANCE,
         confirm_seeds: int = 0,
         confirm_images: str = "val",
+        confirm_margin: float = 1.0,
     ):
         import optuna
         from optuna.distributions import CategoricalDistribution
@@ -131,6 +135,7 @@ class StudyController:
         self.tolerance = tolerance
         self.confirm_seeds = confirm_seeds
         self.confirm_images = confirm_images
+        self.confirm_margin = confirm_margin
         self.distributions = {
             label: CategoricalDistribution(space.choices(label)) for label in space.groups()
         }
@@ -321,7 +326,9 @@ class StudyController:
     def confirmation(self, records: list[TrialRecord] | None = None) -> Confirmation | None:
         """Where the study's confirmation stands under this controller's settings (None: none
         started and ``confirm_seeds`` is 0, or none can start)."""
-        plan = plan_with(confirm_plan(self.study), self.confirm_seeds, self.confirm_images)
+        plan = plan_with(
+            confirm_plan(self.study), self.confirm_seeds, self.confirm_images, self.confirm_margin
+        )
         if plan is None:
             return None
         inputs = answer_inputs(self.study, self.records() if records is None else records)
@@ -331,10 +338,12 @@ class StudyController:
         """The next confirmation run (an Optuna ``Trial``), :data:`WAIT` while the runs still
         needed all run elsewhere, or None when it is done (or there is none). Under the lock."""
         state = self.confirmation(records)
-        if state is None or not state.needed:
+        if state is None:
             return None
-        if confirm_plan(self.study) != state.plan:
+        if confirm_plan(self.study) != state.plan:  # what status and report then read
             write_confirm_plan(self.study, state.plan)
+        if not state.needed:
+            return None
         job = free_job(state, records)
         if job is None:
             return WAIT

@@ -8,7 +8,8 @@ A study stores, as Optuna study user attributes:
 - ``relaxation``: the warm start's record; ``warm_start_claim``: the process running it;
 - ``proposers``: how many processes asked it for trials (each seeds its sampler apart);
 - ``confirmation``: the plan of its confirmation (:class:`ConfirmPlan`): how many seeds, where
-  the walk starts, whether it walks; the runs themselves are trials (:mod:`._record`);
+  the walk starts, whether it walks, what its runs are scored on, its margin; the runs
+  themselves are trials (:mod:`._record`);
 - ``confirm_runs``: configs retrained with other seeds by ``spotpatch confirm`` of earlier
   versions (read as the confirmation's decision runs).
 
@@ -257,12 +258,16 @@ class ConfirmPlan:
         images: what each confirmation run is scored on: ``val`` (the split the search
             scores on), or ``val+test`` (the mean of the val and test mAPs: twice the images,
             about half a paired Δ's variance; a study whose task has a test split).
+        margin: how far inside the tolerance a config's deciding mean must lie to hold, in
+            standard deviations of the Δ its reporting seeds are expected to show
+            (:meth:`~spotpatch.search.Noise.decided`; a study file's ``confirm_margin``).
     """
 
     seeds: int
     start: int | None = None
     walk: bool = True
     images: str = "val"
+    margin: float = 1.0
 
 
 def confirm_plan(study) -> ConfirmPlan | None:
@@ -275,9 +280,10 @@ def confirm_plan(study) -> ConfirmPlan | None:
         images = raw.get("images", "val")  # plans stored before it was recorded: val
         if images not in IMAGES:
             return None
+        margin = float(raw.get("margin", 1.0))  # plans stored before it was recorded: 1
         return ConfirmPlan(
             int(raw["seeds"]), int(start) if start is not None else None, bool(raw["walk"]),
-            images,
+            images, margin,
         )  # fmt: skip
     except (KeyError, TypeError, ValueError):
         return None
@@ -287,7 +293,13 @@ def write_confirm_plan(study, plan: ConfirmPlan) -> None:
     """Record how the study confirms its answer."""
     study.set_user_attr(
         _CONFIRMATION,
-        {"seeds": plan.seeds, "start": plan.start, "walk": plan.walk, "images": plan.images},
+        {
+            "seeds": plan.seeds,
+            "start": plan.start,
+            "walk": plan.walk,
+            "images": plan.images,
+            "margin": plan.margin,
+        },
     )
 
 

@@ -92,9 +92,16 @@ def confirm_study(
     evaluator = evaluator_of(spec, progress=progress)
     stored = confirm_plan(study)  # runs already scored on its images keep them
     images = confirm_images(spec) if stored is None else stored.images
-    write_confirm_plan(study, ConfirmPlan(seeds, start, walk, images))
+    # the study file's margin; without one, the stored plan's (a Python-made study's: 1)
+    margin = spec.search.confirm_margin if spec else stored.margin if stored else 1.0
+    write_confirm_plan(study, ConfirmPlan(seeds, start, walk, images, margin))
     controller = StudyController(
-        opened, study_name, evaluator.space, tolerance=meta.tolerance, confirm_seeds=seeds
+        opened,
+        study_name,
+        evaluator.space,
+        tolerance=meta.tolerance,
+        confirm_seeds=seeds,
+        confirm_margin=margin,
     )
     records = controller.records()
     owed = sum(r.counts_toward_total() for r in records)

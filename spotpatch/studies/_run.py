@@ -147,6 +147,7 @@ def open_controller(
         tolerance=tolerance,
         confirm_seeds=spec.search.confirm_seeds,
         confirm_images=confirm_images(spec),
+        confirm_margin=spec.search.confirm_margin,
         stale_after=spec.search.stale_after,
     )
 

@@ -107,6 +107,7 @@ class SearchSpec:
     repeats: int = 1
     tolerance: float = DEFAULT_TOLERANCE
     confirm_seeds: int = 0
+    confirm_margin: float = 1.0
     stale_after: float = 120.0
 
 
@@ -169,6 +170,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
         "repeats": (int, _at_least(1)),
         "tolerance": (float, _at_least(0.0)),
         "confirm_seeds": (int, _at_least(0)),
+        "confirm_margin": (float, _at_least(0.0)),
         "stale_after": (float, _at_least(1.0)),
         "checkpoints": (list, _fraction_list, float),
         "relaxation_lambdas": (

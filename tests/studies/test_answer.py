@@ -377,6 +377,46 @@ def test_a_config_holds_by_more_than_the_noise_of_the_reporting_seeds_to_come(tm
     assert c.to_json()["walk"][1]["decide"]["margin"] == pytest.approx(b.margin)
 
 
+def test_a_wider_margin_walks_on_where_the_default_holds_and_the_plan_keeps_it(tmp_path):
+    # A's deciding pairs: -0.2, -0.6, -0.4 points, again and again: within a point by far more
+    # than their noise, not by eight times it.
+    offsets = (-0.002, -0.006, -0.004)
+    base = scores(SEARCH, {B: 0.0, C: 0.0}, {A: 0.0, B: 0.0, C: 0.0})
+    first = decide_seeds(0, 1)[0]
+
+    def score(sites, seed):
+        if len(sites) == A and first <= seed < first + 1_000_000:
+            return 0.70 + 0.01 * (seed - first) + offsets[(seed - first) % 3]
+        return base(sites, seed)
+
+    plain = Study(tmp_path / "plain", score)
+    plain.confirm(3)
+    c = study_answer(plain.study()).confirmation
+    assert c.trial == plain.trial[A] and c.plan.margin == 1.0
+    one = c.walk[0].versus
+
+    wide = Study(tmp_path / "wide", score)
+    wide.confirm(3, confirm_margin=8.0)
+    c = study_answer(wide.study()).confirmation
+    a = c.walk[0].versus
+    assert c.walk[0].trial == wide.trial[A] and a.holds(1.0) and not a.surely_holds(1.0)
+    assert a.seeds == 6 and c.trial != wide.trial[A]  # raced, then walked on
+    assert confirm_plan(wide.study()).margin == 8.0 and c.to_json()["margin"] == 8.0
+    # Eight times the margin of the default's decision on the same three pairs.
+    three = Noise().decided([0.70 + o for o in offsets], [0.70] * 3, fresh=3, scale=8.0)
+    assert three.margin == pytest.approx(8 * one.margin)
+    # Resumed with the default (a study file changed back), the stored plan follows and A,
+    # whose deciding runs are all stored, is the answer once its reporting runs are trained.
+    wide.confirm(3)
+    c = study_answer(wide.study()).confirmation
+    assert confirm_plan(wide.study()).margin == 1.0
+    assert c.trial == wide.trial[A] and c.state == "done"
+    # A plan stored before ``margin`` was recorded reads as 1.
+    study = wide.study()
+    study.set_user_attr("confirmation", {"seeds": 3, "start": None, "walk": True})
+    assert confirm_plan(study).margin == 1.0
+
+
 def test_a_task_with_a_test_split_confirms_on_val_and_test_together(tmp_path):
     # A's deciding pairs on val: -0.2, -1.8, -0.2... points; on test: -0.8, +0.8, -0.8...: on
     # the mean of both splits A is half a point short on every seed, on val alone a point.
