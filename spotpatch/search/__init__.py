@@ -112,6 +112,7 @@ from spotpatch.search._study_record import (
 )
 from spotpatch.search._trial import TrialJob, TrialOutcome
 from spotpatch.search._units import (
+    DEFAULT_CONFIRM_MARGIN,
     DEFAULT_TOLERANCE,
     EPS,
     floor,
@@ -138,6 +139,7 @@ __all__ = [
     "ConfirmRun",
     "decide_seeds",
     "DEFAULT_LAMBDAS",
+    "DEFAULT_CONFIRM_MARGIN",
     "DEFAULT_TOLERANCE",
     "EarlyStopping",
     "EPS",

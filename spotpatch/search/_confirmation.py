@@ -10,10 +10,10 @@ cancels in the difference:
 1. **decide**: the answer on the search's means (or the plan's start) and the full fine-tune
    train on ``seeds`` deciding seeds. A config holds when its mean paired Δ, less a margin, is
    within the tolerance: the margin is the standard deviation of the Δ the ``seeds`` reporting
-   pairs are expected to show, the deciding mean's noise and theirs together (times the plan's
-   ``margin``, 1 by default), so that the config holds by more than the noise of the number
-   that will be reported. The spread comes
-   from a pool (:class:`Noise`), not from the config's own three pairs alone: nine times in
+   pairs are expected to show, the deciding mean's noise and theirs together, times the plan's
+   ``margin`` (:data:`~spotpatch.search.DEFAULT_CONFIRM_MARGIN` by default), so that the config
+   holds by more than the noise of the number that will be reported. The spread comes from a
+   pool (:class:`Noise`), not from the config's own three pairs alone: nine times in
    ten, three values put a spread between a quarter of its size and 1.7 times it. While the
    tolerance's edge lies within the margin of the mean, another pair of seeds is trained
    (racing), up to twice ``seeds``: it narrows the deciding mean's share of the margin, never
@@ -47,7 +47,13 @@ from spotpatch.search._record import TrialRecord, config_key
 from spotpatch.search._recovery import MAX_ATTEMPTS
 from spotpatch.search._seeds import decide_seeds, report_seeds
 from spotpatch.search._study_record import ConfirmPlan, ConfirmRun
-from spotpatch.search._units import from_points, mean_sd, reaches, to_points
+from spotpatch.search._units import (
+    DEFAULT_CONFIRM_MARGIN,
+    from_points,
+    mean_sd,
+    reaches,
+    to_points,
+)
 
 __all__ = [
     "INTERVAL",
@@ -455,7 +461,10 @@ def confirmation(
 
 
 def plan_with(
-    stored: ConfirmPlan | None, seeds: int, images: str = "val", margin: float = 1.0
+    stored: ConfirmPlan | None,
+    seeds: int,
+    images: str = "val",
+    margin: float = DEFAULT_CONFIRM_MARGIN,
 ) -> ConfirmPlan | None:
     """The plan a study confirms by: the one it stored, at ``seeds`` seeds and ``margin`` when
     ``seeds`` > 0 (a study file's ``confirm_seeds`` and ``confirm_margin``); a new one at

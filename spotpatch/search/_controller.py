@@ -56,7 +56,7 @@ from spotpatch.search._study_record import (
     write_warm_start_claim,
 )
 from spotpatch.search._trial import TrialJob, TrialOutcome
-from spotpatch.search._units import DEFAULT_TOLERANCE
+from spotpatch.search._units import DEFAULT_CONFIRM_MARGIN, DEFAULT_TOLERANCE
 from spotpatch.spaces import PRESETS, PatchConfig, PatchSpace
 
 __all__ = ["MAX_ATTEMPTS", "StudyController", "WARM_START", "WAIT"]
@@ -120,7 +120,7 @@ class StudyController:
         tolerance: float = DEFAULT_TOLERANCE,
         confirm_seeds: int = 0,
         confirm_images: str = "val",
-        confirm_margin: float = 1.0,
+        confirm_margin: float = DEFAULT_CONFIRM_MARGIN,
     ):
         import optuna
         from optuna.distributions import CategoricalDistribution

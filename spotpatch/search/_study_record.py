@@ -25,7 +25,7 @@ from typing import Any
 
 from spotpatch._errors import UserError
 from spotpatch.search._record import FORMAT, TrialRecord
-from spotpatch.search._units import DEFAULT_TOLERANCE
+from spotpatch.search._units import DEFAULT_CONFIRM_MARGIN, DEFAULT_TOLERANCE
 
 __all__ = [
     "META_KEY",
@@ -267,7 +267,7 @@ class ConfirmPlan:
     start: int | None = None
     walk: bool = True
     images: str = "val"
-    margin: float = 1.0
+    margin: float = DEFAULT_CONFIRM_MARGIN
 
 
 def confirm_plan(study) -> ConfirmPlan | None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from spotpatch._errors import UserError
 from spotpatch.search import (
+    DEFAULT_CONFIRM_MARGIN,
     Answer,
     Confirmation,
     ConfirmPlan,
@@ -92,8 +93,9 @@ def confirm_study(
     evaluator = evaluator_of(spec, progress=progress)
     stored = confirm_plan(study)  # runs already scored on its images keep them
     images = confirm_images(spec) if stored is None else stored.images
-    # the study file's margin; without one, the stored plan's (a Python-made study's: 1)
-    margin = spec.search.confirm_margin if spec else stored.margin if stored else 1.0
+    # the study file's margin; without one (a study made in Python), the stored plan's
+    margin = spec.search.confirm_margin if spec else stored.margin if stored else None
+    margin = DEFAULT_CONFIRM_MARGIN if margin is None else margin
     write_confirm_plan(study, ConfirmPlan(seeds, start, walk, images, margin))
     controller = StudyController(
         opened,

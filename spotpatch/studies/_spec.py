@@ -18,7 +18,12 @@ from spotpatch._defaults import BACKENDS
 from spotpatch._errors import UserError
 from spotpatch._files import read_toml
 from spotpatch.evaluators import TrainSettings, cache_size_problem
-from spotpatch.search import DEFAULT_LAMBDAS, DEFAULT_TOLERANCE, SAMPLER_NAMES
+from spotpatch.search import (
+    DEFAULT_CONFIRM_MARGIN,
+    DEFAULT_LAMBDAS,
+    DEFAULT_TOLERANCE,
+    SAMPLER_NAMES,
+)
 from spotpatch.spaces import DTYPES, PRESETS
 from spotpatch.studies._storage import DEFAULT_STORAGE
 
@@ -107,7 +112,7 @@ class SearchSpec:
     repeats: int = 1
     tolerance: float = DEFAULT_TOLERANCE
     confirm_seeds: int = 0
-    confirm_margin: float = 1.0
+    confirm_margin: float = DEFAULT_CONFIRM_MARGIN
     stale_after: float = 120.0
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from spotpatch.cli import main
 from spotpatch.search import (
+    DEFAULT_CONFIRM_MARGIN,
     Noise,
     StudyController,
     confirm_plan,
@@ -390,7 +391,7 @@ def test_a_wider_margin_walks_on_where_the_default_holds_and_the_plan_keeps_it(t
         return base(sites, seed)
 
     plain = Study(tmp_path / "plain", score)
-    plain.confirm(3)
+    plain.confirm(3, confirm_margin=1.0)
     c = study_answer(plain.study()).confirmation
     assert c.trial == plain.trial[A] and c.plan.margin == 1.0
     one = c.walk[0].versus
@@ -409,7 +410,7 @@ def test_a_wider_margin_walks_on_where_the_default_holds_and_the_plan_keeps_it(t
     # whose deciding runs are all stored, is the answer once its reporting runs are trained.
     wide.confirm(3)
     c = study_answer(wide.study()).confirmation
-    assert confirm_plan(wide.study()).margin == 1.0
+    assert confirm_plan(wide.study()).margin == DEFAULT_CONFIRM_MARGIN
     assert c.trial == wide.trial[A] and c.state == "done"
     # A plan stored before ``margin`` was recorded reads as 1.
     study = wide.study()
