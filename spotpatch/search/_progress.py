@@ -34,8 +34,13 @@ class StudyProgress:
 
     @property
     def finished(self) -> bool:
-        """Every trial done and nothing running (a confirmation may still follow)."""
-        return self.done >= self.total and not self.running and not self.confirming
+        """Every trial done, nothing running and no confirmation run left to train."""
+        return (
+            self.done >= self.total
+            and not self.running
+            and not self.confirming
+            and not self.confirm_left
+        )
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,8 @@ class FleetProgress:
 
     Attributes:
         studies: how many studies.
-        finished: studies with every trial done and nothing running.
+        finished: studies with every trial done, nothing running and no confirmation run
+            left.
         busy: studies with a trial or a confirmation run running.
         done, total, failed, running: their search trials, summed.
         confirmed, confirming, confirm_left: their confirmation runs done, running and

@@ -134,8 +134,8 @@ def test_the_time_left_counts_the_confirmation_runs_to_come(capsys):
     lines = capsys.readouterr().err.splitlines()
     # 60 trials in 30 s: the 80 trials and 140 confirmation runs left take 110 s at that pace.
     assert "studies 0/35 done | trials 60/140 | 0:30 elapsed, about 1:50 left" in lines
-    # Every trial done: the confirmation runs are still to come.
-    assert lines[-1] == "studies 35/35 done | trials 140/140 | 1:10 elapsed, about 1:10 left"
+    # Every trial done, the confirmation runs still to come: no study is done yet.
+    assert lines[-1] == "studies 0/35 done | trials 140/140 | 1:10 elapsed, about 1:10 left"
 
 
 def test_many_studies_on_a_terminal_show_a_summary_and_the_studies_in_flight(capsys):
