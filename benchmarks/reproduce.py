@@ -70,8 +70,7 @@ def study_files(
     under ``out/studies``, all on one storage, at one budget. ``tasks`` (default: all ten),
     ``trials``, ``sampler``, ``lambdas`` (the warm start's penalty path), ``presets``,
     ``repeats``, ``confirm_seeds`` and ``confirm_margin`` replace the bundled specs' (None:
-    theirs). ``bench``: a
-    benchmark written before (with the same seed) to reuse."""
+    theirs). ``bench``: a benchmark written before (with the same seed) to reuse."""
     bench = bench or out / "bench"
     if not all((bench / "studies" / f"{t.name}.toml").is_file() for t in BENCHMARK_TASKS):
         write_benchmark(bench, seed=seed, overwrite=True)
@@ -163,7 +162,7 @@ def main_(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--confirm-margin",
         type=float,
-        help="how surely the answer holds on its deciding seeds (default: the specs', 1)",
+        help="how surely the answer holds on its deciding seeds (default: the specs', 1.5)",
     )
     parser.add_argument("--workers", type=int, default=1, help="trials at once (default 1)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda")

@@ -94,8 +94,8 @@ def confirm_study(
     stored = confirm_plan(study)  # runs already scored on its images keep them
     images = confirm_images(spec) if stored is None else stored.images
     # the study file's margin; without one (a study made in Python), the stored plan's
-    margin = spec.search.confirm_margin if spec else stored.margin if stored else None
-    margin = DEFAULT_CONFIRM_MARGIN if margin is None else margin
+    fallback = stored.margin if stored else DEFAULT_CONFIRM_MARGIN
+    margin = spec.search.confirm_margin if spec else fallback
     write_confirm_plan(study, ConfirmPlan(seeds, start, walk, images, margin))
     controller = StudyController(
         opened,
