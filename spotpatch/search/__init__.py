@@ -9,8 +9,8 @@ rules), ``_confirmation`` (the answer chosen on some seeds, reported on others),
 ``_runner`` (a trial's job, run anywhere, and its outcome), ``_heartbeat`` (liveness, host
 lock), ``_recovery`` (stale trials), ``_repeats`` (configs run again with other seeds),
 ``_early_stopping``, ``_progress``, ``_samplers``, ``_neighbours`` (the neighbours sampler,
-imported lazily), ``_descent`` (its walks down from and up to the accurate end), ``_relaxation``,
-``_ray`` (imported lazily), ``_pareto``, ``_select``.
+imported lazily), ``_descent`` (its walk down from the accurate end), ``_relaxation``, ``_ray``
+(imported lazily), ``_pareto``, ``_select``.
 
 Imports from ``spaces`` and ``evaluators``.
 """

@@ -20,9 +20,8 @@ It relies on one convention of spotpatch studies: each gate's choices are ordere
 first (:meth:`spotpatch.spaces.PatchSpace.choices`). Any categorical study with ordered choices
 can use it.
 
-With ``descent``, the sampler first walks down from the accurate end and up from a strong
-small config that falls short, in turn (:mod:`._descent`); neighbours follow when both have
-nothing left to try.
+With ``descent``, the sampler first walks down from the accurate end
+(:mod:`._descent`); neighbours follow when the descent has nothing left to try.
 
 Imported lazily (by :func:`~spotpatch.search.make_sampler`): it imports Optuna.
 """
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from spotpatch.search._descent import next_ascent, next_descent, params_key
+from spotpatch.search._descent import next_descent, params_key
 from spotpatch.search._pareto import FrontPoint, pareto_front
 from spotpatch.search._record import source_of
 from spotpatch.search._study_record import RelaxationPhaseRecord, relaxation_record
@@ -124,10 +123,9 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
             names): the stages the descent walks, and the groups of group moves (those of two
             gates or more).
         group_share: the share of moves that are group moves, when there are groups.
-        descent: with groups, first walk down from the accurate end and up to it, stage by
-            stage (see the module's doc): the tolerance, in score units, within which a
-            cheaper config counts as keeping the score of the study's largest config.
-            ``None``: no descent.
+        descent: with groups, first walk down from the accurate end, stage by stage (see the
+            module's doc): the tolerance, in score units, within which a cheaper config counts
+            as keeping the score of the study's largest config. ``None``: no descent.
         cost: the size of a config (gate params -> bytes), to try the biggest savings first;
             without it, the number of gate steps a move takes stands for its saving.
         min_saving: descent proposals that save less than this share of the largest config's
@@ -217,14 +215,11 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
             return None
         tried = {params_key(t.params) for t in study.get_trials(deepcopy=False)}
         if self._descent is not None:
-            # The descent and the ascent in turn; either alone when the other has nothing.
-            walks = (next_descent, next_ascent)[:: 1 if len(done) % 2 == 0 else -1]
-            for walk in walks:
-                params = walk(
-                    done, choices, tried, self._descent, self._stages, self._cost, self._min_saving
-                )
-                if params is not None:
-                    return params, space
+            params = next_descent(
+                done, choices, tried, self._descent, self._stages, self._cost, self._min_saving
+            )
+            if params is not None:
+                return params, space
         if self._rng.uniform() < self._explore:
             return None
         front = front_trials(done)

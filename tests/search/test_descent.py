@@ -6,7 +6,7 @@ from __future__ import annotations
 import optuna
 
 from spotpatch.search import NeighbourSampler, make_sampler
-from spotpatch.search._descent import ascent_moves, descent_moves, next_ascent, params_key
+from spotpatch.search._descent import descent_moves
 
 KINDS = ("shared", "bn", "dw", "full")
 GATES = [f"g{i}" for i in range(6)]
@@ -154,53 +154,3 @@ def test_the_descents_tolerance_is_the_samplers():
     assert make_sampler("descent", 0, groups=STAGES)._descent == 0.005
     assert make_sampler("descent", 0, groups=STAGES, tolerance=0.4)._descent == 0.002
     assert make_sampler("neighbours", 0, groups=STAGES, tolerance=0.4)._descent is None
-
-
-def _ascent_values(params):
-    """A toy (mAP, bytes): dw everywhere falls two points short; s1 at full brings it back."""
-    level = {g: KINDS.index(params[g]) for g in GATES}
-    if any(v < 2 for v in level.values()):
-        score = 0.70
-    elif all(level[g] == 3 for g in STAGES["s1"]):
-        score = 0.80
-    else:
-        score = 0.78
-    return score, float(sum(SIZES[params[g]] * (1 + i) for i, g in enumerate(GATES)))
-
-
-def test_ascent_moves_raise_a_stage_one_kind_or_to_its_strongest():
-    choices = {"a": KINDS, "b": ("shared", "bn", "full"), "c": KINDS}
-    params = {"a": "bn", "b": "shared", "c": "full"}
-    moves = ascent_moves(params, choices, {"s": ["a", "b"], "t": ["c"]})
-    assert moves == [
-        ("s", {"a": "dw", "b": "full", "c": "full"}),  # b offers no dw: its next stronger kind
-        ("s", {"a": "full", "b": "full", "c": "full"}),
-    ]
-
-
-def test_the_ascent_raises_a_short_small_config_a_stage_at_a_time_cheapest_first():
-    cost = lambda p: _ascent_values(p)[1]  # noqa: E731
-    study = _descending(STAGES, 0.005, cost)
-    full = {g: "full" for g in GATES}
-    dw = {g: "dw" for g in GATES}
-    for params in (full, dw):
-        study.enqueue_trial(params)
-        trial = study.ask({g: DIST for g in GATES})
-        study.tell(trial, _ascent_values(trial.params))
-    done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    choices = {g: KINDS for g in GATES}
-    tried = {params_key(t.params) for t in done}
-    # dw everywhere, two points short, is within reach: the cheapest stage goes up first.
-    first = next_ascent(done, choices, tried, 0.005, STAGES, cost)
-    assert first == dw | {g: "full" for g in STAGES["s0"]}
-    # Out of reach (a tolerance of 0.001: ten tolerances short), or when the smallest kept
-    # config is within twice its size, nothing.
-    assert next_ascent(done, choices, tried, 0.001, STAGES, cost) is None
-    assert next_ascent(done, choices, tried, 0.005, STAGES, cost, gap=4.0) is None
-    # The sampler takes the descent's proposals and the ascent's in turn: within a few trials
-    # the study keeps dw everywhere with s1 trained fully (112 bytes against 210).
-    for _ in range(4):
-        trial = study.ask({g: DIST for g in GATES})
-        study.tell(trial, _ascent_values(trial.params))
-    kept = [t for t in study.trials if t.values[0] >= 0.795]
-    assert min(t.values[1] for t in kept) == cost(dw | {g: "full" for g in STAGES["s1"]})
