@@ -257,6 +257,7 @@ def study_confirmation(
         seed=inputs.seed,
         tolerance=inputs.tolerance,
         legacy=inputs.legacy,
+        points=points,
     )
 
 

@@ -19,8 +19,10 @@ cancels in the difference:
    (racing), up to twice ``seeds``: it narrows the deciding mean's share of the margin, never
    the reporting seeds'. A config that does not hold gives way to
    the next larger point of the study's front (presets included), trained the same way; past the
-   front's last point comes the full fine-tune itself, which is within any tolerance of itself
-   (it needs no deciding runs of its own). The first config that holds is the answer.
+   front's last point, the best config the search's runs put within the tolerance but off the
+   front (if one is larger than every point walked), then the full fine-tune itself, which is
+   within any tolerance of itself (it needs no deciding runs of its own). The first config that
+   holds is the answer.
 2. **report**: the answer and the full fine-tune train on ``seeds`` fresh seeds, paired. Their
    mean paired Δ, with its spread and interval, is the number the study reports, marked held
    or not; no decision is taken on it. A miss is reported as a miss: walking on would make the
@@ -49,6 +51,7 @@ from spotpatch.search._seeds import decide_seeds, report_seeds
 from spotpatch.search._study_record import ConfirmPlan, ConfirmRun
 from spotpatch.search._units import (
     DEFAULT_CONFIRM_MARGIN,
+    floor,
     from_points,
     mean_sd,
     reaches,
@@ -351,6 +354,7 @@ def confirmation(
     seed: int,
     tolerance: float,
     legacy: Sequence[ConfirmRun] = (),
+    points: Sequence[FrontPoint] = (),
 ) -> Confirmation:
     """Where the confirmation of a study stands, and the runs it still needs.
 
@@ -365,6 +369,9 @@ def confirmation(
         seed: the study's seed (:func:`~spotpatch.search.decide_seeds`).
         tolerance: mAP points.
         legacy: earlier versions' retrainings (deciding runs).
+        points: every trial at the means of its runs (the front among them): past the front,
+            the walk takes the best of those off it before the full fine-tune
+            (:func:`_off_front`).
     """
     runs = {
         (config_key(r.sites), r.seed, r.stage): value
@@ -394,6 +401,7 @@ def confirmation(
     if plan.walk:
         candidates += [p for p in front if p.bytes > start.bytes and p.number != full.number]
         if start.number != full.number:
+            candidates += _off_front(candidates, points, full, tolerance)
             candidates.append(full)
     walk: list[WalkStep] = []
     settled = None
@@ -458,6 +466,27 @@ def confirmation(
         tuple(needed),
         walked_out,
     )
+
+
+def _off_front(
+    walked: Sequence[FrontPoint],
+    points: Sequence[FrontPoint],
+    full: FrontPoint,
+    tolerance: float,
+) -> list[FrontPoint]:
+    """What the walk takes past the front's last point, before the full fine-tune: the
+    best-scoring point larger than every point walked that the search put within ``tolerance``
+    (mAP points) of the full fine-tune, if any. One run or two put a config off the front by a
+    hair as easily as on it; one step more costs a few runs, where the full fine-tune as the
+    answer costs every byte."""
+    mark = floor(full.map, tolerance)
+    top = max(p.bytes for p in walked)
+    within = [
+        p
+        for p in points
+        if top < p.bytes < full.bytes and p.number != full.number and reaches(p.map, mark)
+    ]
+    return [max(within, key=lambda p: (p.map, -p.bytes))] if within else []
 
 
 def plan_with(

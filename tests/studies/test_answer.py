@@ -240,6 +240,23 @@ def test_a_walk_that_runs_out_of_front_says_so(tmp_path, capsys):
     assert out == 0 and "+0.0 ± 0.0 (2 paired seeds) holds" in capsys.readouterr().out
 
 
+def test_past_the_front_the_walk_takes_the_best_config_just_off_it(tmp_path):
+    from spotpatch.spaces import PatchConfig
+
+    D = 10  # one run at 0.706, below C's 0.708 with more bytes: off the front, within a point
+    search = {**SEARCH, D: 0.706, 11: 0.690}  # 11 sites: off the front and out of the point
+    decide = {A: -0.03, B: -0.02, C: -0.015, D: 0.0, 11: 0.0}
+    study = Study(tmp_path, scores(search, decide, {D: 0.0}))
+    controller = study.controller()
+    controller.enqueue([PatchConfig.from_dict(config(n)) for n in (D, 11)], source="sampler")
+    run_trials(controller, study.evaluator, 7)
+    run_trials(study.controller(2), study.evaluator, 7)
+    answer = study_answer(study.study())
+    c = answer.confirmation
+    assert [s.trial for s in c.walk] == [2, 3, 4, 5] and answer.trial == 5
+    assert answer.holds and not c.walked_out and c.note is None
+
+
 def test_a_stopped_confirmation_resumes_without_retraining_a_stored_run(tmp_path):
     study = Study(tmp_path, scores(SEARCH, {A: -0.02, B: -0.008, C: 0.0}, {B: -0.006}))
     evaluate = study.evaluator.evaluate
@@ -469,7 +486,7 @@ def test_the_pooled_noise_weighs_every_config_by_its_degrees_of_freedom():
 
 
 def test_the_search_repeats_spread_counts_in_the_decision(tmp_path):
-    base = scores(SEARCH, {A: -0.007}, {})
+    base = scores(SEARCH, {A: -0.007, C: -0.03}, {})
 
     def score(sites, seed):
         if len(sites) == A and seed < decide_seeds(0, 1)[0] and seed > 2:
@@ -487,6 +504,8 @@ def test_the_search_repeats_spread_counts_in_the_decision(tmp_path):
     # A is not surely within a point, even at twice the seeds.
     assert a.seeds == 6 and a.holds(1.0) and not a.surely_holds(1.0)
     assert a.delta == pytest.approx(-0.007) and a.delta_sd > 0.003  # its own pairs: 0
+    # A's second run put B and C off the front; past it, the best of them (C) falls short too.
+    assert [s.trial for s in c.walk] == [study.trial[A], study.trial[C]]
     assert c.walked_out and c.trial == study.trial[12]
 
 
