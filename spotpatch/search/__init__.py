@@ -120,6 +120,7 @@ from spotpatch.search._units import (
     mean_sd,
     reaches,
     to_points,
+    within,
 )
 from spotpatch.spaces import parse_bytes
 
@@ -218,6 +219,7 @@ __all__ = [
     "WalkStep",
     "WARM_START",
     "warm_start_seed",
+    "within",
     "write_confirm_plan",
     "write_confirm_run",
     "write_relaxation",

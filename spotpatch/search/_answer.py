@@ -35,7 +35,7 @@ from spotpatch.search._study_record import (
     confirm_runs,
     study_meta,
 )
-from spotpatch.search._units import floor, reaches
+from spotpatch.search._units import within
 
 __all__ = [
     "Answer",
@@ -168,8 +168,7 @@ def smallest_within(
 ) -> FrontPoint | None:
     """The smallest of ``points`` (at their means) within ``tolerance`` mAP points of
     ``full_map``, or None."""
-    mark = floor(full_map, tolerance)
-    return next((p for p in pareto_front(points) if reaches(p.map, mark)), None)
+    return next((p for p in pareto_front(points) if within(p.map, full_map, tolerance)), None)
 
 
 # -- the answer ---------------------------------------------------------------------------------

@@ -49,14 +49,7 @@ from spotpatch.search._record import TrialRecord, config_key
 from spotpatch.search._recovery import MAX_ATTEMPTS
 from spotpatch.search._seeds import decide_seeds, report_seeds
 from spotpatch.search._study_record import ConfirmPlan, ConfirmRun
-from spotpatch.search._units import (
-    DEFAULT_CONFIRM_MARGIN,
-    floor,
-    from_points,
-    mean_sd,
-    reaches,
-    to_points,
-)
+from spotpatch.search._units import from_points, mean_sd, reaches, to_points, within
 
 __all__ = [
     "INTERVAL",
@@ -479,21 +472,13 @@ def _off_front(
     (mAP points) of the full fine-tune, if any. One run or two put a config off the front by a
     hair as easily as on it; one step more costs a few runs, where the full fine-tune as the
     answer costs every byte."""
-    mark = floor(full.map, tolerance)
     top = max(p.bytes for p in walked)
-    within = [
-        p
-        for p in points
-        if top < p.bytes < full.bytes and p.number != full.number and reaches(p.map, mark)
-    ]
-    return [max(within, key=lambda p: (p.map, -p.bytes))] if within else []
+    off = [p for p in points if top < p.bytes < full.bytes and within(p.map, full.map, tolerance)]
+    return [max(off, key=lambda p: (p.map, -p.bytes))] if off else []
 
 
 def plan_with(
-    stored: ConfirmPlan | None,
-    seeds: int,
-    images: str = "val",
-    margin: float = DEFAULT_CONFIRM_MARGIN,
+    stored: ConfirmPlan | None, seeds: int, images: str, margin: float
 ) -> ConfirmPlan | None:
     """The plan a study confirms by: the one it stored, at ``seeds`` seeds and ``margin`` when
     ``seeds`` > 0 (a study file's ``confirm_seeds`` and ``confirm_margin``); a new one at

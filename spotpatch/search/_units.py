@@ -25,6 +25,7 @@ __all__ = [
     "mean_sd",
     "reaches",
     "to_points",
+    "within",
 ]
 
 #: mAP points a smaller patch may lose against the full fine-tune (``search.tolerance``).
@@ -56,6 +57,12 @@ def floor(mark: float, points: float) -> float:
 def reaches(value: float, low: float) -> bool:
     """Whether ``value`` is at least ``low`` (both in [0, 1]), up to rounding."""
     return value >= low - EPS
+
+
+def within(value: float, mark: float, points: float) -> bool:
+    """Whether ``value`` is within ``points`` mAP points below ``mark`` or above it (both in
+    [0, 1]), up to rounding: a config within the tolerance of the full fine-tune."""
+    return reaches(value, floor(mark, points))
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:

@@ -37,17 +37,16 @@ from spotpatch.search import (
     SelectionRule,
     TrialRecord,
     answer_inputs,
-    floor,
     front_points,
     full_point,
     parse_rule,
     point_of,
     preset_runs,
-    reaches,
     searched_trials,
     select,
     smallest_within,
     study_meta,
+    within,
 )
 from spotpatch.spaces import PRESETS
 from spotpatch.studies._select import each_study
@@ -207,8 +206,7 @@ def report_row(
         found = smallest_within(front_points(searched_trials(records)), full.map, tolerance)
         searched = None if found is None else _result(found, full_bytes)
         by_size = sorted(techniques.items(), key=lambda item: (item[1].bytes, item[0]))
-        mark = floor(full.map, tolerance)
-        preset_within = next((n for n, t in by_size if reaches(t.map, mark)), None)
+        preset_within = next((n for n, t in by_size if within(t.map, full.map, tolerance)), None)
     head = techniques.get("head")
     difficulty = full.map - head.map if head is not None and full is not None else None
     if isinstance(answer, str):
