@@ -248,9 +248,16 @@ class StudyController:
                 if any(r.state == S.RUNNING and r.confirm_stage is None for r in records):
                     return WAIT if waits else None
                 # An answer the last trials found gets its repeats past the total: a study does
-                # not end on one lucky run.
-                again = self._due_repeat(records)
-                if again is not None:
+                # not end on one lucky run. Its failed runs are queued again as retries, taken
+                # first; other trials still queued stay queued, for a larger total.
+                retry = next(
+                    (r for r in records if r.state == S.WAITING and r.retry_of is not None), None
+                )
+                if retry is not None:
+                    trial = self._take(retry)
+                    if trial is None:
+                        return WAIT if waits else None
+                elif (again := next_repeat(records, self.repeats, self.tolerance)) is not None:
                     trial = self._repeat(again)
                 else:
                     trial = self._confirm_work(records)
@@ -309,7 +316,7 @@ class StudyController:
 
     def _due_repeat(self, records: list[TrialRecord]) -> TrialRecord | None:
         """The trial whose config runs again now (:func:`~spotpatch.search.next_repeat`); none
-        while trials are queued (they come first, and a repeat is asked as the next queued)."""
+        while trials are queued (they come first)."""
         import optuna
 
         if any(r.state == optuna.trial.TrialState.WAITING for r in records):
@@ -317,11 +324,43 @@ class StudyController:
         return next_repeat(records, self.repeats, self.tolerance)
 
     def _repeat(self, again: TrialRecord):
-        """Queue and ask a run of ``again``'s config with another seed (a config that decides
-        the selection); call with no other trial queued."""
+        """Start a run of ``again``'s config with another seed (a config that decides the
+        selection)."""
         attrs = enqueue_attrs("repeat", repeat_of=again.number, config=again.config)
-        self.study.enqueue_trial(dict(again.params), user_attrs=attrs)
-        return self.study.ask(self.distributions)
+        return self._start(dict(again.params), attrs)
+
+    def _take(self, queued: TrialRecord):
+        """Run the queued trial ``queued`` now (Optuna's own ``study.ask()`` takes the oldest
+        queued trial); None when a process of another host took it first. Under the study's
+        lock."""
+        import optuna
+
+        storage = self.study._storage  # the study's own: Optuna's cache in front of the given one
+        trial_id = storage.get_trial_id_from_study_id_trial_number(self._study_id, queued.number)
+        if not storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.RUNNING):
+            return None  # another host took it first
+        trial = optuna.Trial(self.study, trial_id)
+        for name, distribution in self.distributions.items():
+            trial.suggest_categorical(name, distribution.choices)  # its queued gates
+        return trial
+
+    def _start(self, params: Mapping[str, Any], attrs: Mapping[str, Any]):
+        """A trial of ``params`` (gates), running from now, that carries ``attrs`` as a queued
+        trial would. Not asked through Optuna's queue: ``study.ask()`` takes the oldest queued
+        trial, and trials still queued when the study reached its total (presets, the warm
+        start's configs) stay queued, for a larger total on a later run."""
+        import optuna
+
+        template = optuna.trial.create_trial(
+            state=optuna.trial.TrialState.RUNNING,
+            params=dict(params),
+            distributions={name: self.distributions[name] for name in params},
+            system_attrs={"fixed_params": dict(params)},
+            user_attrs=dict(attrs),
+        )
+        storage = self.study._storage  # the study's own: Optuna's cache in front of the given one
+        trial_id = storage.create_new_trial(self._study_id, template_trial=template)
+        return optuna.Trial(self.study, trial_id)
 
     def confirmation(self, records: list[TrialRecord] | None = None) -> Confirmation | None:
         """Where the study's confirmation stands under this controller's settings (None: none
@@ -349,8 +388,7 @@ class StudyController:
             return WAIT
         config = PatchConfig.from_dict(job.sites)
         attrs = enqueue_attrs("confirm", config=config, confirm=(job.seed, job.stage))
-        self.study.enqueue_trial(self.space.nearest_gates(config), user_attrs=attrs)
-        return self.study.ask(self.distributions)
+        return self._start(self.space.nearest_gates(config), attrs)
 
     def claim_warm_start(self, total: int) -> bool:
         """Take the study's warm start for this process, unless the study has its ``total``,

@@ -166,3 +166,28 @@ def test_a_repeat_runs_to_the_end_even_with_early_stopping(tmp_path, random_base
     controller.tell_interrupted(trial)
     trial = controller.ask(3)  # its retry: a retry may stop early
     assert controller.job(trial, seed=0).fractions == (0.5,)
+
+
+def test_a_repeat_that_fails_past_the_total_is_retried_not_left_queued(tmp_path, random_base):
+    space = random_base.space(3, granularity="stage")
+    sampler = make_sampler("descent", 0, groups=space.stage_gates(), cost=space.gates_bytes)
+    controller = _controller(tmp_path, space, sampler)
+
+    class FailsOnce(NoisyEvaluator):
+        def evaluate(self, config, **kw):
+            if len(self.calls) == 11:  # the 12th run: the repeat past the total
+                self.calls.append((config.to_dict(), kw.get("seed")))
+                raise RuntimeError("out of memory")
+            return super().evaluate(config, **kw)
+
+    evaluator = FailsOnce(space)
+    run_trials(controller, evaluator, 11, seed=7)
+    records = controller.records()
+    failed = [r for r in records if r.state == S.FAIL]
+    assert len(failed) == 1 and failed[0].source == "repeat" and failed[0].retried
+    retry = next(r for r in records if r.retry_of == failed[0].number)
+    assert retry.complete and retry.sites == failed[0].sites
+    assert not [r for r in records if r.state == S.WAITING]
+    # The retry is the repeat: the config has its two runs, not three.
+    runs = [tuple(sorted(r.sites.items())) for r in records if r.complete]
+    assert runs.count(tuple(sorted(retry.sites.items()))) == 2

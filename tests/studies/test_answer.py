@@ -6,6 +6,7 @@ without retraining, and ``patch.json`` carries the confirmation."""
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 
@@ -71,7 +72,7 @@ SEARCH = {0: 0.50, A: 0.700, B: 0.703, C: 0.708, 12: 0.705}
 class Study:
     """A study of the synthetic space: head, full, then A, B and C, scored by ``score``."""
 
-    def __init__(self, tmp_path, score, *, tolerance=1.0, test_score=None):
+    def __init__(self, tmp_path, score, *, tolerance=1.0, test_score=None, total=5, seeds=0):
         self.space = synthetic_space(granularity="block")
         tmp_path.mkdir(parents=True, exist_ok=True)
         self.url = f"sqlite:///{tmp_path}/s.db"
@@ -92,12 +93,12 @@ class Study:
         self.evaluator = StandInEvaluator(
             self.space, score=score, test_score=test_score, tensors=synthetic_tensors, delay=(0, 0)
         )
-        controller = self.controller()
+        controller = self.controller(seeds)
         controller.enqueue([self.space.preset("head"), self.space.preset("full")], source="preset")
         from spotpatch.spaces import PatchConfig
 
         controller.enqueue([PatchConfig.from_dict(config(n)) for n in (A, B, C)], source="sampler")
-        run_trials(controller, self.evaluator, 5)
+        run_trials(controller, self.evaluator, total)
         self.trial = {0: 0, 12: 1, A: 2, B: 3, C: 4}  # patched sites -> trial number
 
     def controller(self, confirm_seeds: int = 0, **options) -> StudyController:
@@ -519,3 +520,34 @@ def test_progress_counts_the_confirmation_runs_still_to_come(tmp_path):
     run_trials(study.controller(3), study.evaluator, 5, on_trial=lambda p: seen.append(p))
     assert [p.confirm_left for p in seen] == list(range(11, -1, -1))  # one fewer per run
     assert study.controller(3).progress(5).confirm_left == 0
+
+
+def test_trials_still_queued_at_the_total_wait_for_a_larger_one(tmp_path):
+    """Fewer trials than queued configs: the confirmation runs the answer past the total (not
+    the oldest queued trial), and the trials left queued run when the total is raised."""
+    import optuna
+
+    score = scores(SEARCH, {A: 0.0, B: 0.0, C: 0.0}, {A: 0.0, B: 0.0, C: 0.0})
+
+    def on_and_on(signum, frame):
+        raise TimeoutError("the study runs on and on")
+
+    signal.signal(signal.SIGALRM, on_and_on)
+    signal.alarm(20)  # it takes a few seconds
+    try:
+        study = Study(tmp_path, score, total=3, seeds=3)  # head, full, A; B and C stay queued
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    records = trial_records(study.study())
+    S = optuna.trial.TrialState
+    queued = [r.number for r in records if r.state == S.WAITING]
+    assert queued == [study.trial[B], study.trial[C]]
+    assert sum(r.counts_toward_total() for r in records) == 3
+    confirmed = [r for r in records if r.confirmed]
+    assert {len(r.sites) for r in confirmed} == {A, 12}
+    assert len(confirmed) == 12  # A and the full fine-tune, three deciding and three fresh pairs
+
+    progress = run_trials(study.controller(3), study.evaluator, 5)
+    assert progress.done == 5
+    assert not [r for r in trial_records(study.study()) if r.state == S.WAITING]
