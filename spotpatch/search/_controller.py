@@ -248,11 +248,9 @@ class StudyController:
                 if any(r.state == S.RUNNING and r.confirm_stage is None for r in records):
                     return WAIT if waits else None
                 # An answer the last trials found gets its repeats past the total: a study does
-                # not end on one lucky run. Its failed runs are queued again as retries, taken
-                # first; other trials still queued stay queued, for a larger total.
-                retry = next(
-                    (r for r in records if r.state == S.WAITING and r.retry_of is not None), None
-                )
+                # not end on one lucky run. A repeat that failed is queued again as a retry,
+                # taken first; other trials still queued stay queued, for a larger total.
+                retry = _queued_repeat(records)
                 if retry is not None:
                     trial = self._take(retry)
                     if trial is None:
@@ -541,3 +539,26 @@ class StudyController:
         if self.artifact_store is None or source_of(trial) == "confirm":
             return None, None  # a confirmation run is a number, not a patch to ship
         return store_patch(self.artifact_store, trial, tensors)
+
+
+def _queued_repeat(records: list[TrialRecord]) -> TrialRecord | None:
+    """The first queued retry of a repeat (or of a retry of one), if any."""
+    import optuna
+
+    by_number = {r.number: r for r in records}
+
+    def origin(r: TrialRecord) -> TrialRecord:
+        while r.retry_of is not None and r.retry_of in by_number:
+            r = by_number[r.retry_of]
+        return r
+
+    return next(
+        (
+            r
+            for r in records
+            if r.state == optuna.trial.TrialState.WAITING
+            and r.retry_of is not None
+            and origin(r).source == "repeat"
+        ),
+        None,
+    )
