@@ -21,6 +21,7 @@ from spotpatch.testing._servers import (
     ServerError,
     free_port,
     processes_naming,
+    study_lock_free,
 )
 from spotpatch.testing._standin import (
     STAND_IN_ERROR,
@@ -63,4 +64,5 @@ __all__ = [
     "synthetic_study",
     "synthetic_tensors",
     "stand_in_worker",
+    "study_lock_free",
 ]

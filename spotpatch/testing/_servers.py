@@ -47,6 +47,22 @@ def processes_naming(text: str) -> list[int]:
     return found
 
 
+def study_lock_free(storage, study_name: str) -> bool:
+    """Whether no process holds ``study_name``'s lock in a PostgreSQL storage (its advisory
+    lock, which a driver holds while it asks for a trial): a test that stops a driver checks
+    it stopped past the lock, else every other driver would wait on it."""
+    import sqlalchemy
+
+    from spotpatch.search._heartbeat import database_lock_key
+
+    key = {"key": database_lock_key(study_name)}
+    with storage.engine.connect() as conn:
+        free = conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:key)"), key).scalar()
+        if free:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), key)
+    return bool(free)
+
+
 def _server_binary(name: str) -> str:
     """A PostgreSQL server program: on PATH, else the newest of Debian's versioned folders."""
     found = shutil.which(name)

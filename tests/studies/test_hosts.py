@@ -26,7 +26,14 @@ import pytest
 
 from spotpatch.search import spotpatch_study_names, trial_records
 from spotpatch.studies import load_study, open_storage
-from spotpatch.testing import PostgresServer, RayNode, ServerError, TestHosts, namespaces_problem
+from spotpatch.testing import (
+    PostgresServer,
+    RayNode,
+    ServerError,
+    TestHosts,
+    namespaces_problem,
+    study_lock_free,
+)
 
 _PROBLEM = namespaces_problem()
 pytestmark = [
@@ -144,8 +151,10 @@ def _frozen_in_trial(url: str, host, hosts: TestHosts) -> Iterator[set[int]]:
     while True:
         _wait(f"trial running on host {host.name}", lambda: _running_on(url, host.name), hosts)
         with _frozen(host):
-            numbers = _running_on(url, host.name)  # it may have finished before it froze
-            if numbers:
+            # It may have finished before it froze, or be asking for its next trial, holding
+            # the study's lock (every other host would wait on it).
+            numbers = _running_on(url, host.name)
+            if numbers and study_lock_free(open_storage(url), "glyphs"):
                 yield numbers
                 return
 

@@ -23,7 +23,7 @@ import pytest
 from spotpatch.cli import main
 from spotpatch.search import spotpatch_study_names, trial_records
 from spotpatch.studies import load_study, open_storage
-from spotpatch.testing import PostgresServer, ServerError
+from spotpatch.testing import PostgresServer, ServerError, study_lock_free
 
 pytestmark = pytest.mark.postgres
 
@@ -146,25 +146,11 @@ def _pause_one_in_trial(storage, procs, folder: Path) -> tuple:
         os.killpg(paused.pid, signal.SIGSTOP)
         # Still running once stopped: stopped in that trial (else it had just told it), and
         # past the study's lock, which it holds while it asks (the other would wait on it).
-        if _lock_free(storage) and any(
+        if study_lock_free(storage, "glyphs") and any(
             r.state.name == "RUNNING" and _pid(r) == paused.pid for r in _records(storage)
         ):
             return paused, next(p for p in procs if p is not paused)
         os.killpg(paused.pid, signal.SIGCONT)
-
-
-def _lock_free(storage) -> bool:
-    """Whether no process holds the study's lock (PostgreSQL's advisory lock)."""
-    import sqlalchemy
-
-    from spotpatch.search._heartbeat import database_lock_key
-
-    key = {"key": database_lock_key("glyphs")}
-    with storage.engine.connect() as conn:
-        free = conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:key)"), key).scalar()
-        if free:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), key)
-    return bool(free)
 
 
 @pytest.fixture(scope="module")
