@@ -268,10 +268,11 @@ class StudyController:
                     if not any(r.state == S.WAITING for r in records):
                         return WAIT
                 trial = self._ask_new(records)
-            # Stamped before the lock goes: a RUNNING trial always names its process.
+            # Stamped and described before the lock goes: a RUNNING trial always names its
+            # process and its config, and no other host fails it before it is written.
             self._heartbeat.add(trial.number, functools.partial(self._stamp_trial, trial.number))
-        config = self.config_of(trial)
-        write_asked(trial, config, self.space.patch_bytes(config), self.preset_of(config))
+            config = self.config_of(trial)
+            write_asked(trial, config, self.space.patch_bytes(config), self.preset_of(config))
         return trial
 
     def _tensors_of(self, config: PatchConfig | Mapping[str, str]) -> frozenset[str]:
