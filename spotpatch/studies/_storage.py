@@ -105,7 +105,10 @@ def open_storage(url: str, *, existing: bool = False):
     try:
         kwargs = {"connect_args": {"timeout": 60}} if path is not None else {}
         with _schema_lock(url):
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        if storage.engine.dialect.name == "postgresql":
+            _end_lost_sessions(storage.engine)
+        return storage
     except ImportError as e:
         module = getattr(e, "name", None) or getattr(e.__cause__, "name", None)
         raise UserError(
@@ -119,6 +122,28 @@ def open_storage(url: str, *, existing: bool = False):
     ) as e:
         why = str(e).splitlines()[0]
         raise UserError(f"cannot open storage {storage_label(url)}: {why}") from None
+
+
+#: PostgreSQL's TCP keepalives on every session a storage opens, in seconds: the server ends
+#: the session of a host that vanished without closing it (power lost, network gone) within
+#: about a minute and a half, and with it the study's lock that host may hold. The server's
+#: default waits two hours, other hosts waiting on that lock all along.
+KEEPALIVES = {"tcp_keepalives_idle": 60, "tcp_keepalives_interval": 10, "tcp_keepalives_count": 3}
+
+
+def _end_lost_sessions(engine) -> None:
+    """Set :data:`KEEPALIVES` on each of ``engine``'s sessions as it connects (a ``SET``, which
+    poolers in session mode pass on, where a startup option could be refused)."""
+    import sqlalchemy
+
+    def on_connect(connection, _record) -> None:
+        with connection.cursor() as cursor:
+            for name, value in KEEPALIVES.items():
+                cursor.execute(f"SET {name} = {int(value)}")
+        connection.commit()
+
+    sqlalchemy.event.listen(engine, "connect", on_connect)
+    engine.dispose()  # sessions opened before the listener (the schema's) are not reused
 
 
 def artifacts_dir_for(url: str, artifacts: str | Path | None = None) -> Path:

@@ -57,6 +57,24 @@ def test_a_missing_driver_names_the_extra_that_installs_it(monkeypatch, capsys):
     assert 'pip install "spotpatch[postgres]"' in err
 
 
+def test_a_lost_host_s_sessions_end_within_two_minutes(postgres_url):
+    # The server's keepalives, set on every session a storage opens (else: the system's, two
+    # hours); a host that vanished while holding the study's lock holds it no longer.
+    import sqlalchemy
+
+    from spotpatch.studies._storage import KEEPALIVES
+
+    engine = open_storage(postgres_url).engine
+    query = "SELECT name, setting FROM pg_settings WHERE name LIKE 'tcp_keepalives_%'"
+    for _ in range(2):  # a new session too, not only the one the first check opened
+        with engine.connect() as conn:
+            settings = dict(conn.execute(sqlalchemy.text(query)).all())
+        assert settings == {name: str(value) for name, value in KEEPALIVES.items()}
+        engine.dispose()
+    idle, interval, count = KEEPALIVES.values()
+    assert idle + interval * count <= 120
+
+
 TRIALS = 3
 
 
