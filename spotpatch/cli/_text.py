@@ -26,13 +26,16 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 def answer_cells(answer, full_bytes: int) -> list[str]:
     """A study's answer as table cells: its trial, bytes (% of the full detector), mean val
     mAP in the search, and its Δ to the full fine-tune (the fresh seeds' where confirmed, and
-    the images they were scored on where not val alone)."""
+    the images they were scored on where not val alone; where no patch smaller than the full
+    fine-tune held, how many were walked)."""
     from spotpatch.search import to_points
 
     if answer is None:
         return [MISSING] * len(ANSWER_HEADER)
     c = answer.confirmation
-    if c is not None and c.reported is not None:
+    if c is not None and c.walked_out:
+        delta = f"none smaller held ({len(c.walk)} walked): the full fine-tune"
+    elif c is not None and c.reported is not None:
         on = "" if c.plan.images == "val" else f" on {c.plan.images}"
         delta = f"{c.reported.text()}{on} {'holds' if c.holds else 'misses'}"
     elif c is not None:
