@@ -124,10 +124,11 @@ def open_storage(url: str, *, existing: bool = False):
         raise UserError(f"cannot open storage {storage_label(url)}: {why}") from None
 
 
-#: PostgreSQL's TCP keepalives on every session a storage opens, in seconds: the server ends
-#: the session of a host that vanished without closing it (power lost, network gone) within
-#: about a minute and a half, and with it the study's lock that host may hold. The server's
-#: default waits two hours, other hosts waiting on that lock all along.
+#: PostgreSQL's TCP keepalives on every session a storage opens (seconds idle before the first
+#: probe, seconds between probes, probes): the server ends the session of a host that vanished
+#: without closing it (power lost, network gone) within about a minute and a half, and with it
+#: the study's lock that host may hold. The server's default waits two hours, other hosts
+#: waiting on that lock all along.
 KEEPALIVES = {"tcp_keepalives_idle": 60, "tcp_keepalives_interval": 10, "tcp_keepalives_count": 3}
 
 
