@@ -38,7 +38,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     its trial stored, with the study's confirmation of it. DIR must be new, empty or an earlier
     export (which is replaced).
     """
-    from spotpatch.search import to_points
+    from spotpatch.search import to_points, walked_out_text
     from spotpatch.studies import export_patch
 
     info = export_patch(
@@ -50,7 +50,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     m, c = info["metrics"], info["confirmation"]
     test = f"{m['test_map']:.3f}" if "test_map" in m else MISSING
     confirmed = "not confirmed"
-    if c is not None:
+    if c is not None and c.get("walked_out"):
+        confirmed = walked_out_text(len(c["walked"]))
+    elif c is not None:
         confirmed = (
             f"Δ vs full {to_points(c['delta']):+.1f} ± {to_points(c['delta_sd']):.1f} on "
             f"{c['seeds']} fresh paired seeds ({'holds' if c['holds'] else 'misses'})"

@@ -131,7 +131,9 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         print(table(rows, ["trial", "patch", "Δ vs full, deciding seeds", "within tolerance"]))
     if c.note:
         print(c.note)
-    if c.reported is not None:
+    if c.walked_out:
+        print(f"answer: trial {c.trial}, {c.delta_text()}")
+    elif c.reported is not None:
         verdict = "holds" if c.holds else "misses"
         print(
             f"answer: trial {c.trial}, {c.reported.text()} against the full fine-tune on fresh "

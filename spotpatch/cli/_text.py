@@ -33,13 +33,8 @@ def answer_cells(answer, full_bytes: int) -> list[str]:
     if answer is None:
         return [MISSING] * len(ANSWER_HEADER)
     c = answer.confirmation
-    if c is not None and c.walked_out:
-        delta = f"none smaller held ({len(c.walk)} walked): the full fine-tune"
-    elif c is not None and c.reported is not None:
-        on = "" if c.plan.images == "val" else f" on {c.plan.images}"
-        delta = f"{c.reported.text()}{on} {'holds' if c.holds else 'misses'}"
-    elif c is not None:
-        delta = f"confirmation {c.state}"
+    if c is not None:
+        delta = c.delta_text() or f"confirmation {c.state}"
     elif answer.full_map is not None:
         delta = f"{to_points(answer.map - answer.full_map):+.1f} (search)"
     else:

@@ -41,6 +41,7 @@ from spotpatch.search._confirmation import (
     Paired,
     WalkStep,
     paired,
+    walked_out_text,
 )
 from spotpatch.search._controller import (
     MAX_ATTEMPTS,
@@ -166,6 +167,7 @@ __all__ = [
     "next_repeat",
     "Paired",
     "paired",
+    "walked_out_text",
     "pareto_front",
     "parse_bytes",
     "parse_rule",

@@ -63,6 +63,7 @@ __all__ = [
     "free_job",
     "paired",
     "plan_with",
+    "walked_out_text",
 ]
 
 #: The two-sided coverage of the interval reported around a paired Δ.
@@ -300,6 +301,18 @@ class Confirmation:
     def done(self) -> bool:
         return self.state in ("done", "failed")
 
+    def delta_text(self) -> str | None:
+        """The confirmed Δ as every command prints it: ``−0.4 ± 0.3 (3 paired seeds) on
+        val+test: holds`` (or ``misses``; ``on ...`` where not scored on val alone), or
+        :func:`walked_out_text` where the walk reached the full fine-tune, whose Δ against
+        itself says nothing; None until the fresh seeds are measured."""
+        if self.walked_out:
+            return walked_out_text(len(self.walk))
+        if self.reported is None:
+            return None
+        on = "" if self.plan.images == "val" else f" on {self.plan.images}"
+        return f"{self.reported.text()}{on}: {'holds' if self.holds else 'misses'}"
+
     def to_json(self) -> dict:
         return {
             "seeds": self.plan.seeds,
@@ -321,6 +334,12 @@ class Confirmation:
             "reported": None if self.reported is None else self.reported.to_json(),
             "holds": self.holds,
         }
+
+
+def walked_out_text(walked: int) -> str:
+    """What a study whose walk reached the full fine-tune says in place of its Δ (``walked``:
+    the configs tried before it)."""
+    return f"none smaller held ({walked} walked): the full fine-tune"
 
 
 def confirm_runs_of(records: Sequence[TrialRecord], legacy: Sequence[ConfirmRun] = ()):

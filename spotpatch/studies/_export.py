@@ -162,6 +162,7 @@ def confirmation_json(answer: Answer) -> dict[str, Any] | None:
         "holds": c.holds,
         "tolerance": c.tolerance,
         "walked": [s.trial for s in c.walk],
+        "walked_out": c.walked_out,
         "images": c.plan.images,
     }
 

@@ -89,6 +89,9 @@ class ReportRow:
             paired Δ where ``confirmed``, the search's means elsewhere (None without both).
         confirmed: the answer against the full fine-tune on fresh paired seeds, if measured.
         holds: whether ``confirmed`` is within the tolerance (None: not measured).
+        said: the confirmed Δ as the commands print it
+            (:meth:`~spotpatch.search.Confirmation.delta_text`; None: not measured).
+        walked_out: the confirmation's walk reached the full fine-tune: no smaller patch held.
         state: the confirmation's state (``deciding``, ``reporting``, ``done``, ``failed``),
             None without one.
         searched: the smallest searched patch within the tolerance (None: none, or no full
@@ -105,6 +108,8 @@ class ReportRow:
     delta_vs_full: float | None
     confirmed: Paired | None = None
     holds: bool | None = None
+    said: str | None = None
+    walked_out: bool = False
     state: str | None = None
     searched: TechniqueResult | None = None
     preset_within: str | None = None
@@ -140,6 +145,8 @@ class ReportClaims:
         notes: why studies were left out of a claim: one line per reason, naming them.
         confirmed: studies whose answer was measured on fresh seeds.
         held: of those, the studies where it holds within their tolerance.
+        walked_out: of those, the studies whose answer is the full fine-tune because no
+            smaller patch held.
         mean_held_pct: the mean bytes % of those answers (None: none).
     """
 
@@ -155,6 +162,7 @@ class ReportClaims:
     confirmed: int = 0
     held: int = 0
     mean_held_pct: float | None = None
+    walked_out: int = 0
 
 
 @dataclass(frozen=True)
@@ -229,6 +237,8 @@ def report_row(
         delta_vs_full=delta,
         confirmed=confirmed,
         holds=None if c is None else c.holds,
+        said=None if c is None else c.delta_text(),
+        walked_out=c is not None and c.walked_out,
         state=None if c is None else c.state,
         searched=searched,
         preset_within=preset_within,
@@ -294,6 +304,7 @@ def report_claims(rows: Sequence[ReportRow]) -> ReportClaims:
         confirmed=len(confirmed),
         held=len(held),
         mean_held_pct=_mean(held),
+        walked_out=sum(r.walked_out for r in confirmed),
     )
 
 

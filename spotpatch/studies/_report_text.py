@@ -59,13 +59,13 @@ def _answer(row: ReportRow) -> Cell:
 
 def delta_text(row: ReportRow) -> str:
     """The Δ vs full cell, in mAP points: ``−0.4 ± 0.3 (3 paired seeds): holds`` where the
-    answer was measured on fresh seeds, ``+0.3 (search)`` from the search's means elsewhere."""
+    answer was measured on fresh seeds (``none smaller held (N walked): the full fine-tune``
+    where the walk reached it), ``+0.3 (search)`` from the search's means elsewhere."""
     if row.delta_vs_full is None:
         return MISSING
     if row.confirmed is None:
         return f"{to_points(row.delta_vs_full):+.1f} (search)"
-    verdict = "holds" if row.holds else "misses"
-    return f"{row.confirmed.text()}: {verdict}"
+    return row.said or MISSING
 
 
 def _delta(row: ReportRow) -> Cell:
@@ -146,6 +146,8 @@ def claim_lines(c: ReportClaims) -> tuple[str, ...]:
         if c.held
         else ""
     )
+    if c.walked_out:
+        held = f" ({c.walked_out} of them the full fine-tune: no smaller patch held){held}"
     return (
         f"(a) At the task's accuracy, the search's smallest patch is no larger than the "
         f"smallest preset's in {c.search_wins} of {c.compared} studies (both within the "

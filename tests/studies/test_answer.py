@@ -228,7 +228,9 @@ def test_a_preset_can_be_the_answer(tmp_path, capsys):
     )
 
 
-def test_a_walk_that_runs_out_of_front_says_so(tmp_path, capsys):
+def test_a_walk_that_runs_out_of_front_says_so(tmp_path, capsys, monkeypatch):
+    from spotpatch.studies import _confirm
+
     study = Study(tmp_path, scores(SEARCH, {A: -0.03, B: -0.02, C: -0.015}, {}))
     study.confirm(2)
     answer = study_answer(study.study())
@@ -237,8 +239,30 @@ def test_a_walk_that_runs_out_of_front_says_so(tmp_path, capsys):
     assert c.walked_out and [s.trial for s in c.walk] == [2, 3, 4]
     assert "no patch smaller than the full fine-tune held within 1 points" in c.note
     assert c.reported.delta == 0.0 and c.holds
+    # Every command says so, where it would print the full fine-tune's Δ against itself.
+    said = "none smaller held (3 walked): the full fine-tune"
+    assert c.delta_text() == said
     assert main(["status", "--storage", study.url]) == 0
-    assert "none smaller held (3 walked): the full fine-tune" in capsys.readouterr().out
+    assert said in capsys.readouterr().out
+    assert main(["report", "--storage", study.url]) == 0
+    out = capsys.readouterr().out
+    assert f"| {said} |" in out and "(0.0 ± 0.0" not in out
+    assert "holds within the tolerance in 1 (1 of them the full fine-tune: no smaller" in out
+    export = tmp_path / "export"
+    assert main(["export", NAME, "--storage", study.url, "--out", str(export)]) == 0
+    assert said in capsys.readouterr().out
+    confirmation = json.loads((export / "patch.json").read_text())["confirmation"]
+    assert confirmation["walked_out"] and confirmation["walked"] == [2, 3, 4]
+    from spotpatch.dashboard import dashboard_data
+    from spotpatch.dashboard._figures import scatter_figure
+
+    (panel,) = dashboard_data(study.url).studies
+    (star,) = [t for t in scatter_figure(panel.scatter).data if t.marker.symbol == "star"]
+    assert f"Δ vs full on fresh seeds: {said}" in star.hovertext[0]
+    monkeypatch.setattr(_confirm, "recorded_spec", lambda meta: None)
+    monkeypatch.setattr(_confirm, "evaluator_of", lambda spec, **kw: study.evaluator)
+    assert main(["confirm", NAME, "--storage", study.url, "--seeds", "2"]) == 0
+    assert f"answer: trial {answer.trial}, {said}" in capsys.readouterr().out
 
 
 def test_past_the_front_the_walk_takes_the_best_config_just_off_it(tmp_path):
