@@ -50,7 +50,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     m, c = info["metrics"], info["confirmation"]
     test = f"{m['test_map']:.3f}" if "test_map" in m else MISSING
     confirmed = "not confirmed"
-    if c is not None and c.get("walked_out"):
+    if c is not None and c["walked_out"]:
         confirmed = walked_out_text(len(c["walked"]))
     elif c is not None:
         confirmed = (

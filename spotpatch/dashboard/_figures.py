@@ -156,8 +156,8 @@ def scatter_figure(scatter: TrialsScatter):
         said = f"{plot_text(answer.rule)}: trial {answer.trial}, mAP {answer.map:.4f}{runs}<br>"
         said += f"{answer.patch_bytes:,} bytes ({kib(answer.patch_bytes)})"
         c = answer.confirmation
-        if c is not None and c.delta_text() is not None:
-            said += f"<br>Δ vs full on fresh seeds: {plot_text(c.delta_text())}"
+        if c is not None and (delta := c.delta_text()) is not None:
+            said += f"<br>Δ vs full on fresh seeds: {plot_text(delta)}"
         fig.add_trace(
             go.Scatter(
                 x=[answer.patch_bytes],
