@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 #: The fixed recipes (the existing techniques), smallest first.
-PRESETS = ("head", "bn", "dw", "lora4", "third", "tail", "half", "full")
+PRESETS = ("head", "bn", "dw", "lora4", "tail", "full")
 #: The storage dtypes of patch tensors, as a study file and ``bundle --dtype`` name them.
 DTYPES = ("float32", "float16", "int8")
 #: Where a study's trials run.

@@ -66,7 +66,7 @@ def study_spec(task: BenchmarkTask, root: Path, *, seed: int = 0) -> StudySpec:
         ),
         space=SpaceSpec(granularity="block"),
         search=SearchSpec(
-            trials=24 + len(PRESETS),  # 24 beside every technique's preset
+            trials=30,
             presets=PRESETS,
             sampler="descent",
             repeats=2,

@@ -20,8 +20,7 @@ cancels in the difference:
    the reporting seeds'. A config that does not hold gives way to
    the next larger point of the study's front (presets included), trained the same way; past the
    front's last point, the best config the search's runs put within the tolerance but off the
-   front and larger than every point walked, then the best larger than that one, and so on;
-   then the full fine-tune itself, which is
+   front (if one is larger than every point walked), then the full fine-tune itself, which is
    within any tolerance of itself (it needs no deciding runs of its own). The first config that
    holds is the answer.
 2. **report**: the answer and the full fine-tune train on ``seeds`` fresh seeds, paired. Their
@@ -383,8 +382,8 @@ def confirmation(
         tolerance: mAP points.
         legacy: earlier versions' retrainings (deciding runs).
         points: every trial at the means of its runs (the front among them): past the front,
-            the walk takes the best of those off it, and the best larger than that, before the
-            full fine-tune (:func:`_off_front`).
+            the walk takes the best of those off it before the full fine-tune
+            (:func:`_off_front`).
     """
     runs = {
         (config_key(r.sites), r.seed, r.stage): value
@@ -489,17 +488,12 @@ def _off_front(
 ) -> list[FrontPoint]:
     """What the walk takes past the front's last point, before the full fine-tune: the
     best-scoring point larger than every point walked that the search put within ``tolerance``
-    (mAP points) of the full fine-tune, then the best larger than that one, and so on. One run
-    or two put a config off the front by a hair as easily as on it; one step more costs a few
-    runs, where the full fine-tune as the answer costs every byte."""
-    steps: list[FrontPoint] = []
+    (mAP points) of the full fine-tune, if any. One run or two put a config off the front by a
+    hair as easily as on it; one step more costs a few runs, where the full fine-tune as the
+    answer costs every byte."""
     top = max(p.bytes for p in walked)
-    while off := [
-        p for p in points if top < p.bytes < full.bytes and within(p.map, full.map, tolerance)
-    ]:
-        steps.append(max(off, key=lambda p: (p.map, -p.bytes)))
-        top = steps[-1].bytes
-    return steps
+    off = [p for p in points if top < p.bytes < full.bytes and within(p.map, full.map, tolerance)]
+    return [max(off, key=lambda p: (p.map, -p.bytes))] if off else []
 
 
 def plan_with(

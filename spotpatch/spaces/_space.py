@@ -32,8 +32,6 @@ GRANULARITIES = ("site", "block", "stage")
 #: (SSD's ``features``, the FPN backbones' ``body``): what ``tail`` fine-tuning keeps shared.
 FEATURE_BODIES = ("backbone.features", "backbone.body")
 _ALL_KINDS = ("bn", "dw", "lora4", "lora8", "lora16", "full")
-#: The presets that shrink the full fine-tune to a share of its bytes: (rank, share).
-_SHRUNK = {"third": (4, 1 / 3), "half": (8, 1 / 2)}
 
 
 @dataclass(frozen=True)
@@ -253,9 +251,7 @@ class PatchSpace:
     def preset(self, name: str) -> PatchConfig:
         """A fixed recipe: ``head`` (class head only), ``bn`` (every norm), ``dw`` (depthwise
         layers and every norm), ``lora4`` (rank-4 deltas where they fit, else the closest
-        kind), ``third`` and ``half`` (the full fine-tune with its largest layers as rank-4,
-        resp. rank-8, deltas, largest first, down to a third, resp. half, of its bytes),
-        ``tail`` (every layer after the feature extractor trained fully, the extractor
+        kind), ``tail`` (every layer after the feature extractor trained fully, the extractor
         shared: SSD's extra layers and heads), ``full`` (every tensor: a full fine-tune)."""
         if name not in PRESETS:
             raise UserError(f"unknown preset {name!r} (expected {', '.join(PRESETS)})")
@@ -266,8 +262,6 @@ class PatchSpace:
         return presets[name]
 
     def _preset(self, name: str) -> PatchConfig:
-        if name in _SHRUNK:
-            return self._shrunk(*_SHRUNK[name])
         kinds = {}
         for s in self.sites:
             if name == "tail":
@@ -278,22 +272,6 @@ class PatchSpace:
             else:
                 asked = {"head": "shared", "dw": "bn"}.get(name, name)
                 kinds[s.name] = self.resolve(s, asked, kinds=_ALL_KINDS)
-        return PatchConfig(kinds)
-
-    def _shrunk(self, rank: int, share: float) -> PatchConfig:
-        """The full fine-tune with its largest layers as rank-``rank`` deltas, largest first,
-        until the patch takes at most ``share`` of the full fine-tune's bytes (or no layer is
-        left where such a delta is smaller than the layer)."""
-        full = self.preset("full")
-        kinds = dict(full.kinds)
-        lora = PatchKind("lora", rank)
-        budget = share * self.patch_bytes(full)
-        by_size = sorted(self.sites, key=lambda s: (-self.site_bytes(s, kinds[s.name]), s.name))
-        for site in by_size:
-            if self.patch_bytes(PatchConfig(kinds)) <= budget:
-                break
-            if lora in self.allowed(site, (str(lora),)):
-                kinds[site.name] = lora
         return PatchConfig(kinds)
 
     # -- exact bytes --------------------------------------------------------------------------

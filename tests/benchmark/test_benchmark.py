@@ -242,7 +242,7 @@ def test_study_tomls_parse_and_point_at_the_data(full: Path) -> None:
             "norm_lr_scale": 3.0,
             "lora_lr_scale": 3.0,
         }
-        assert spec["search"]["trials"] == 32 and spec["search"]["sampler"] == "descent"
+        assert spec["search"]["trials"] == 30 and spec["search"]["sampler"] == "descent"
         assert spec["search"]["repeats"] == 2 and "tolerance" not in spec["search"]  # 1 point
         assert spec["search"]["confirm_seeds"] == 3
         assert spec["search"]["storage"] == DEFAULT_STORAGE

@@ -281,25 +281,6 @@ def test_past_the_front_the_walk_takes_the_best_config_just_off_it(tmp_path):
     assert answer.holds and not c.walked_out and c.note is None
 
 
-def test_past_the_front_the_walk_goes_on_to_the_best_larger_config_off_it(tmp_path):
-    """Off the front and within a point: D (0.706) and E (0.704, larger). D falls short on its
-    deciding pairs; the walk goes on to E, larger still, before the full fine-tune."""
-    from spotpatch.spaces import PatchConfig
-
-    D, E = 10, 11
-    search = {**SEARCH, D: 0.706, E: 0.704}
-    decide = {A: -0.03, B: -0.02, C: -0.015, D: -0.02, E: 0.0}
-    study = Study(tmp_path, scores(search, decide, {E: 0.0}))
-    controller = study.controller()
-    controller.enqueue([PatchConfig.from_dict(config(n)) for n in (D, E)], source="sampler")
-    run_trials(controller, study.evaluator, 7)
-    run_trials(study.controller(2), study.evaluator, 7)
-    answer = study_answer(study.study())
-    c = answer.confirmation
-    assert [s.trial for s in c.walk] == [2, 3, 4, 5, 6] and answer.trial == 6
-    assert answer.holds and not c.walked_out
-
-
 def test_a_stopped_confirmation_resumes_without_retraining_a_stored_run(tmp_path):
     study = Study(tmp_path, scores(SEARCH, {A: -0.02, B: -0.008, C: 0.0}, {B: -0.006}))
     evaluate = study.evaluator.evaluate
