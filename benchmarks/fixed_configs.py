@@ -1,7 +1,7 @@
 """Fixed configs on a finished study's confirmation seeds, each paired with the full fine-tune.
 
 Run: ``.venv/bin/python benchmarks/fixed_configs.py --runs runs/seed0 --studies fine-grained
-tiny-crowd --configs lora4:0.3 lora8:1 preset:lora4 [--pairs 4] [--workers 2]
+tiny-crowd --configs lora4:0.3 lora8:1 preset:lora4 [--workers 2]
 [--record benchmarks/results/fixed_configs.jsonl]``
 
 For a ``reproduce.py`` output whose studies are confirmed, trains each config on the seeds the
@@ -23,21 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 
-from spotpatch.search import (
-    Noise,
-    confirm_plan,
-    decide_seeds,
-    report_seeds,
-    trial_records,
-)
-from spotpatch.search._confirmation import scored
+from spotpatch.search import Noise, confirm_plan, decide_seeds, paired, report_seeds, trial_records
+from spotpatch.search._confirmation import confirm_runs_of, scored
 from spotpatch.search._record import config_key
 from spotpatch.spaces import PatchConfig, parse_kind
 from spotpatch.studies import evaluator_of, load_spec, load_study, open_storage
@@ -74,31 +67,25 @@ def _train(spec_path: str, config: str, seed: int, images: str) -> tuple[float, 
     return scored(result.map, result.test_map, images), space.patch_bytes(cfg) / space.full_bytes()
 
 
-def _full_runs(records, space, seeds, stage: str, images: str) -> dict[int, float]:
-    key = config_key(space.preset("full").to_dict())
+def _stored(records, images: str) -> dict[tuple, float]:
+    """The study's confirmation runs scored on ``images``, by (config key, seed, stage)."""
     runs = {}
-    for r in records:
-        if r.confirm_stage == stage and r.sites is not None and config_key(r.sites) == key:
-            value = scored(r.map, r.test_map, images)
-            if value is not None and r.confirm_seed in seeds:
-                runs[r.confirm_seed] = value
+    for r in confirm_runs_of(records):
+        if (value := scored(r.map, r.test_map, images)) is not None:
+            runs[(config_key(r.sites), r.seed, r.stage)] = value
     return runs
 
 
-def _walk_noise(records, space, images: str, full: dict[int, float]) -> Noise:
+def _walk_noise(records, stored, full_key, images: str, full: dict[int, float]) -> Noise:
     """The spread the study's walk decided its last step with: the search's repeated configs
     pooled with the deciding pairs of every config it walked."""
-    noise = Noise.of_search(records, images)
-    full_key = config_key(space.preset("full").to_dict())
     walked: dict = {}
-    for r in records:
-        if r.confirm_stage == "decide" and r.sites is not None and config_key(r.sites) != full_key:
-            value = scored(r.map, r.test_map, images)
-            if value is not None and r.confirm_seed in full:
-                walked.setdefault(config_key(r.sites), []).append(value - full[r.confirm_seed])
+    for (key, seed, stage), value in stored.items():
+        if stage == "decide" and key != full_key and seed in full:
+            walked.setdefault(key, []).append(value - full[seed])
+    noise = Noise.of_search(records, images)
     for diffs in walked.values():
-        if len(diffs) > 1:
-            noise = noise.plus(diffs)
+        noise = noise.plus(diffs)  # a config walked on one pair adds nothing
     return noise
 
 
@@ -120,11 +107,16 @@ def main(argv: list[str] | None = None) -> int:
         plan = confirm_plan(study)
         records = trial_records(study)
         space = evaluator_of(spec, progress=False).space
-        decide = _full_runs(records, space, decide_seeds(spec.seed, 2 * plan.seeds), "decide",
-                            plan.images)  # fmt: skip
-        report = _full_runs(records, space, report_seeds(spec.seed, plan.seeds), "report",
-                            plan.images)  # fmt: skip
-        noise = _walk_noise(records, space, plan.images, decide)
+        full_key = config_key(space.preset("full").to_dict())
+        stored = _stored(records, plan.images)
+        decide, report = (
+            {s: stored[(full_key, s, stage)] for s in seeds if (full_key, s, stage) in stored}
+            for stage, seeds in (
+                ("decide", decide_seeds(spec.seed, 2 * plan.seeds)),
+                ("report", report_seeds(spec.seed, plan.seeds)),
+            )
+        )
+        noise = _walk_noise(records, stored, full_key, plan.images, decide)
         for config in args.configs:
             case = dict(study=name, config=config, spec=spec_path, plan=plan, noise=noise,
                         tolerance=spec.search.tolerance, decide=decide, report=report)  # fmt: skip
@@ -134,20 +126,13 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     with ProcessPoolExecutor(args.workers, initializer=_one_thread) as pool:
-        futures = [
-            (
-                job,
-                pool.submit(
-                    _train,
-                    cases[job[0]]["spec"],
-                    cases[job[0]]["config"],
-                    job[2],
-                    cases[job[0]]["plan"].images,
-                ),
-            )  # fmt: skip
-            for job in jobs
-        ]
-        results = {job: future.result() for job, future in futures}
+        futures = {
+            (i, stage, seed): pool.submit(
+                _train, cases[i]["spec"], cases[i]["config"], seed, cases[i]["plan"].images
+            )
+            for i, stage, seed in jobs
+        }
+        results = {job: future.result() for job, future in futures.items()}
 
     for i, case in enumerate(cases):
         line = {"runs": str(args.runs), "study": case["study"], "config": case["config"]}
@@ -156,13 +141,13 @@ def main(argv: list[str] | None = None) -> int:
             mine = [results[(i, stage, s)][0] for s in seeds]
             full = [case[stage][s] for s in seeds]
             line["bytes_pct"] = 100 * results[(i, stage, seeds[0])][1]
-            deltas = [100 * (m - f) for m, f in zip(mine, full, strict=True)]
+            both = paired(mine, full)
             line[stage] = {
                 "seeds": seeds,
                 "map": mine,
                 "full_map": full,
-                "delta": statistics.mean(deltas),
-                "delta_se": statistics.stdev(deltas) / len(deltas) ** 0.5 if deltas[1:] else 0.0,
+                "delta": 100 * both.delta,
+                "delta_se": 100 * both.delta_sd,
             }
             if stage == "decide":  # racing: a pair more while unsure, as the walk does
                 for count in range(min(case["plan"].seeds, len(seeds)), len(seeds) + 1):
